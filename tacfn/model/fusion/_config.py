@@ -1,0 +1,88 @@
+"""Hyperparameters shared by every fusion block, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+Selection = Literal["transformer", "mean", "none"]
+SELECTIONS: tuple[str, ...] = ("transformer", "mean", "none")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Configuration of a fusion block; each block reads the fields it uses.
+
+    Defaults are the paper's TACFN block on RAVDESS: d=64, 8 heads, 5 pre-LayerNorm
+    layers with a causal mask, dropouts attn/relu/residual 0.1 and embedding 0.3, and
+    dropout 0.4 on the flattened audio before the classifier (``head_dropout``).
+
+    TACFN's parts are separate switches so that ablations can flip them one at a time:
+    ``selection`` (how the source modality is summarised: a transformer's last step,
+    a mean over positions, or the last position with no attention), ``fused_weight``
+    (the position weights see both modalities; off, they see the target only),
+    ``residual`` (v' = v * alpha + v; off, v' = v * alpha) and ``direction``
+    (``"audio->video"``, ``"video->audio"``, several pairs joined by commas, or
+    ``"both"`` for every ordered pair of modalities).
+    """
+
+    name: str = "tacfn"
+    d: int = 64
+    heads: int = 8
+    layers: int = 5
+    attn_dropout: float = 0.1
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.3
+    head_dropout: float = 0.4
+    causal: bool = True
+    selection: Selection = "transformer"
+    fused_weight: bool = True
+    residual: bool = True
+    direction: str = "audio->video"
+
+    def __post_init__(self) -> None:
+        if self.d < 1:
+            raise ValueError(f"`d >= 1` must hold, but got d={self.d}")
+        if self.heads < 1 or self.d % self.heads != 0:
+            raise ValueError(
+                f"`heads` must divide `d`, but got heads={self.heads}, d={self.d}; "
+                f"valid heads for d={self.d}: {valid_heads(self.d)}"
+            )
+        if self.layers < 1:
+            raise ValueError(f"`layers >= 1` must hold, but got layers={self.layers}")
+        for name in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "head_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`0 <= {name} < 1` must hold, but got {name}={value}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; valid: {list(SELECTIONS)}")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def valid_heads(d: int) -> list[int]:
+    """Head counts that divide ``d``."""
+    return [h for h in range(1, d + 1) if d % h == 0]
+
+
+def resolve_direction(direction: str, modalities: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Turn a direction string into (source, target) pairs over ``modalities``.
+
+    ``"both"`` (or ``"all"``) means every ordered pair. Raises with the valid forms when a
+    pair names a modality the model does not have, or a modality reinforces itself.
+    """
+    if direction in ("both", "all"):
+        return tuple((s, t) for t in modalities for s in modalities if s != t)
+    pairs = []
+    for part in direction.split(","):
+        source, sep, target = (x.strip() for x in part.partition("->"))
+        valid = [f"{s}->{t}" for t in modalities for s in modalities if s != t] + ["both"]
+        if not sep or source not in modalities or target not in modalities or source == target:
+            raise ValueError(f"invalid fusion direction {part.strip()!r}; valid: {valid}")
+        pairs.append((source, target))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"fusion direction {direction!r} repeats a pair")
+    return tuple(pairs)

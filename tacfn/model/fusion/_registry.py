@@ -1,0 +1,56 @@
+"""The registry of fusion blocks: ablations swap blocks by name.
+
+A block is an ``nn.Module`` class with the constructor ``(spec: FusionSpec, cfg:
+FusionConfig)`` and ``forward(features: dict[str, Tensor]) -> Tensor`` returning logits of
+shape ``(B, *spec.out_shape)``. Its class attribute ``has_attention`` tells the search
+whether ``heads`` is an axis for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from .._spec import FusionSpec
+from ._config import FusionConfig
+
+_BLOCKS: dict[str, type[nn.Module]] = {}
+_T = TypeVar("_T", bound=type[nn.Module])
+
+
+def register_fusion_block(name: str) -> Callable[[_T], _T]:
+    """Class decorator that adds a block under ``name``; a duplicate name raises."""
+
+    def decorator(cls: _T) -> _T:
+        if name in _BLOCKS:
+            raise ValueError(
+                f"fusion block {name!r} is already registered by {_BLOCKS[name].__qualname__}"
+            )
+        _BLOCKS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_fusion_blocks() -> list[str]:
+    """Names of every registered block, sorted."""
+    return sorted(_BLOCKS)
+
+
+def get_fusion_block_class(name: str) -> type[nn.Module]:
+    """The class registered under ``name``; an unknown name lists the known ones."""
+    try:
+        return _BLOCKS[name]
+    except KeyError:
+        raise ValueError(f"unknown fusion block {name!r}; valid: {list_fusion_blocks()}") from None
+
+
+def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> nn.Module:
+    """Build block ``name`` for ``spec``; ``kwargs`` are :class:`FusionConfig` fields."""
+    cls = get_fusion_block_class(name)
+    unknown = sorted(set(kwargs) - set(FusionConfig.field_names()) - {"name"})
+    if unknown:
+        raise ValueError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
+    cfg = FusionConfig(**{**kwargs, "name": name})
+    return cls(spec, cfg)
