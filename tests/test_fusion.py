@@ -1,0 +1,334 @@
+"""Fusion blocks: shapes, per-sample independence, gradients, TACFN's switches, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tacfn.model._spec import FusionSpec, ModalitySpec
+from tacfn.model.fusion import (
+    create_fusion_block,
+    get_fusion_block_class,
+    list_fusion_blocks,
+    register_fusion_block,
+)
+from tacfn.model.fusion._head import PooledConcatHead
+from tacfn.model.fusion._layers import TransformerEncoder, causal_mask
+
+PAPER = FusionSpec(
+    (ModalitySpec("video", "grid", (2048, 2, 7, 7)), ModalitySpec("audio", "sequence", (64, 26), "flatten")),
+    (8,),
+)
+LITE = FusionSpec(
+    (ModalitySpec("video", "grid", (64, 2, 4, 4)), ModalitySpec("audio", "sequence", (64, 12), "flatten")),
+    (8,),
+)
+IEMOCAP = FusionSpec(
+    (
+        ModalitySpec("text", "sequence", (300, 20)),
+        ModalitySpec("audio", "sequence", (74, 40)),
+        ModalitySpec("vision", "sequence", (35, 50)),
+    ),
+    (4, 2),
+)
+SPECS = {"lite": LITE, "iemocap": IEMOCAP}
+SMALL = {"d": 16, "heads": 2, "layers": 2}
+BLOCKS = list_fusion_blocks()
+
+# TACFN switch settings; every one must reach all of its parameters and stay per-sample.
+TACFN_VARIANTS = [
+    {},
+    {"selection": "mean"},
+    {"selection": "none"},
+    {"fused_weight": False},
+    {"residual": False},
+    {"causal": False},
+    {"direction": "video->audio"},
+    {"direction": "both"},
+]
+
+
+def _features(spec: FusionSpec, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {m.name: torch.randn(batch, *m.shape, generator=gen) for m in spec.modalities}
+
+
+def _build(name: str, spec: FusionSpec, seed: int = 0, **kwargs) -> nn.Module:
+    if name == "tacfn" and "video" not in spec.names:
+        kwargs.setdefault("direction", "both")
+    torch.manual_seed(seed)
+    return create_fusion_block(name, spec, **{**SMALL, **kwargs})
+
+
+def _copy_shared(src: nn.Module, dst: nn.Module) -> None:
+    """Give ``dst`` every weight of ``src`` that it also has (same name and shape)."""
+    dst_state = dst.state_dict()
+    shared = {k: v for k, v in src.state_dict().items() if k in dst_state and v.shape == dst_state[k].shape}
+    assert shared, "the two blocks share no weights"
+    dst.load_state_dict(shared, strict=False)
+
+
+def _loss(logits: torch.Tensor, spec: FusionSpec, seed: int = 0) -> torch.Tensor:
+    classes = spec.out_shape[-1]
+    gen = torch.Generator().manual_seed(seed)
+    targets = torch.randint(classes, (logits.numel() // classes,), generator=gen)
+    return nn.functional.cross_entropy(logits.reshape(-1, classes), targets)
+
+
+def _tacfn_cases() -> list:
+    return [pytest.param("tacfn", LITE, kw, id=f"tacfn-lite-{kw}") for kw in TACFN_VARIANTS] + [
+        pytest.param("tacfn", IEMOCAP, {"direction": "audio->vision,text->vision"}, id="tacfn-iemocap-2to1"),
+        pytest.param("tacfn", IEMOCAP, {"direction": "both", "selection": "none"}, id="tacfn-iemocap-both-none"),
+    ]
+
+
+def _block_cases() -> list:
+    return [pytest.param(b, spec, {}, id=f"{b}-{s}") for b in BLOCKS for s, spec in SPECS.items()]
+
+
+# -- shapes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+def test_logits_shape(name: str, spec_name: str) -> None:
+    spec = SPECS[spec_name]
+    logits = _build(name, spec)(_features(spec, 3))
+    assert logits.shape == (3, *spec.out_shape)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_paper_spec_logits_shape(name: str) -> None:
+    block = create_fusion_block(name, PAPER)  # the paper's defaults: d=64, 8 heads, 5 layers
+    block.eval()
+    with torch.no_grad():
+        logits = block(_features(PAPER, 2))
+    assert logits.shape == (2, 8)
+
+
+def test_paper_tacfn_parameter_count() -> None:
+    d, video, audio_flat = 64, 2048, 64 * 26
+    fused_weight = (video * d + d) + d * d + (d + 1)  # W_v with bias, W_a without, w with bias
+    layer = (4 * d * d + 4 * d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 2 * 2 * d  # attn, FFN, 2 LNs
+    selection = 5 * layer + 2 * d  # 5 layers and the final LayerNorm; audio is already d-wide
+    head = (video + audio_flat) * 8 + 8
+    block = create_fusion_block("tacfn", PAPER)
+    total = sum(p.numel() for p in block.parameters())
+    assert total == fused_weight + selection + head == 415_049
+
+
+def test_paper_head_width() -> None:
+    head = PooledConcatHead(PAPER, head_dropout=0.4)
+    assert (head.fc.in_features, head.fc.out_features) == (3712, 8)
+
+
+# -- per-sample computation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "spec", "kwargs"), _block_cases() + _tacfn_cases())
+def test_logits_do_not_depend_on_batch_mates(name: str, spec: FusionSpec, kwargs: dict) -> None:
+    block = _build(name, spec, **kwargs).eval()
+    features = _features(spec, 4)
+    with torch.no_grad():
+        batched = block(features)
+        for i in range(4):
+            alone = block({k: v[i : i + 1] for k, v in features.items()})
+            torch.testing.assert_close(alone[0], batched[i], atol=1e-5, rtol=1e-5)
+
+
+# -- training reaches every parameter -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "spec", "kwargs"), _block_cases() + _tacfn_cases())
+def test_train_step_reaches_every_parameter(name: str, spec: FusionSpec, kwargs: dict) -> None:
+    block = _build(name, spec, **kwargs).train()
+    loss = _loss(block(_features(spec, 4)), spec)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for key, param in block.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), key
+        if key.endswith("score.bias"):
+            # The softmax over positions cancels a shift of every score: no gradient, by design.
+            assert param.grad.abs().max() < 1e-6, key
+        else:
+            assert param.grad.abs().sum() > 0, f"{key} gets no gradient"
+
+
+# -- TACFN -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "change"),
+    [
+        ("tacfn", {}, {"selection": "mean"}),
+        ("tacfn", {}, {"selection": "none"}),
+        ("tacfn", {"selection": "mean"}, {"selection": "none"}),
+        ("tacfn", {}, {"fused_weight": False}),
+        ("tacfn", {}, {"residual": False}),
+        ("tacfn", {}, {"causal": False}),
+        ("tacfn", {}, {"direction": "both"}),
+        ("mult", {}, {"causal": False}),
+    ],
+    ids=lambda x: x if isinstance(x, str) else str(x),
+)
+def test_each_switch_changes_the_computation(name: str, base: dict, change: dict) -> None:
+    reference = _build(name, LITE, **base).eval()
+    switched = _build(name, LITE, seed=1, **{**base, **change}).eval()
+    _copy_shared(reference, switched)
+    features = _features(LITE, 3)
+    with torch.no_grad():
+        logits, switched_logits = reference(features), switched(features)
+    # TACFN's alpha moves the logits only a little (v * alpha + v with alpha ~ 1/(H*W)).
+    assert (logits - switched_logits).abs().max() > 1e-6
+    if name == "tacfn" and set(change) & {"selection", "fused_weight", "causal"}:
+        assert (reference.last_alpha["video"] - switched.last_alpha["video"]).abs().max() > 1e-4
+
+
+def test_tacfn_alpha_sums_to_one_over_each_time_steps_positions() -> None:
+    block = _build("tacfn", LITE).eval()
+    with torch.no_grad():
+        block(_features(LITE, 3))
+    alpha = block.last_alpha["video"]
+    assert set(block.last_alpha) == {"video"}
+    assert alpha.shape == (3, 2, 4, 4) and not alpha.requires_grad
+    torch.testing.assert_close(alpha.sum(dim=(2, 3)), torch.ones(3, 2))
+    assert (alpha.flatten(2).std(dim=2) > 0).all()  # the weights are not uniform
+
+
+def test_tacfn_alpha_over_sequence_steps() -> None:
+    block = _build("tacfn", IEMOCAP, direction="both").eval()
+    with torch.no_grad():
+        block(_features(IEMOCAP, 2))
+    assert set(block.last_alpha) == {"text", "audio", "vision"}
+    for name, alpha in block.last_alpha.items():
+        steps = IEMOCAP[name].shape[1]
+        assert alpha.shape == (2, steps)
+        torch.testing.assert_close(alpha.sum(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("fused_weight", [True, False])
+def test_fused_weight_decides_whether_audio_moves_alpha(fused_weight: bool) -> None:
+    block = _build("tacfn", LITE, fused_weight=fused_weight).eval()
+    features = _features(LITE, 2)
+    other_audio = {**features, "audio": _features(LITE, 2, seed=1)["audio"]}
+    with torch.no_grad():
+        block(features)
+        alpha = block.last_alpha["video"]
+        block(other_audio)
+        other_alpha = block.last_alpha["video"]
+    if fused_weight:
+        assert (alpha - other_alpha).abs().max() > 1e-4
+    else:
+        assert torch.equal(alpha, other_alpha)
+        assert len(block.selection) == 0  # no source summary is built when it plays no part
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_reinforcement_with_uniform_alpha(residual: bool) -> None:
+    block = _build("tacfn", LITE, residual=residual).eval()
+    nn.init.zeros_(block.weights["video"].score.weight)  # equal scores -> alpha = 1/(H*W)
+    features = _features(LITE, 2)
+    scale = 1 / 16 + (1 if residual else 0)
+    with torch.no_grad():
+        logits = block(features)
+        expected = block.head({"video": features["video"] * scale, "audio": features["audio"]})
+    torch.testing.assert_close(block.last_alpha["video"], torch.full((2, 2, 4, 4), 1 / 16))
+    torch.testing.assert_close(logits, expected)
+
+
+# -- heads and late fusion -------------------------------------------------------------------
+
+
+def test_pooled_concat_head_pools_as_the_spec_says() -> None:
+    head = PooledConcatHead(LITE, head_dropout=0.4).eval()
+    features = _features(LITE, 2)
+    pooled = torch.cat([features["video"].mean(dim=(2, 3, 4)), features["audio"].reshape(2, -1)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(head(features), head.fc(pooled))
+    head.train()
+    torch.manual_seed(0)
+    assert not torch.equal(head(features), head(features))  # dropout on the flattened audio
+
+
+def test_late_fusion_combines_per_modality_classifiers() -> None:
+    average = _build("late_average", IEMOCAP).eval()
+    product = _build("late_product", IEMOCAP).eval()
+    _copy_shared(average, product)
+    features = _features(IEMOCAP, 3)
+    with torch.no_grad():
+        per_modality = [average.classifiers[m](features) for m in IEMOCAP.names]
+        torch.testing.assert_close(average(features), torch.stack(per_modality).mean(dim=0))
+        probs = torch.stack([p.softmax(dim=-1) for p in per_modality]).prod(dim=0)
+        torch.testing.assert_close(product(features).softmax(dim=-1), probs / probs.sum(-1, keepdim=True))
+
+
+# -- transformer layers ------------------------------------------------------------------------
+
+
+def test_causal_mask_lines_up_unaligned_sequences() -> None:
+    torch.testing.assert_close(causal_mask(5, 5), torch.ones(5, 5, dtype=torch.bool).triu(1))
+    mask = causal_mask(3, 7)
+    assert not mask[:, 0].any()  # every query sees at least the first key
+    assert not mask[-1].any()  # the last query sees everything
+    assert (mask.sum(dim=1).diff() <= 0).all()  # later queries see more
+
+
+@pytest.mark.parametrize("cross_modal", [False, True])
+def test_causal_encoder_ignores_later_steps(cross_modal: bool) -> None:
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(16, 2, 2, causal=True, cross_modal=cross_modal).eval()
+    x = torch.randn(2, 6, 16)
+    source = torch.randn(2, 6, 16) if cross_modal else None
+    later = torch.zeros(2, 6, 16)
+    later[:, 3:] = torch.randn(2, 3, 16)  # changes steps 3.. only
+    with torch.no_grad():
+        out = encoder(x, source)
+        changed = encoder(x + later, source + later) if cross_modal else encoder(x + later)
+    torch.testing.assert_close(out[:, :3], changed[:, :3])
+    assert (out[:, 3:] - changed[:, 3:]).abs().max() > 1e-3
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_duplicate_registration_raises() -> None:
+    original = get_fusion_block_class("tacfn")
+    with pytest.raises(ValueError, match="'tacfn' is already registered"):
+        register_fusion_block("tacfn")(type("Impostor", (nn.Module,), {}))
+    assert get_fusion_block_class("tacfn") is original
+
+
+def test_unknown_block_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown fusion block 'tacfm'; valid: \['concat'.*'tacfn'\]"):
+        create_fusion_block("tacfm", LITE)
+
+
+def test_unknown_option_raises() -> None:
+    with pytest.raises(ValueError, match=r"unknown fusion option\(s\) \['head'\]"):
+        create_fusion_block("tacfn", LITE, head=4)
+
+
+def test_heads_must_divide_d() -> None:
+    with pytest.raises(ValueError, match="`heads` must divide `d`.*valid heads for d=16: \\[1, 2, 4, 8, 16\\]"):
+        create_fusion_block("mult", LITE, d=16, heads=3)
+
+
+def test_invalid_direction_lists_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"invalid fusion direction 'text->video'; valid: \['audio->video', "):
+        create_fusion_block("tacfn", LITE, direction="text->video")
+
+
+def test_mult_needs_two_modalities() -> None:
+    single = FusionSpec((LITE.modalities[1],), (8,))
+    with pytest.raises(ValueError, match="at least 2 modalities"):
+        create_fusion_block("mult", single)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_features_of_the_wrong_shape_name_the_modality(name: str) -> None:
+    block = _build(name, LITE)
+    features = {**_features(LITE, 2), "video": torch.randn(2, 64, 2, 5, 5)}
+    with pytest.raises(ValueError, match=r"features of 'video' must have shape \(B, 64, 2, 4, 4\)"):
+        block(features)
