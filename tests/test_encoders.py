@@ -19,7 +19,10 @@ def thin_resnext(**kwargs) -> ResNeXt3D:
 ENCODERS = {
     "resnext_thin": (thin_resnext, (3, 8, 32, 32)),
     "resnext_thin_odd": (thin_resnext, (3, 5, 45, 37)),
-    "resnext_two_stages": (lambda: ResNeXt3D(layers=(1, 1), cardinality=2, base_width=4, stem_width=4), (3, 6, 20, 28)),
+    "resnext_two_stages": (
+        lambda: ResNeXt3D(layers=(1, 1), cardinality=2, base_width=4, stem_width=4),
+        (3, 6, 20, 28),
+    ),
     "lite": (LiteVideoEncoder, (3, 8, 64, 64)),
     "lite_narrow_odd": (lambda: LiteVideoEncoder(width=16), (3, 11, 50, 70)),
     "mfcc_paper": (MfccCnn, (13, 212)),
@@ -88,15 +91,15 @@ def test_stem_relu_switch_changes_only_the_computation() -> None:
     torch.manual_seed(0)
     with_relu = thin_resnext(stem_relu=True).eval()
     without_relu = thin_resnext(stem_relu=False).eval()
-    with torch.no_grad():  # a negative BN shift, as training leaves, so whole pooling windows go negative
+    with torch.no_grad():  # a negative BN shift makes whole pooling windows negative: there the ReLU matters
         with_relu.bn1.bias.fill_(-2.0)
     without_relu.load_state_dict(with_relu.state_dict())  # same keys, so MSAF checkpoints fit both
     x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         stem = with_relu.bn1(with_relu.conv1(x))
-        expected = {True: stem.relu(), False: stem}
+        stems = {True: stem.relu(), False: stem}
         for relu, model in ((True, with_relu), (False, without_relu)):
-            h = model.maxpool(expected[relu])
+            h = model.maxpool(stems[relu])
             for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
                 h = stage(h)
             torch.testing.assert_close(model(x), h)

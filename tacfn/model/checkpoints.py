@@ -79,10 +79,10 @@ def load_msaf_checkpoint(encoder: nn.Module, path: str | os.PathLike[str]) -> Lo
 
 def _read_state_dict(path: str) -> dict[str, Tensor]:
     """The checkpoint's tensors by key, unwrapped and without a DataParallel prefix."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint {path} does not exist or is not a file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # a corrupt file makes torch.load raise any of a dozen types
         raise ConfigError(
             f"cannot read checkpoint {path}: not a PyTorch weights file, truncated, or holding "
@@ -101,7 +101,7 @@ def _read_state_dict(path: str) -> dict[str, Tensor]:
 def weights_hash(module: nn.Module) -> str:
     """Short sha256 of ``module``'s state_dict (names, dtypes, shapes, values).
 
-    Stable across runs and machines for equal weights; any changed value changes it. It
+    Stable across runs and processes for equal weights; any changed value changes it. It
     is the weights part of a frozen encoder's feature-cache key. It sees tensors only:
     constructor switches that change the computation without changing the weights
     (``ResNeXt3D(stem_relu=...)``) belong in the cache key's encoder part.

@@ -66,5 +66,7 @@ class MfccCnn(nn.Module):
         for layer in (self.conv1, self.conv2, self.maxpool, self.conv3):
             length = _out_length(length, layer)
             if length < 1:
-                raise ValueError(f"MfccCnn needs more input frames, but got {input_shape[1]} (a layer would output {length})")
+                raise ValueError(
+                    f"MfccCnn needs more input frames, but got {input_shape[1]} (a layer would output {length})"
+                )
         return (self.out_channels, length)

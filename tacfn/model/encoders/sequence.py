@@ -31,11 +31,10 @@ class SequenceProjection(nn.Module):
         """Per-sample output (d, L') for a per-sample input (L, in_dim)."""
         if len(input_shape) != 2 or input_shape[1] != self.in_dim:
             raise ValueError(
-                f"SequenceProjection takes a per-sample input of shape (L, {self.in_dim}), but got {tuple(input_shape)}"
+                f"SequenceProjection takes a per-sample input of shape (L, {self.in_dim}), "
+                f"but got {tuple(input_shape)}"
             )
-        length = input_shape[0] - self.proj.kernel_size[0] + 1
-        if length < 1:
-            raise ValueError(
-                f"`L >= kernel_size` must hold, but got (L={input_shape[0]}, kernel_size={self.proj.kernel_size[0]})"
-            )
-        return (self.out_channels, length)
+        kernel_size = self.proj.kernel_size[0]
+        if input_shape[0] < kernel_size:
+            raise ValueError(f"`L >= kernel_size` must hold, but got (L={input_shape[0]}, kernel_size={kernel_size})")
+        return (self.out_channels, input_shape[0] - kernel_size + 1)

@@ -94,7 +94,8 @@ class ResNeXt3D(nn.Module):
             raise ValueError(f"`layers` must be a non-empty sequence of counts >= 1, but got {tuple(layers)}")
         if base_width % cardinality != 0:
             raise ValueError(
-                f"`cardinality` must divide `base_width`, but got (cardinality={cardinality}, base_width={base_width})"
+                f"`cardinality` must divide `base_width`, "
+                f"but got (cardinality={cardinality}, base_width={base_width})"
             )
         self.in_channels = in_channels
         self.stem_relu = stem_relu
