@@ -1,0 +1,200 @@
+"""``tacfn data prepare``: decode a RAVDESS tree once into a memory-mappable dataset.
+
+Clips are decoded in parallel and written in record batches of about 64 MiB as they
+arrive, in the scan's order, so memory stays bounded at the paper's 30 x 224 x 224 size
+and the output does not depend on the number of workers. Files go to temporary names
+and are renamed at the end, manifest last: a failed run leaves no half dataset behind
+as the current one. The layout is described in :mod:`tacfn.data.prepared`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import DataError, MediaError
+from .media import ClipArrays, LandmarkFallbackWarning, read_clip
+from .prepared import CLIPS_FILE, FORMAT_VERSION, INT_COLUMNS, MANIFEST_FILE, SKIPPED_FILE, clips_schema
+from .preprocessing import PreprocessConfig
+from .ravdess import RavdessClip, scan_ravdess
+
+_BATCH_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What :func:`prepare_ravdess` wrote and what it left out (each file with its reason)."""
+
+    out_dir: Path
+    clips_path: Path
+    manifest_path: Path
+    skipped_path: Path
+    prepared: int
+    skipped: tuple[tuple[Path, str], ...]
+    centre_cropped: tuple[Path, ...]
+
+
+def prepare_ravdess(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    cfg: PreprocessConfig,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+) -> PrepareReport:
+    """Decode every full audio-video speech clip under ``src_dir`` into ``out_dir``.
+
+    Rejected and undecodable files are skipped and listed in the report and in
+    ``skipped.json``; clips without usable landmarks are centre-cropped, listed in the
+    report and announced by one :class:`LandmarkFallbackWarning`. ``workers`` processes
+    decode (default: one per CPU; 1 decodes in this process). Raises DataError if no
+    clip could be prepared.
+    """
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
+    scan = scan_ravdess(src_dir)
+    skipped = list(scan.rejected)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = {name: out_dir / name for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE)}
+    temp = {name: out_dir / f".{name}.{os.getpid()}.tmp" for name in final}
+    try:
+        prepared, failed, centre_cropped = _write_clips(temp[CLIPS_FILE], scan.clips, cfg, workers, progress)
+        skipped += failed
+        if prepared == 0:
+            raise DataError(
+                f"no clip under {src_dir} could be prepared; {len(failed)} clip(s) failed to decode, "
+                f"e.g. {failed[0][0]}: {failed[0][1]}"
+            )
+        temp[SKIPPED_FILE].write_text(
+            json.dumps([{"path": str(path), "reason": reason} for path, reason in skipped], indent=1)
+        )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dataset": "ravdess",
+            "num_clips": prepared,
+            "preprocess": asdict(cfg),
+            "preprocess_key": cfg.key(),
+            "source": str(src_dir.resolve()),
+            "tacfn_version": __version__,
+            "centre_cropped": [clip.clip_id for clip in centre_cropped],
+        }
+        temp[MANIFEST_FILE].write_text(json.dumps(manifest, indent=1))
+        final[MANIFEST_FILE].unlink(missing_ok=True)  # no manifest: not a dataset, mid-swap
+        for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE):
+            os.replace(temp[name], final[name])
+    finally:
+        for path in temp.values():
+            path.unlink(missing_ok=True)
+    if centre_cropped:
+        warnings.warn(
+            f"{len(centre_cropped)} of {prepared} clips had no usable facial landmarks and were "
+            f"centre-cropped (no face detector is installed); see PrepareReport.centre_cropped",
+            LandmarkFallbackWarning,
+            stacklevel=2,
+        )
+    return PrepareReport(
+        out_dir=out_dir,
+        clips_path=final[CLIPS_FILE],
+        manifest_path=final[MANIFEST_FILE],
+        skipped_path=final[SKIPPED_FILE],
+        prepared=prepared,
+        skipped=tuple(skipped),
+        centre_cropped=tuple(clip.path for clip in centre_cropped),
+    )
+
+
+def _write_clips(
+    path: Path, clips: Sequence[RavdessClip], cfg: PreprocessConfig, workers: int, progress: bool
+) -> tuple[int, list[tuple[Path, str]], list[RavdessClip]]:
+    """Decode ``clips`` into the Arrow file ``path``; returns (prepared, skipped, centre-cropped)."""
+    schema = clips_schema(cfg)
+    row_bytes = schema.field("video").type.list_size + 4 * schema.field("mfcc").type.list_size
+    rows_per_batch = max(1, _BATCH_BYTES // row_bytes)
+    prepared, skipped, centre_cropped = 0, [], []
+    rows: list[tuple[RavdessClip, ClipArrays]] = []
+    with (
+        pa.OSFile(str(path), "wb") as sink,
+        ipc.new_file(sink, schema) as writer,
+        tqdm(total=len(clips), desc="preparing", unit="clip", disable=not progress) as bar,
+    ):
+        for clip, result in zip(clips, _decode_all(clips, cfg, workers)):
+            bar.update()
+            if result.error is not None:
+                skipped.append((clip.path, result.error.removeprefix(f"{clip.path}: ")))
+                continue
+            if result.centre_cropped:
+                centre_cropped.append(clip)
+            rows.append((clip, result.arrays))
+            prepared += 1
+            if len(rows) == rows_per_batch:
+                writer.write_batch(_record_batch(rows, schema))
+                rows.clear()
+        if rows:
+            writer.write_batch(_record_batch(rows, schema))
+    return prepared, skipped, centre_cropped
+
+
+class _Decoded(NamedTuple):
+    arrays: ClipArrays | None
+    error: str | None
+    centre_cropped: bool
+
+
+def _decode_clip(path: Path, landmarks: Path | None, cfg: PreprocessConfig) -> _Decoded:
+    """Decode one clip; a MediaError becomes a skip reason, the crop fallback a flag."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LandmarkFallbackWarning)
+        try:
+            arrays = read_clip(path, landmarks, cfg)
+        except MediaError as exc:
+            return _Decoded(None, str(exc), False)
+    for warning in caught:  # anything but the fallback is passed on
+        if not issubclass(warning.category, LandmarkFallbackWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    fallback = any(issubclass(warning.category, LandmarkFallbackWarning) for warning in caught)
+    return _Decoded(arrays, None, fallback)
+
+
+def _decode_all(clips: Sequence[RavdessClip], cfg: PreprocessConfig, workers: int) -> Iterator[_Decoded]:
+    """Decoded clips in the order of ``clips``, at most ``2 * workers`` in flight."""
+    if workers == 1 or len(clips) <= 1:
+        for clip in clips:
+            yield _decode_clip(clip.path, clip.landmarks, cfg)
+        return
+    with ProcessPoolExecutor(min(workers, len(clips))) as pool:
+        pending: deque = deque()
+        for clip in clips:
+            pending.append(pool.submit(_decode_clip, clip.path, clip.landmarks, cfg))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _record_batch(rows: list[tuple[RavdessClip, ClipArrays]], schema: pa.Schema) -> pa.RecordBatch:
+    """One record batch of ``clips.arrow`` from decoded clips."""
+    clips = [clip for clip, _ in rows]
+    video = np.stack([arrays.video for _, arrays in rows]).reshape(-1)
+    mfcc = np.stack([arrays.mfcc for _, arrays in rows]).reshape(-1)
+    columns = [pa.array([clip.clip_id for clip in clips], pa.string())]
+    columns += [pa.array([getattr(clip, name) for clip in clips], pa.int8()) for name in INT_COLUMNS]
+    columns += [
+        pa.FixedSizeListArray.from_arrays(pa.array(video), schema.field("video").type.list_size),
+        pa.FixedSizeListArray.from_arrays(pa.array(mfcc), schema.field("mfcc").type.list_size),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -1,0 +1,290 @@
+"""Synthetic RAVDESS: real mp4 files in RAVDESS's naming, with a planted, known signal.
+
+The tree is ``Actor_XX/01-01-EE-II-SS-RR-XX.mp4`` plus, next to each mp4, an OpenFace
+landmark CSV with the same stem, so every part of the real pipeline (name parsing, landmark
+lookup, PyAV decoding, face cropping, MFCCs) runs on it. Each actor also gets one
+video-only twin (``02-01-...``, no audio track) of its first clip, which the reader must
+reject.
+
+Each clip is 160x120 H.264 video at 15 fps with a mono 44.1 kHz AAC track, 3.0-3.5 s long.
+A "face" square (48-60 px, with 68 landmarks tracking it) sits on a plain background.
+The emotion class ``c`` in 0..7 is planted as three bits ``c = b0 + 2*b1 + 4*b2``
+(:func:`planted_bits`):
+
+- ``b0``, audio only: the pitch of a steady tone, 300 Hz (b0=0) or 700 Hz (b0=1).
+- ``b1``, video only: stripes across the upper face (rows 12-45% of the face height),
+  horizontal (b1=0) or vertical (b1=1), period 8 px.
+- ``b2``, only in the combination, the way TACFN's audio-conditioned spatial attention
+  reads it: the lower face (rows 55-90%) holds a LEFT and a RIGHT patch, one bright and
+  one dark, which one is bright chosen at random. A second tone selects a side: 2 kHz =
+  left, 4.5 kHz = right, chosen at random. ``b2`` is the brightness of the selected patch
+  (1 = bright). Video alone sees which patch is bright but not which side counts; audio
+  alone knows the side but not the brightness; each is independent of ``b2``. So a
+  video-only model can reach 25% (b1 known, chance 12.5%), an audio-only model 25%
+  (b0 known), a fused model 100%. The two patches always differ: if both could be bright
+  (or both dark) the video alone would give ``b2`` away in half the clips.
+
+Redundant noise that carries no label: background colour, face colour, face size and
+position, a slow drift of the face, a fixed per-pixel noise pattern of +-12 grey levels
+per clip (x264 would quantise fresh noise in every frame away anyway), clip length, tone
+frequencies (+-2%), amplitudes and phases, background white noise at a random level, and
+a landmark tracking failure (``success`` 0) on the middle frame of every clip.
+
+Everything is drawn from a generator seeded by ``(seed, actor, clip fields)``: the same
+seed gives the same decoded frames and samples, whatever the tree size or write order.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from .ravdess import EMOTIONS
+
+FRAME_WIDTH = 160
+FRAME_HEIGHT = 120
+FPS = 15
+SAMPLE_RATE = 44_100
+NUM_LANDMARKS = 68
+MAX_ACTORS = 24
+
+_B0_TONE_HZ = (300.0, 700.0)
+_SIDE_TONE_HZ = (2000.0, 4500.0)  # left, right
+_STRIPE_PERIOD = 8
+# Left patches are red, right patches blue, (dark, bright) each: the side is visible in the
+# content, so attention can select a patch by what it looks like, as TACFN's fused weight does.
+_PATCH_RGB = (((110, 0, 0), (255, 120, 120)), ((0, 0, 110), (120, 120, 255)))
+_PIXEL_NOISE = 12
+
+
+def planted_bits(label: int) -> tuple[int, int, int]:
+    """The planted bits ``(b0 audio, b1 video, b2 audio x video)`` of class ``label``."""
+    if not 0 <= label < len(EMOTIONS):
+        raise ValueError(f"`0 <= label < {len(EMOTIONS)}` must hold, but got label={label}")
+    return label & 1, (label >> 1) & 1, (label >> 2) & 1
+
+
+def write_synthetic_ravdess(
+    out_dir: str | Path,
+    *,
+    actors: int = 24,
+    clips_per_actor: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+    workers: int | None = None,
+) -> Path:
+    """Write a synthetic RAVDESS tree into the empty or new folder ``out_dir``; returns it.
+
+    Emotions are balanced per actor (exactly when ``clips_per_actor`` is a multiple of 8);
+    intensity, statement and repetition follow RAVDESS's own combinations (neutral has
+    no strong intensity), so at most 60 clips per actor exist, as in RAVDESS. Clips are
+    encoded by ``workers`` processes (default: one per CPU); the output does not depend on it.
+    """
+    if not 1 <= actors <= MAX_ACTORS:
+        raise ValueError(f"`1 <= actors <= {MAX_ACTORS}` must hold, but got actors={actors}")
+    if not 1 <= clips_per_actor <= len(_SPEECH_FIELDS):
+        raise ValueError(
+            f"`1 <= clips_per_actor <= {len(_SPEECH_FIELDS)}` must hold (RAVDESS's speech clips "
+            f"per actor), but got clips_per_actor={clips_per_actor}"
+        )
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise DataError(f"{out_dir} is not empty; write a synthetic tree into a new or empty folder")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
+    jobs = []
+    for actor in range(1, actors + 1):
+        folder = out_dir / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for i, fields in enumerate(_SPEECH_FIELDS[:clips_per_actor]):
+            # RAVDESS's video-only file is the same recording without sound.
+            jobs.append((folder, seed, actor, fields, i == 0))
+    with tqdm(total=len(jobs), desc="synthesising", unit="clip", disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                _synthesise_clip(*job)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for future in as_completed([pool.submit(_synthesise_clip, *job) for job in jobs]):
+                    future.result()
+                    bar.update()
+    return out_dir
+
+
+def _synthesise_clip(
+    folder: Path, seed: int, actor: int, fields: tuple[int, int, int, int], video_only_twin: bool
+) -> None:
+    """Render one clip from its own seeded generator and write its files."""
+    emotion, intensity, statement, repetition = fields
+    rng = np.random.default_rng([seed, actor, emotion, intensity, statement, repetition])
+    frames, landmarks, audio = _render_clip(rng, label=emotion - 1)
+    stem = f"{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}"
+    _write_clip(folder / f"01-01-{stem}", frames, landmarks, audio)
+    if video_only_twin:
+        _write_clip(folder / f"02-01-{stem}", frames, landmarks, None)
+
+
+def _speech_fields() -> list[tuple[int, int, int, int]]:
+    """RAVDESS's 60 speech (emotion, intensity, statement, repetition) per actor, emotions
+    interleaved so that any prefix is as balanced as possible."""
+    per_emotion = []
+    for emotion in range(1, len(EMOTIONS) + 1):
+        intensities = (1,) if emotion == 1 else (1, 2)
+        per_emotion.append(
+            [(emotion, i, s, r) for r, s, i in itertools.product((1, 2), (1, 2), intensities)]
+        )
+    rounds = itertools.zip_longest(*per_emotion)
+    return [fields for round_ in rounds for fields in round_ if fields is not None]
+
+
+_SPEECH_FIELDS = _speech_fields()
+
+
+def _render_clip(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames uint8 (N, H, W, 3), landmarks float (N, 68, 2), audio float32 (samples,)."""
+    b0, b1, b2 = planted_bits(label)
+    side = int(rng.integers(2))  # 0: the audio selects the left patch, 1: the right
+    bright_side = side if b2 else 1 - side
+    duration = float(rng.uniform(3.0, 3.5))
+    num_frames = int(round(duration * FPS))
+
+    size = int(rng.integers(48, 61))
+    face = _draw_face(rng, size, vertical_stripes=bool(b1), bright_side=bright_side)
+    x0 = int(rng.integers(6, FRAME_WIDTH - size - 6))
+    y0 = int(rng.integers(6, FRAME_HEIGHT - size - 6))
+    phase = rng.uniform(0, 2 * np.pi, size=2)
+    t = np.arange(num_frames) / num_frames
+    dx = np.round(3 * np.sin(2 * np.pi * t + phase[0])).astype(int)
+    dy = np.round(3 * np.sin(2 * np.pi * t + phase[1])).astype(int)
+
+    frames = np.empty((num_frames, FRAME_HEIGHT, FRAME_WIDTH, 3), np.uint8)
+    frames[:] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    for i in range(num_frames):
+        top, left = y0 + dy[i], x0 + dx[i]
+        frames[i, top : top + size, left : left + size] = face
+    noise = rng.integers(-_PIXEL_NOISE, _PIXEL_NOISE + 1, size=frames.shape[1:], dtype=np.int16)
+    frames = np.clip(frames + noise, 0, 255).astype(np.uint8)
+
+    template = _landmark_template() * (size - 1)
+    offsets = np.stack([x0 + dx, y0 + dy], axis=1)[:, None, :]
+    landmarks = template[None] + offsets + rng.normal(0, 0.3, size=(num_frames, NUM_LANDMARKS, 2))
+    return frames, landmarks, _render_audio(rng, duration, b0, side)
+
+
+def _draw_face(
+    rng: np.random.Generator, size: int, *, vertical_stripes: bool, bright_side: int
+) -> np.ndarray:
+    """A size x size RGB face: skin colour, a striped band and two patches."""
+    face = np.empty((size, size, 3), np.int16)
+    face[:] = rng.integers(80, 181, size=3)
+    rows = slice(round(0.12 * size), round(0.45 * size))
+    cols = slice(round(0.1 * size), round(0.9 * size))
+    band = face[rows, cols]
+    axis_len = band.shape[1] if vertical_stripes else band.shape[0]
+    wave = np.where((np.arange(axis_len) // (_STRIPE_PERIOD // 2)) % 2 == 0, 70, -70)
+    band += (wave[None, :, None] if vertical_stripes else wave[:, None, None])
+    lower = slice(round(0.55 * size), round(0.9 * size))
+    left = slice(round(0.1 * size), round(0.42 * size))
+    right = slice(round(0.58 * size), round(0.9 * size))
+    face[lower, left] = _PATCH_RGB[0][bright_side == 0]
+    face[lower, right] = _PATCH_RGB[1][bright_side == 1]
+    return np.clip(face, 0, 255).astype(np.uint8)
+
+
+def _landmark_template() -> np.ndarray:
+    """The 68 iBUG/OpenFace points of a frontal face in the unit square, (68, 2) as (x, y).
+
+    Jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, outer lip 48-59, inner lip 60-67; the
+    jaw's ends touch x=0 and x=1, the chin y=1 and the brows' tops y=0, so the landmarks'
+    bounding box is the face square.
+    """
+    s = np.linspace(0, 1, 17)
+    jaw = np.stack([0.5 - 0.5 * np.cos(np.pi * s), 0.3 + 0.7 * np.sin(np.pi * s)], axis=1)
+    b = np.linspace(0, 1, 5)
+    brow_y = 0.08 - 0.08 * np.sin(np.pi * b)
+    brows = np.concatenate(
+        [np.stack([0.1 + 0.32 * b, brow_y], axis=1), np.stack([0.58 + 0.32 * b, brow_y], axis=1)]
+    )
+    bridge = np.stack([np.full(4, 0.5), np.linspace(0.25, 0.55, 4)], axis=1)
+    nostrils = np.stack([np.linspace(0.4, 0.6, 5), 0.62 + 0.02 * np.sin(np.pi * b)], axis=1)
+    return np.concatenate(
+        [
+            jaw,
+            brows,
+            bridge,
+            nostrils,
+            _ellipse(0.28, 0.3, 0.09, 0.04, 6),
+            _ellipse(0.72, 0.3, 0.09, 0.04, 6),
+            _ellipse(0.5, 0.8, 0.18, 0.07, 12),
+            _ellipse(0.5, 0.8, 0.1, 0.03, 8),
+        ]
+    )
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int) -> np.ndarray:
+    angle = np.pi - 2 * np.pi * np.arange(n) / n
+    return np.stack([cx + rx * np.cos(angle), cy + ry * np.sin(angle)], axis=1)
+
+
+def _render_audio(rng: np.random.Generator, duration: float, b0: int, side: int) -> np.ndarray:
+    """Two steady tones (the b0 pitch and the side cue) over white noise, faded in and out."""
+    t = np.arange(int(round(duration * SAMPLE_RATE))) / SAMPLE_RATE
+    audio = np.zeros_like(t)
+    for freq in (_B0_TONE_HZ[b0], _SIDE_TONE_HZ[side]):
+        freq *= rng.uniform(0.98, 1.02)
+        audio += rng.uniform(0.1, 0.25) * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+    audio += np.exp(rng.uniform(np.log(0.002), np.log(0.03))) * rng.standard_normal(t.size)
+    fade = min(t.size // 2, int(0.02 * SAMPLE_RATE))
+    ramp = np.linspace(0, 1, fade)
+    audio[:fade] *= ramp
+    audio[t.size - fade :] *= ramp[::-1]
+    return audio.astype(np.float32)
+
+
+def _write_clip(
+    stem_path: Path, frames: np.ndarray, landmarks: np.ndarray, audio: np.ndarray | None
+) -> None:
+    """``stem_path``.mp4 (H.264, plus AAC unless ``audio`` is None) and ``stem_path``.csv."""
+    with av.open(str(stem_path.with_suffix(".mp4")), "w", format="mp4") as container:
+        # One encoder thread: x264's output then depends on nothing but its input.
+        x264 = {"crf": "20", "preset": "veryfast", "threads": "1"}
+        video = container.add_stream("libx264", rate=FPS, options=x264)
+        video.width, video.height, video.pix_fmt = FRAME_WIDTH, FRAME_HEIGHT, "yuv420p"
+        sound = None
+        if audio is not None:
+            aac = {"aac_coder": "fast"}
+            sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono", options=aac)
+        for array in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(video.encode(None))
+        if sound is not None:
+            frame = av.AudioFrame.from_ndarray(audio[None], format="fltp", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+    _write_landmarks(stem_path.with_suffix(".csv"), landmarks)
+
+
+def _write_landmarks(path: Path, landmarks: np.ndarray) -> None:
+    """OpenFace's 2-D landmark columns; the middle frame is a tracking failure (zeros)."""
+    failed = len(landmarks) // 2
+    header = ["frame", "timestamp", "confidence", "success"]
+    header += [f"x_{i}" for i in range(NUM_LANDMARKS)] + [f"y_{i}" for i in range(NUM_LANDMARKS)]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i, points in enumerate(landmarks):
+            ok = i != failed
+            coords = points.T.reshape(-1) if ok else np.zeros(2 * NUM_LANDMARKS)
+            meta = [i + 1, f"{i / FPS:.3f}", "0.98" if ok else "0.00", int(ok)]
+            writer.writerow(meta + [f"{v:.3f}" for v in coords])
