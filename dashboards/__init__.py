@@ -1,0 +1,1 @@
+"""Dashboards: Polars tables and Plotly figures from results on disk (no torch, no ray)."""

@@ -1,0 +1,230 @@
+"""The ``tacfn`` command line.
+
+Bad input ends with one line on stderr (``tacfn: error: ...``) and a non-zero exit;
+a traceback means a bug in tacfn, not in what the user passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, TacfnError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _set_override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {assignment!r}")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from .data.synth import write_synthetic_ravdess
+
+    out = write_synthetic_ravdess(
+        Path(args.out_dir), actors=args.actors, clips_per_actor=args.clips_per_actor, seed=args.seed, progress=True
+    )
+    print(f"synthetic RAVDESS tree: {out}")
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_ravdess
+    from .model import preset_config
+
+    prep = preset_config(args.preset).preprocess
+    if prep is None:
+        raise ConfigError(f"preset {args.preset!r} does not read RAVDESS media")
+    report = prepare_ravdess(Path(args.ravdess_dir), Path(args.out_dir), prep, progress=True, workers=args.workers)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}")
+    print(f"prepared {report.prepared} clips, skipped {len(report.skipped)} -> {args.out_dir}")
+    return 0
+
+
+def _cmd_data_iemocap(args: argparse.Namespace) -> int:
+    from .data.iemocap import convert_iemocap
+
+    src = Path(args.src)
+    out = convert_iemocap(src, Path(args.out_dir), allow_pickle=src.suffix == ".pkl")
+    print(f"IEMOCAP converted to Arrow: {out}")
+    return 0
+
+
+# --- model ------------------------------------------------------------------------------
+
+
+def _cmd_model_info(args: argparse.Namespace) -> int:
+    from .model import create_model
+    from .model.summary import format_summary, summarize
+
+    kwargs: dict[str, Any] = {}
+    if args.fusion:
+        kwargs["fusion"] = args.fusion
+    if args.backbone:
+        kwargs["backbone"] = args.backbone
+    model = create_model(args.preset, **kwargs)
+    print(f"preset: {args.preset}")
+    print(format_summary(model, summarize(model)))
+    return 0
+
+
+def _cmd_model_list(_: argparse.Namespace) -> int:
+    from .model import list_fusion_blocks, list_presets
+
+    print("presets:", ", ".join(list_presets()))
+    print("fusion blocks:", ", ".join(list_fusion_blocks()))
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------
+
+
+def _print_epoch(total: int):
+    def show(record: Any) -> None:
+        print(
+            f"epoch {record.epoch:>3}/{total}  train loss {record.train_loss:.4f} acc {record.train_score:.3f}  "
+            f"val loss {record.val_loss:.4f} score {record.val_score:.3f} wF1 {record.val_weighted_f1:.3f}  "
+            f"({record.seconds:.1f} s)",
+            flush=True,
+        )
+
+    return show
+
+
+def _print_result(result: Any, out_dir: Path | None) -> None:
+    if result.status != "completed":
+        print(f"run {result.status}: {result.error}")
+    if result.best_epoch is not None:
+        print(
+            f"best epoch {result.best_epoch} (chosen on validation): val score {result.val['score']:.3f}, "
+            f"test score {result.test['score']:.3f}, test weighted F1 {result.test['weighted_f1']:.3f}"
+        )
+        for name, score in result.test_missing_modality.items():
+            print(f"  test score with {name} missing: {score:.3f}")
+    print(f"parameters: {result.num_parameters:,} ({result.trainable_parameters:,} trainable); {result.seconds:.1f} s")
+    if out_dir:
+        print(f"results: {out_dir / 'result.json'}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_yaml, parse_run_config
+    from .training import train
+
+    data = load_yaml(Path(args.config)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{args.config}: expected a mapping of sections (model, data, train)")
+    for assignment in args.set or []:
+        _set_override(data, assignment)
+    cfg = parse_run_config(data, str(args.config))
+    out_dir = Path(args.out) if args.out else None
+    print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs", flush=True)
+    result = train(cfg, out_dir=out_dir, on_epoch=_print_epoch(cfg.train.epochs), resume=args.resume, progress=True)
+    _print_result(result, out_dir)
+    return 0 if result.status == "completed" else EXIT_FAILED
+
+
+# --- demo and dashboard -----------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs)
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboards.run_report import write_run_report
+
+    out = write_run_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"dashboard: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tacfn", description="TACFN multimodal emotion recognition: data, models, training")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="synthesise, prepare or convert datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("synth", help="write a synthetic RAVDESS tree (real mp4 files)")
+    p.add_argument("out_dir")
+    p.add_argument("--actors", type=int, default=24)
+    p.add_argument("--clips-per-actor", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data_synth)
+    p = data.add_parser("prepare", help="decode a RAVDESS tree into an Arrow dataset")
+    p.add_argument("ravdess_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--preset", default="lite", help="model preset whose preprocessing to use (lite, paper)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.set_defaults(func=_cmd_data_prepare)
+    p = data.add_parser("iemocap", help="convert MulT-format IEMOCAP features to Arrow")
+    p.add_argument("src", help="a .pkl file in MulT's format (loaded as pickle because you name it)")
+    p.add_argument("out_dir")
+    p.set_defaults(func=_cmd_data_iemocap)
+
+    model = sub.add_parser("model", help="inspect model presets").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("info", help="architecture, shapes per stage, parameter counts")
+    p.add_argument("preset")
+    p.add_argument("--fusion", help="fusion block name (default: the preset's)")
+    p.add_argument("--backbone", choices=("finetune", "frozen"))
+    p.set_defaults(func=_cmd_model_info)
+    p = model.add_parser("list", help="presets and fusion blocks")
+    p.set_defaults(func=_cmd_model_list)
+
+    p = sub.add_parser("train", help="one training run from a YAML config, in this process")
+    p.add_argument("config")
+    p.add_argument("--out", help="folder for checkpoints and result.json")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="synthetic data, a lite TACFN run and its dashboard")
+    p.add_argument("--out", default="tacfn-demo")
+    p.add_argument("--epochs", type=int, default=8)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("dashboard", help="write a run's dashboard as one offline HTML file")
+    p.add_argument("run_dir")
+    p.add_argument("--out")
+    p.set_defaults(func=_cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return args.func(args)
+    except (TacfnError, ValueError, FileNotFoundError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"tacfn: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tacfn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

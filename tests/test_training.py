@@ -1,0 +1,120 @@
+"""One training run on real prepared data: learning, selection, determinism, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tacfn.config import parse_run_config
+from tacfn.data.prepare import prepare_ravdess
+from tacfn.data.preprocessing import LITE_PREPROCESS
+from tacfn.data.synth import write_synthetic_ravdess
+from tacfn.tasks import load_task
+from tacfn.training import train
+
+
+@pytest.fixture(scope="module")
+def learning_data(tmp_path_factory) -> Path:
+    """Enough synthetic clips for the lite model to learn the planted emotions."""
+    root = tmp_path_factory.mktemp("learn")
+    write_synthetic_ravdess(root / "raw", actors=6, clips_per_actor=48, seed=1)
+    prepare_ravdess(root / "raw", root / "prepared", LITE_PREPROCESS)
+    return root / "prepared"
+
+
+def _cfg(data: Path, tmp: Path, **sections):
+    base = {
+        "model": {"preset": "lite"},
+        "data": {"path": str(data), "cache_dir": str(tmp / "cache")},
+        "train": {"epochs": 2, "batch_size": 16, "seed": 0},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return parse_run_config(base)
+
+
+def test_splits_are_speaker_independent(prepared_lite: Path, tmp_path: Path):
+    task = load_task(_cfg(prepared_lite, tmp_path))
+    actor = lambda ids: {int(i.split("-")[-1]) for i in ids}  # noqa: E731
+    train_a, val_a, test_a = actor(task.train.ids), actor(task.val.ids), actor(task.test.ids)
+    assert train_a and val_a and test_a
+    assert not (train_a & val_a) and not (train_a & test_a) and not (val_a & test_a)
+
+
+def test_same_seed_same_metrics(prepared_lite: Path, tmp_path: Path):
+    cfg = _cfg(prepared_lite, tmp_path)
+    a, b = train(cfg), train(cfg)
+    assert [r.train_loss for r in a.history] == [r.train_loss for r in b.history]
+    assert a.test == b.test and a.predictions == b.predictions
+    c = train(_cfg(prepared_lite, tmp_path, train={"seed": 1}))
+    assert [r.train_loss for r in c.history] != [r.train_loss for r in a.history]
+
+
+def test_best_epoch_is_chosen_on_validation(prepared_lite: Path, tmp_path: Path):
+    result = train(_cfg(prepared_lite, tmp_path, train={"epochs": 3}))
+    scores = [r.val_score for r in result.history]
+    assert result.best_epoch == 1 + int(np.argmax(scores))
+    assert result.val["score"] == pytest.approx(max(scores))
+    assert set(result.test_missing_modality) == {"video", "audio"}
+    assert len(result.predictions["pred"]) == len(result.predictions["label"]) > 0
+
+
+def test_non_finite_loss_stops_run_as_diverged(prepared_lite: Path, tmp_path: Path):
+    cfg = _cfg(prepared_lite, tmp_path, train={"optimizer": "sgd", "lr": 1e30, "epochs": 3})
+    result = train(cfg, out_dir=tmp_path / "run")
+    assert result.status == "diverged"
+    assert "non-finite loss" in result.error
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(prepared_lite: Path, tmp_path: Path):
+    straight = train(_cfg(prepared_lite, tmp_path, train={"epochs": 3}))
+    out = tmp_path / "run"
+    train(_cfg(prepared_lite, tmp_path, train={"epochs": 2}), out_dir=out)
+    resumed = train(_cfg(prepared_lite, tmp_path, train={"epochs": 3}), out_dir=out, resume=True)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    assert [r.train_loss for r in resumed.history] == pytest.approx([r.train_loss for r in straight.history], rel=1e-5)
+    assert resumed.test["score"] == pytest.approx(straight.test["score"])
+    state = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert state["epoch"] == resumed.best_epoch
+
+
+def test_frozen_backbone_trains_head_only_and_caches_features(prepared_lite: Path, tmp_path: Path):
+    cfg = _cfg(prepared_lite, tmp_path, model={"backbone": "frozen"})
+    result = train(cfg)
+    assert result.status == "completed"
+    assert result.trainable_parameters < result.num_parameters
+    cache_files = list((tmp_path / "cache" / "features").glob("*.arrow"))
+    assert len(cache_files) == 1
+    before = cache_files[0].stat().st_mtime_ns
+    again = train(cfg)
+    assert cache_files[0].stat().st_mtime_ns == before, "second run reuses the cached features"
+    assert again.test == result.test
+
+
+def test_iemocap_run_reports_per_emotion_metrics(tmp_path: Path):
+    cfg = parse_run_config(
+        {"model": {"preset": "iemocap"}, "data": {"cache_dir": str(tmp_path)}, "train": {"epochs": 2, "batch_size": 32}}
+    )
+    result = train(cfg)
+    assert result.status == "completed"
+    for emotion in ("neutral", "happy", "sad", "angry"):
+        assert 0.0 <= result.test[f"{emotion}_accuracy"] <= 1.0
+        assert f"{emotion}_weighted_f1" in result.test
+    assert np.asarray(result.predictions["pred"]).shape == (len(result.predictions["id"]), 4)
+
+
+@pytest.mark.slow
+def test_lite_tacfn_learns_and_beats_each_single_modality(learning_data: Path, tmp_path: Path):
+    train_cfg = {"epochs": 12, "batch_size": 16, "lr": 2e-3, "seed": 0}
+    fused = train(_cfg(learning_data, tmp_path, train=train_cfg))
+    audio = train(_cfg(learning_data, tmp_path, model={"modalities": ["audio"], "fusion": {"name": "concat"}}, train=train_cfg))
+    video = train(_cfg(learning_data, tmp_path, model={"modalities": ["video"], "fusion": {"name": "concat"}}, train=train_cfg))
+    chance = 1 / 8
+    assert fused.test["score"] >= 3 * chance, fused.test["score"]
+    assert fused.test["score"] > audio.test["score"] + 0.1
+    assert fused.test["score"] > video.test["score"] + 0.1
