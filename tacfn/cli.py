@@ -1,12 +1,14 @@
 """The ``tacfn`` command line.
 
 Bad input ends with one line on stderr (``tacfn: error: ...``) and a non-zero exit;
-a traceback means a bug in tacfn, not in what the user passed.
+a traceback means a bug in tacfn, not in what the user passed. ``TACFN_DEBUG=1`` shows
+the traceback of a one-line error too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -218,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (TacfnError, ValueError, FileNotFoundError) as err:
+        if os.environ.get("TACFN_DEBUG"):
+            raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"tacfn: error: {message}", file=sys.stderr)
         return EXIT_USAGE

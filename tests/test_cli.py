@@ -1,0 +1,105 @@
+"""The ``tacfn`` command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tacfn.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_model_info_paper(capsys):
+    code, out, _ = _run(capsys, "model", "info", "paper")
+    assert code == 0
+    assert "(B, 2048, 2, 7, 7)" in out and "(B, 64, 26)" in out
+    assert "26,301,417" in out
+    assert "backbone (default): finetune" in out
+
+
+def test_model_info_frozen_counts_only_fusion_as_trainable(capsys):
+    code, out, _ = _run(capsys, "model", "info", "lite", "--fusion", "late_product", "--backbone", "frozen")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("fusion + head", "trainable"))}
+    assert lines["trainable"].split()[-1] == lines["fusion"].split()[-1]
+
+
+def test_model_list(capsys):
+    code, out, _ = _run(capsys, "model", "list")
+    assert code == 0 and "tacfn" in out and "late_average" in out and "iemocap" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["model", "info", "lite", "--fusion", "nope"], "unknown fusion block 'nope'; valid:"),
+        (["model", "info", "huge"], "unknown preset 'huge'"),
+        (["data", "prepare", "/nonexistent/ravdess", "/tmp/out-never"], "/nonexistent/ravdess"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("tacfn: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_train_then_dashboard(capsys, prepared_lite: Path, tmp_path: Path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {{preset: lite}}\ndata: {{path: {prepared_lite}, cache_dir: {tmp_path}}}\ntrain: {{epochs: 5}}\n")
+    out_dir = tmp_path / "run"
+    code, out, _ = _run(capsys, "train", str(config), "--out", str(out_dir), "--set", "train.epochs=2", "--set", "train.batch_size=8")
+    assert code == 0
+    assert "epoch   1/2" in out and "epoch   2/2" in out and "test score" in out
+    result = json.loads((out_dir / "result.json").read_text())
+    assert result["epochs_run"] == 2 and result["status"] == "completed"
+    code, out, _ = _run(capsys, "dashboard", str(out_dir))
+    assert code == 0
+    page = (out_dir / "dashboard.html").read_text()
+    assert "Learning curves" in page and "Test score with a modality missing" in page
+    assert not re.search(r"<script[^>]*\bsrc=", page), "plotly.js is inlined so the page works offline"
+
+
+def test_train_bad_config_exits_2(capsys, tmp_path: Path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {preset: lite, fusion: {heads: 3}}\n")
+    code, _, err = _run(capsys, "train", str(config))
+    assert code == 2 and "`heads` must divide `d`" in err and err.count("\n") == 1
+    code, _, err = _run(capsys, "train", str(tmp_path / "run.yaml"), "--set", "train.epochs")
+    assert code == 2 and "--set expects KEY=VALUE" in err
+
+
+def test_dashboard_on_a_folder_without_results(capsys, tmp_path: Path):
+    code, _, err = _run(capsys, "dashboard", str(tmp_path))
+    assert code == 2 and "result.json not found" in err
+
+
+def test_prepare_reports_corrupt_files_by_name(capsys, synthetic_ravdess: Path, tmp_path: Path):
+    tree = tmp_path / "tree"
+    shutil.copytree(synthetic_ravdess, tree)
+    victim = sorted(tree.glob("Actor_01/01-*.mp4"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])
+    code, out, _ = _run(capsys, "data", "prepare", str(tree), str(tmp_path / "prepared"), "--workers", "1")
+    assert code == 0
+    assert f"skipped {victim}" in out
+    assert "prepared " in out.splitlines()[-1]
+
+
+def test_console_entry_point_exit_status(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tacfn.cli", "train", str(tmp_path / "absent.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("tacfn: error:") and "absent.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
