@@ -146,6 +146,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "completed" else EXIT_FAILED
 
 
+# --- search ------------------------------------------------------------------------------
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import find_space, load_space, run_search
+    from .search._store import EXPERIMENT_FILE
+
+    if args.resume:
+        resume_dir = Path(args.resume)
+        spec_file = resume_dir / EXPERIMENT_FILE
+        if not spec_file.exists():
+            raise ConfigError(f"--resume {resume_dir}: not a tacfn search folder (no {EXPERIMENT_FILE})")
+        from .search._space import parse_space
+        import json
+
+        try:
+            experiment = json.loads(spec_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{spec_file} is corrupt ({err})") from None
+        if experiment.get("kind") != "search":
+            raise ConfigError(f"--resume {resume_dir}: this folder holds a {experiment.get('kind')!r} experiment, not a search")
+        spec = parse_space(experiment["spec"], str(spec_file))
+        out = resume_dir
+    else:
+        if not args.space:
+            raise ConfigError("give a SPACE file or name, or --resume DIR")
+        spec = load_space(find_space(args.space))
+        out = Path(args.out) if args.out else Path("runs") / spec.name
+        if (out / "experiment.json").exists():
+            raise ConfigError(f"{out} already holds an experiment; use --resume {out} or another --out")
+    summary = run_search(spec, out, address=args.address, resume=bool(args.resume), trials=args.trials)
+    print()
+    if summary.best_trial is None:
+        print(f"no trial completed; results: {summary.path}")
+        return EXIT_FAILED
+    print(f"best trial {summary.best_trial}: validation {summary.val_score:.3f}, test {summary.test_score:.3f} (scored once)")
+    for key, value in sorted(summary.best_params.items()):
+        print(f"  {key} = {value}")
+    print(f"results: {summary.path}")
+    return 0
+
+
 # --- demo and dashboard -----------------------------------------------------------------
 
 
@@ -201,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("search", help="hyperparameter search with Ray Tune + Optuna")
+    p.add_argument("space", nargs="?", help="a YAML space file, or the name of a shipped one (quickstart, ...)")
+    p.add_argument("--out", help="experiment folder (default: runs/NAME)")
+    p.add_argument("--trials", type=int, help="override search.trials")
+    p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR")
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("demo", help="synthetic data, a lite TACFN run and its dashboard")
     p.add_argument("--out", default="tacfn-demo")

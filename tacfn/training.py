@@ -93,8 +93,16 @@ def _loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tenso
 class Trainer:
     """Runs the epochs of one configuration on one task (one process, one device)."""
 
-    def __init__(self, cfg: RunConfig, task: TaskData, *, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        task: TaskData,
+        *,
+        device: torch.device | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
         self.cfg = cfg
+        self.shard = shard  # (rank, world size): each rank trains on its share of every epoch
         self.device = device or _device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         self.model = TACFN(cfg.architecture(task.input_lengths)).to(self.device)
@@ -103,6 +111,7 @@ class Trainer:
             cache_root = Path(cfg.data.cache_dir or default_cache_dir()) / "features"
             task = with_cached_features(task, self.model, cache_root)
         self.task = task
+        self.network: torch.nn.Module = self.model  # what steps call: the model, or its DDP wrapper
         self.optimizer = _optimizer(cfg, self.model.trainable_parameters())
         self.amp = cfg.train.amp and self.device.type == "cuda"
 
@@ -119,15 +128,16 @@ class Trainer:
     def _logits(self, batch: dict[str, Tensor], missing: tuple[str, ...] = ()) -> Tensor:
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "label"}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            if self.task.features:
-                return self.model.forward_head(inputs, missing)
-            return self.model(inputs, missing)
+            return self.network(inputs, missing, features=self.task.features)
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training split; returns (mean loss, accuracy on its batches)."""
         self.model.train()
         split = self.task.train
         order = np.random.default_rng([self.cfg.train.seed, epoch]).permutation(len(split))
+        rank, world = self.shard
+        if world > 1:  # equal shares, so every rank takes the same number of steps
+            order = order[: len(order) // world * world][rank::world]
         bs = self.cfg.train.batch_size
         total_loss, correct, seen = 0.0, 0, 0
         for step, start in enumerate(range(0, len(order), bs)):
@@ -212,10 +222,13 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     resume: bool = False,
     progress: bool = False,
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Train one configuration; checkpoints and ``result.json`` go to ``out_dir`` if given.
 
     ``resume`` continues from ``out_dir/checkpoints/last.pt`` when it exists.
+    ``evaluate_test=False`` leaves the test split untouched (search trials: only the
+    configuration the search chooses is scored on test, once).
     """
     started = time.perf_counter()
     task = task or load_task(cfg, progress=progress)
@@ -262,11 +275,8 @@ def train(
     if best["state"] is not None:
         trainer.model.load_state_dict(best["state"])
         val, _, _ = trainer.evaluate(task.val)
-        test, pred, _ = trainer.evaluate(task.test)
-        predictions = {"id": list(task.test.ids), "label": task.test.labels.tolist(), "pred": pred.tolist()}
-        if len(trainer.model.modalities) > 1:
-            for name in trainer.model.modalities:
-                missing_scores[name] = trainer.evaluate(task.test, missing=(name,))[0]["score"]
+        if evaluate_test:
+            test, missing_scores, predictions = score_test(trainer)
         if ckpt_dir:
             trainer.save_checkpoint(ckpt_dir / "best.pt", {"version": CHECKPOINT_VERSION, "epoch": best["epoch"], "model": best["state"]})
     total, trainable = trainer.model.num_parameters()
@@ -291,3 +301,25 @@ def train(
         tmp.write_text(json.dumps(result.to_json(), indent=2))
         tmp.replace(path)
     return result
+
+
+def score_test(trainer: Trainer) -> tuple[dict[str, Any], dict[str, float], dict[str, list]]:
+    """Test metrics of the trainer's current weights, the score with each modality missing,
+    and the predictions."""
+    task = trainer.task
+    test, pred, _ = trainer.evaluate(task.test)
+    predictions = {"id": list(task.test.ids), "label": task.test.labels.tolist(), "pred": pred.tolist()}
+    missing: dict[str, float] = {}
+    if len(trainer.model.modalities) > 1:
+        for name in trainer.model.modalities:
+            missing[name] = trainer.evaluate(task.test, missing=(name,))[0]["score"]
+    return test, missing, predictions
+
+
+def score_checkpoint(cfg: RunConfig, task: TaskData, checkpoint: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, list]]:
+    """Score the best epoch's weights of a checkpoint (``last.pt`` or ``best.pt``) on the
+    test split: how a search's chosen configuration is tested, once."""
+    trainer = Trainer(cfg, task)
+    state = torch.load(checkpoint, map_location=trainer.device, weights_only=True)
+    trainer.model.load_state_dict(state["best_model"] if "best_model" in state else state["model"])
+    return score_test(trainer)

@@ -135,8 +135,13 @@ class TACFN(nn.Module):
             feats = drop_modalities(feats, missing)
         return self.fusion(feats)
 
-    def forward(self, inputs: Mapping[str, Tensor], missing: Iterable[str] = ()) -> Tensor:
-        return self.forward_head(self.forward_features(inputs), missing)
+    def forward(self, inputs: Mapping[str, Tensor], missing: Iterable[str] = (), *, features: bool = False) -> Tensor:
+        """Logits from model inputs, or from encoder features when ``features`` is true.
+
+        Training on cached features goes through ``forward`` too, so that wrappers such as
+        DistributedDataParallel see every step.
+        """
+        return self.forward_head(inputs if features else self.forward_features(inputs), missing)
 
     def train(self, mode: bool = True) -> TACFN:
         super().train(mode)

@@ -1,0 +1,248 @@
+"""The ablation table and forest plot: each variant against the baseline, paired on (seed, fold).
+
+Statistics come from :mod:`dashboards._ablation_stats`; this module pairs the runs with
+Polars, applies Holm's correction across the variants, and flags what weakens a comparison:
+(seed, fold) pairs that ran for one side only (left out of the statistics) and pairs whose
+training budgets differ (``epochs_run`` or ``train.epochs``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import plotly.graph_objects as go
+import polars as pl
+
+from ._ablation_stats import N_RESAMPLES, holm, paired_comparison, verdict
+from ._loading import Experiment
+
+KEYS = ["seed", "fold"]
+BUDGET = "config.train.epochs"
+VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "inconclusive": "#7f7f7f", "baseline": "#1f77b4"}
+
+
+class AblationInfo(NamedTuple):
+    table: pl.DataFrame  # one row per variant, the baseline first; see ablation_table
+    metric: str
+    baseline: str
+
+
+def _get_ablation_info(
+    exp: Experiment, metric: str | None = None, *, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> AblationInfo | None:
+    """None unless this is an ablation with completed, scored runs."""
+    trials = exp.completed if exp.kind == "ablation" and "variant" in exp.trials.columns else None
+    if trials is None or not trials.height:
+        return None
+    if metric is None:
+        metric = "test_score" if trials["test_score"].null_count() < trials.height else exp.metric
+    if metric not in trials.columns:
+        raise ValueError(f"`metric` must be a column of trials.parquet, but got {metric!r}")
+    runs = _runs(trials, metric)
+    if not runs.height:
+        return None
+    baseline = exp.spec.get("baseline") or runs["variant"][0]
+    base = runs.filter(pl.col("variant") == baseline)
+    order = [v for v in (exp.spec.get("variants") or {}) if v != baseline]
+    order += sorted(set(runs["variant"]) - set(order) - {baseline})
+    rows = [_baseline_row(baseline, base)]
+    comparisons = []
+    for i, name in enumerate(order):
+        own = runs.filter(pl.col("variant") == name)
+        paired = own.join(base, on=KEYS, suffix="_base")
+        comparison = paired_comparison(paired["score_base"], paired["score"], n_resamples=n_resamples, seed=seed + i)
+        comparisons.append(comparison)
+        rows.append(
+            {
+                "variant": name,
+                "n": comparison.n,
+                "mean": paired["score"].mean(),
+                "std": paired["score"].std(),
+                "baseline_mean": paired["score_base"].mean(),
+                "diff": comparison.mean_diff,
+                "ci_low": comparison.ci_low,
+                "ci_high": comparison.ci_high,
+                "prob_improvement": comparison.prob_improvement,
+                "p_value": comparison.p_value,
+                "flags": _flags(own, base, paired),
+            }
+        )
+    adjusted = holm([c.p_value for c in comparisons])
+    for row, comparison, p_holm in zip(rows[1:], comparisons, adjusted):
+        row["p_holm"] = float(p_holm)
+        row["verdict"], row["reason"] = verdict(comparison, float(p_holm))
+    return AblationInfo(pl.DataFrame(rows, schema=_SCHEMA), metric, baseline)
+
+
+_SCHEMA = {
+    "variant": pl.Utf8,
+    "n": pl.Int64,
+    "mean": pl.Float64,
+    "std": pl.Float64,
+    "baseline_mean": pl.Float64,
+    "diff": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "prob_improvement": pl.Float64,
+    "p_value": pl.Float64,
+    "p_holm": pl.Float64,
+    "verdict": pl.Utf8,
+    "reason": pl.Utf8,
+    "flags": pl.Utf8,
+}
+
+
+def _runs(trials: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """One row per (variant, seed, fold): the score (mean of repeats) and the training budget."""
+    budget = pl.col(BUDGET).cast(pl.Float64, strict=False) if BUDGET in trials.columns else pl.lit(None, pl.Float64)
+    return (
+        trials.filter(pl.col(metric).is_not_null())
+        .with_columns(pl.col(KEYS).fill_null(-1))  # a dataset without folds still pairs on seed
+        .group_by("variant", *KEYS, maintain_order=True)
+        .agg(
+            pl.col(metric).mean().alias("score"),
+            pl.col("epochs_run").max().alias("epochs_run"),
+            budget.max().alias("budget"),
+        )
+    )
+
+
+def _baseline_row(name: str, base: pl.DataFrame) -> dict[str, object]:
+    return {
+        "variant": name,
+        "n": base.height,
+        "mean": base["score"].mean(),
+        "std": base["score"].std(),
+        "verdict": "baseline",
+        "reason": "the reference every variant is paired with",
+        "flags": "",
+    }
+
+
+def _flags(own: pl.DataFrame, base: pl.DataFrame, paired: pl.DataFrame) -> str:
+    """Unpaired runs (left out) and pairs trained on different budgets."""
+    flags = []
+    only_variant = own.join(base, on=KEYS, how="anti").height
+    only_base = base.join(own, on=KEYS, how="anti").height
+    if only_variant or only_base:
+        flags.append(f"unpaired: {only_variant} (seed, fold) only in the variant, {only_base} only in the baseline (left out)")
+    unequal = paired.filter(
+        (pl.col("epochs_run") != pl.col("epochs_run_base")).fill_null(False)
+        | (pl.col("budget") != pl.col("budget_base")).fill_null(False)
+    ).height
+    if unequal:
+        flags.append(f"unequal budgets: {unequal} of {paired.height} pairs differ in epochs run or train.epochs")
+    return "; ".join(flags)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "" if value is None or value != value else format(value, spec)
+
+
+def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
+    t = info.table
+    cells = [
+        t["variant"].to_list(),
+        t["n"].to_list(),
+        [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(t["mean"], t["std"])],
+        [
+            "" if d is None else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            for d, lo, hi in zip(t["diff"], t["ci_low"], t["ci_high"])
+        ],
+        [_fmt(p, ".0%") for p in t["prob_improvement"]],
+        [_fmt(p, ".3g") for p in t["p_value"]],
+        [_fmt(p, ".3g") for p in t["p_holm"]],
+        t["verdict"].to_list(),
+        [r if not f else f"{r}. ⚠ {f}" for r, f in zip(t["reason"], t["flags"])],
+    ]
+    header = [
+        "variant",
+        "n pairs",
+        f"{info.metric} mean ± std",
+        "Δ vs baseline [95% CI]",
+        "P(Δ > 0)",
+        "p (paired t)",
+        "p (Holm)",
+        "verdict",
+        "why / flags",
+    ]
+    plain, black = ["white"] * t.height, ["black"] * t.height
+    verdict_colors = [VERDICT_COLORS.get(v, "#7f7f7f") for v in t["verdict"]]
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[90, 50, 110, 150, 60, 70, 60, 80, 360],
+            header={"values": header, "fill_color": "#e8eef7", "align": "left", "font": {"size": 12}},
+            cells={
+                "values": cells,
+                "fill_color": [plain] * 7 + [verdict_colors, plain],
+                "font": {"color": [black] * 7 + [plain, black]},
+                "align": "left",
+                "height": 36,
+            },
+        )
+    )
+    fig.update_layout(
+        title=f"Ablation: each variant vs baseline {info.baseline!r} on {info.metric}, paired on (seed, fold); "
+        "P(Δ > 0) is the share of 10,000 bootstrap means above 0",
+        height=140 + 44 * t.height,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+    )
+    return fig
+
+
+def _get_ablation_forest_plot(info: AblationInfo) -> go.Figure:
+    rows = info.table.filter(pl.col("verdict") != "baseline").filter(pl.col("n") > 0).reverse()
+    fig = go.Figure()
+    for name, color in VERDICT_COLORS.items():
+        part = rows.filter(pl.col("verdict") == name)
+        if not part.height:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=part["diff"].to_list(),
+                y=part["variant"].to_list(),
+                mode="markers",
+                name=name,
+                marker={"color": color, "size": 11, "symbol": "diamond"},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (part["ci_high"] - part["diff"]).to_list(),
+                    "arrayminus": (part["diff"] - part["ci_low"]).to_list(),
+                    "color": color,
+                    "thickness": 2,
+                },
+                customdata=list(zip(part["n"], part["prob_improvement"], part["p_holm"])),
+                hovertemplate="%{y}: Δ %{x:+.4f}<br>n=%{customdata[0]}, P(Δ>0)=%{customdata[1]:.2f}, "
+                "Holm p=%{customdata[2]:.3g}<extra></extra>",
+            )
+        )
+    fig.add_vline(x=0, line_dash="dash", line_color="#444")
+    fig.update_layout(
+        title=f"Difference to baseline {info.baseline!r} in {info.metric} (mean of paired differences, 95% bootstrap CI)",
+        xaxis_title=f"Δ {info.metric} (variant − baseline)",
+        yaxis={"type": "category"},
+        height=160 + 50 * max(rows.height, 1),
+    )
+    return fig
+
+
+def ablation_table(exp: Experiment, metric: str | None = None, *, seed: int = 0) -> pl.DataFrame | None:
+    """The ablation table as a DataFrame (see :class:`AblationInfo`); None for searches.
+
+    ``metric`` defaults to ``test_score`` when the runs have one, else the validation metric.
+    """
+    info = _get_ablation_info(exp, metric, seed=seed)
+    return info.table if info else None
+
+
+def plot_ablation_table(exp: Experiment, metric: str | None = None) -> go.Figure | None:
+    """The ablation table as a figure, verdicts coloured; None for searches."""
+    info = _get_ablation_info(exp, metric)
+    return _get_ablation_table_plot(info) if info else None
+
+
+def plot_ablation_forest(exp: Experiment, metric: str | None = None) -> go.Figure | None:
+    """A forest plot of each variant's paired difference to the baseline; None for searches."""
+    info = _get_ablation_info(exp, metric)
+    return _get_ablation_forest_plot(info) if info else None

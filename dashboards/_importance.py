@@ -1,0 +1,122 @@
+"""Parameter importance with Optuna's PED-ANOVA evaluator (no scikit-learn needed).
+
+The completed trials become an in-memory Optuna study: each trial's sampled values (see
+:mod:`dashboards._params`) with distributions from the spec's ``space``, and the metric as
+its value. PED-ANOVA measures how much each parameter's distribution among the best trials
+differs from its distribution among all; Optuna recommends at least 5 trials in that top
+group, so the top quantile is 10% of the trials, raised to 5 trials for small searches.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import plotly.graph_objects as go
+import polars as pl
+
+from ._loading import Experiment
+from ._params import Axis, categories, param_frame, space_axes
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+MIN_TRIALS = 10
+TOP_TRIALS = 5
+
+
+class ImportanceInfo(NamedTuple):
+    importances: pl.DataFrame  # param, importance (normalised to sum to 1), most important first
+    metric: str
+    n_trials: int
+    target_quantile: float
+
+
+def _get_importance_info(exp: Experiment) -> ImportanceInfo | None:
+    """None with fewer than MIN_TRIALS completed trials or no searched axis that varies."""
+    import optuna
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+
+    completed = exp.completed
+    axes = space_axes(exp.spec)
+    params = param_frame(completed, axes)
+    axes = [a for a in axes if params[a.key].drop_nulls().n_unique() > 1]
+    if completed.height < MIN_TRIALS or not axes:
+        return None
+    distributions = {a.key: _distribution(completed, a) for a in axes}
+    trials = [
+        optuna.trial.create_trial(
+            params={k: _value(distributions[k], v) for k, v in row.items() if k in distributions and v is not None},
+            distributions={k: distributions[k] for k, v in row.items() if k in distributions and v is not None},
+            value=score,
+        )
+        for row, score in zip(params.iter_rows(named=True), completed[exp.metric].to_list())
+    ]
+    quantile = min(0.5, max(0.1, TOP_TRIALS / len(trials)))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="maximize")
+        study.add_trials(trials)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "few trials in a regime": the title states n
+            found = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(target_quantile=quantile))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    table = pl.DataFrame(
+        {"param": list(found), "importance": [float(v) for v in found.values()]},
+        schema={"param": pl.Utf8, "importance": pl.Float64},
+    ).sort("importance", descending=True)
+    return ImportanceInfo(table, exp.metric, len(trials), quantile)
+
+
+def _distribution(trials: pl.DataFrame, axis: Axis) -> BaseDistribution:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if axis.kind == "choice":
+        return CategoricalDistribution(categories(trials, axis))
+    if axis.kind == "int":
+        step = int(axis.step) if axis.step and not axis.log else 1
+        return IntDistribution(int(axis.low), int(axis.high), log=axis.log, step=step)
+    step = float(axis.step) if axis.step and not axis.log else None
+    return FloatDistribution(axis.low, axis.high, log=axis.log, step=step)
+
+
+def _value(distribution: BaseDistribution, value: Any) -> Any:
+    from optuna.distributions import IntDistribution
+
+    return int(value) if isinstance(distribution, IntDistribution) else value
+
+
+def _get_importance_plot(info: ImportanceInfo) -> go.Figure:
+    rows = info.importances.reverse()  # most important at the top
+    fig = go.Figure(
+        go.Bar(
+            x=rows["importance"].to_list(),
+            y=rows["param"].to_list(),
+            orientation="h",
+            text=[f"{v:.2f}" for v in rows["importance"]],
+            textposition="outside",
+            marker_color="#1f77b4",
+        )
+    )
+    fig.update_layout(
+        title=f"Parameter importance for {info.metric} (PED-ANOVA; top {info.target_quantile:.0%} "
+        f"of {info.n_trials} completed trials vs all)",
+        xaxis={"title": "importance (sums to 1)", "range": [0, 1.1]},
+        height=120 + 40 * rows.height,
+        margin={"l": 160},
+    )
+    return fig
+
+
+def param_importances(exp: Experiment) -> dict[str, float]:
+    """PED-ANOVA importance of each searched axis, most important first (empty below MIN_TRIALS)."""
+    info = _get_importance_info(exp)
+    return dict(info.importances.iter_rows()) if info else {}
+
+
+def plot_param_importances(exp: Experiment) -> go.Figure | None:
+    """Bars of :func:`param_importances`; None when there are too few trials."""
+    info = _get_importance_info(exp)
+    return _get_importance_plot(info) if info else None

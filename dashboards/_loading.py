@@ -1,0 +1,166 @@
+"""Loading an experiment folder into Polars frames, and saying what state it is in.
+
+Every table is read through :func:`tacfn.search._store.read_table` (one open handle per
+file), ``trials.parquet`` first: the writer saves a trial's epochs and predictions before
+its row, so every trial read here has its curves on disk. A table that cannot be read is
+reported in :attr:`Experiment.problems` and replaced by an empty one, so the page still
+says what is wrong instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from tacfn.errors import DataError
+from tacfn.search._store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, read_table
+
+FINISHED_BAD = ("failed", "diverged")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment folder as Polars frames: what every view reads."""
+
+    root: Path
+    name: str
+    kind: str | None  # "search" or "ablation"; None when experiment.json is unreadable
+    spec: dict[str, Any]
+    created_at: str | None
+    git_commit: str | None
+    trials: pl.DataFrame
+    epochs: pl.DataFrame
+    predictions: pl.DataFrame
+    problems: tuple[str, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        """The maximised validation metric the search ranked trials by."""
+        search = self.spec.get("search")
+        metric = search.get("metric") if isinstance(search, dict) else None
+        return metric if isinstance(metric, str) and metric in self.trials.columns else "val_score"
+
+    @property
+    def objectives(self) -> list[str]:
+        """Extra objectives a multi-objective search minimised (``num_parameters``, ``latency_ms``)."""
+        search = self.spec.get("search")
+        objectives = search.get("objectives") if isinstance(search, dict) else None
+        if not isinstance(objectives, list):
+            return []
+        return [o for o in objectives if isinstance(o, str) and o in self.trials.columns]
+
+    @property
+    def completed(self) -> pl.DataFrame:
+        """Completed trials that have a validation score."""
+        return self.trials.filter((pl.col("status") == "completed") & pl.col(self.metric).is_not_null())
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.kind})" if self.kind else self.name
+
+
+class Notice(NamedTuple):
+    """A message for the top of an experiment's section: ``level`` is info, warning or error."""
+
+    level: str
+    text: str
+
+
+def load_experiment(exp_dir: str | Path) -> Experiment:
+    """Read an experiment folder; raises DataError only when it is not an experiment folder at all."""
+    root = Path(exp_dir)
+    if not (root / EXPERIMENT_FILE).is_file():
+        raise DataError(f"{root} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
+    problems: list[str] = []
+    try:
+        experiment = ExperimentStore.open(root).experiment
+    except DataError as exc:
+        problems.append(f"{exc}; the views below use the tables only")
+        experiment = {"name": root.name, "kind": None, "spec": {}}
+    tables = {}
+    for table in (TRIALS, EPOCHS, PREDICTIONS):  # trials first: see the module docstring
+        tables[table.file] = _read(root / table.file, table.empty(), table.required, problems)
+    return Experiment(
+        root=root,
+        name=experiment["name"],
+        kind=experiment["kind"],
+        spec=experiment["spec"],
+        created_at=experiment.get("created_at"),
+        git_commit=experiment.get("git_commit"),
+        trials=tables[TRIALS.file],
+        epochs=tables[EPOCHS.file],
+        predictions=tables[PREDICTIONS.file],
+        problems=tuple(problems),
+    )
+
+
+def _read(path: Path, empty: Any, required: tuple[str, ...], problems: list[str]) -> pl.DataFrame:
+    """A table as a DataFrame, or the empty table (with a problem noted) when it cannot be read."""
+    if not path.exists():
+        return pl.from_arrow(empty)
+    try:
+        frame = pl.from_arrow(read_table(path))
+    except DataError as exc:
+        problems.append(str(exc))
+        return pl.from_arrow(empty)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        problems.append(f"{path}: not a tacfn results table (no {', '.join(missing)} columns)")
+        return pl.from_arrow(empty)
+    return frame
+
+
+def planned_trials(exp: Experiment) -> int | None:
+    """How many trials the spec asks for: ``search.trials``, or variants x seeds x folds."""
+    spec = exp.spec
+    if exp.kind == "search":
+        planned = (spec.get("search") or {}).get("trials")
+        return planned if isinstance(planned, int) else None
+    if exp.kind == "ablation":
+        variants = set(spec.get("variants") or {})
+        if spec.get("baseline") is not None:
+            variants.add(spec["baseline"])
+        seeds, folds = spec.get("seeds") or [None], spec.get("folds") or [None]
+        return len(variants) * len(seeds) * len(folds)
+    return None
+
+
+def notices(exp: Experiment) -> list[Notice]:
+    """What the reader must know before reading the views: unreadable files, progress, failures."""
+    found = [Notice("error", problem) for problem in exp.problems]
+    counts = dict(exp.trials.group_by("status").len().iter_rows())
+    total, running = exp.trials.height, counts.get("running", 0)
+    planned = planned_trials(exp)
+    of_planned = f" of {planned} planned" if planned else ""
+    if total == 0 and not exp.problems:
+        found.append(Notice("info", f"No trials recorded yet{of_planned}: this experiment has started but no trial has finished."))
+    elif running or (planned and total < planned):
+        found.append(
+            Notice(
+                "info",
+                f"In progress: {total - running} trials finished{of_planned}, {running} running. "
+                "The views show finished trials only.",
+            )
+        )
+    bad = exp.trials.filter(pl.col("status").is_in(FINISHED_BAD))
+    if bad.height:
+        first = bad.filter(pl.col("error").is_not_null())["error"].head(1).to_list()
+        reason = f"; first error: {first[0]}" if first else ""
+        found.append(Notice("warning", f"{bad.height} trials failed or diverged and have no score{reason}"))
+    return found
+
+
+def state_version(exp_dir: str | Path) -> str:
+    """A token that changes whenever the experiment's files change (their modification times)."""
+    root = Path(exp_dir)
+    stamps = []
+    for name in (EXPERIMENT_FILE, TRIALS.file):
+        try:
+            stamps.append((root / name).stat().st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return json.dumps(stamps)

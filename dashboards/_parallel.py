@@ -1,0 +1,110 @@
+"""Parallel coordinates: one line per completed trial across the searched axes and the score.
+
+Log axes are drawn on log10 values with ticks at the original values; choice axes become
+category ticks in spec order. A trial that did not sample an axis (a ``when`` condition, or
+heads for a block without attention) sits on an extra ``n/a`` tick below the axis.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import plotly.graph_objects as go
+import polars as pl
+
+from ._common import MAX_POINTS, sample_best, showing
+from ._loading import Experiment
+from ._params import Axis, categories, param_frame, space_axes
+
+NOT_SAMPLED = "n/a"
+
+
+class Dimension(NamedTuple):
+    label: str
+    values: list[float]
+    tickvals: list[float] | None
+    ticktext: list[str] | None
+    range: tuple[float, float]
+
+
+class ParallelInfo(NamedTuple):
+    dimensions: list[Dimension]  # the searched axes, then the metric
+    trial_ids: list[str]
+    scores: list[float]
+    metric: str
+    total: int
+
+
+def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo | None:
+    """None when the search has no axes with sampled values or no completed trial."""
+    metric, completed = exp.metric, exp.completed
+    axes = space_axes(exp.spec)
+    params = param_frame(completed, axes)
+    axes = [a for a in axes if params[a.key].null_count() < params.height]
+    if not axes or not completed.height:
+        return None
+    shown = sample_best(params.with_columns(completed[metric].alias("__score")), limit, "__score")
+    dimensions = [_dimension(completed, axis, shown[axis.key]) for axis in axes]
+    scores = shown["__score"].to_list()
+    pad = 0.0 if max(scores) > min(scores) else 0.01
+    dimensions.append(Dimension(metric, scores, None, None, (min(scores) - pad, max(scores) + pad)))
+    return ParallelInfo(dimensions, shown["trial_id"].to_list(), scores, metric, completed.height)
+
+
+def _dimension(trials: pl.DataFrame, axis: Axis, values: pl.Series) -> Dimension:
+    if axis.kind == "choice":
+        names = categories(trials, axis)
+        codes = {name: float(i) for i, name in enumerate(names)}
+        coded = [codes.get(v, float(len(names))) for v in values.to_list()]
+        if values.null_count():
+            names = [*names, NOT_SAMPLED]
+        return Dimension(axis.label, coded, list(range(len(names))), names, (0.0, max(len(names) - 1, 1)))
+    low, high = (math.log10(axis.low), math.log10(axis.high)) if axis.log else (axis.low, axis.high)
+    ticks = _log_ticks(axis.low, axis.high) if axis.log else None
+    raw = values.to_list()
+    coded = [(math.log10(v) if axis.log else v) if v is not None else None for v in raw]
+    if values.null_count():
+        below = low - 0.1 * (high - low or 1.0)
+        coded = [below if v is None else v for v in coded]
+        ticks = ticks or [(v, f"{v:.3g}") for v in (low, (low + high) / 2, high)]
+        ticks = [(below, NOT_SAMPLED), *ticks]
+        low = below
+    tickvals = [t for t, _ in ticks] if ticks else None
+    ticktext = [s for _, s in ticks] if ticks else None
+    return Dimension(axis.label + (" (log)" if axis.log else ""), coded, tickvals, ticktext, (low, high))
+
+
+def _log_ticks(low: float, high: float) -> list[tuple[float, str]]:
+    """Ticks at both ends and every power of ten between, as (log10 value, label)."""
+    powers = range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)
+    values = sorted({low, high, *(10.0**p for p in powers)})
+    return [(math.log10(v), f"{v:.3g}") for v in values]
+
+
+def _get_parallel_plot(info: ParallelInfo) -> go.Figure:
+    dims = [
+        {"label": d.label, "values": d.values, "range": list(d.range)}
+        | ({"tickvals": d.tickvals, "ticktext": d.ticktext} if d.tickvals is not None else {})
+        for d in info.dimensions
+    ]
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dims,
+            line={"color": info.scores, "colorscale": "Viridis", "showscale": True, "colorbar": {"title": info.metric}},
+        )
+    )
+    fig.update_layout(
+        title=f"Parallel coordinates: {showing(len(info.trial_ids), info.total, 'completed trials')} "
+        "(drag along an axis to filter)",
+        height=460,
+        margin={"l": 80, "r": 80, "t": 110},
+        meta={"trial_ids": info.trial_ids},
+    )
+    return fig
+
+
+def plot_parallel_coordinate(exp: Experiment, limit: int = MAX_POINTS) -> go.Figure | None:
+    """Completed trials across the searched axes and the score; None without searched axes."""
+    info = _get_parallel_info(exp, limit)
+    return _get_parallel_plot(info) if info else None

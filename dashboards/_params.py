@@ -1,0 +1,112 @@
+"""The searched parameters: the axes of a search's ``space`` and each trial's sampled values.
+
+The store keeps every config value of a trial (``config.<dotted key>``), sampled or not; a
+value counts as sampled here when the axis's ``when`` conditions hold for the trial and
+the value lies inside the axis (a base value outside the range was never sampled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from tacfn.search._store import CONFIG_PREFIX
+
+KINDS = ("choice", "int", "float")
+
+
+class Axis(NamedTuple):
+    """One axis of a search space, as written in the spec."""
+
+    key: str  # dotted config key, e.g. "train.lr"
+    kind: str  # one of KINDS
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    when: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
+
+    @property
+    def column(self) -> str:
+        return CONFIG_PREFIX + self.key
+
+    @property
+    def label(self) -> str:
+        """The key without its section for axis titles (``model.fusion.heads`` -> ``fusion.heads``)."""
+        return self.key.split(".", 1)[1] if self.key.count(".") > 1 else self.key
+
+
+def space_axes(spec: Mapping[str, Any]) -> list[Axis]:
+    """The axes of ``spec["space"]`` in file order; entries of no known kind are left out."""
+    space = spec.get("space")
+    axes = []
+    for key, entry in (space.items() if isinstance(space, Mapping) else ()):
+        if not isinstance(entry, Mapping):
+            continue
+        when = {k: tuple(v) for k, v in (entry.get("when") or {}).items() if isinstance(v, list)}
+        if isinstance(entry.get("choice"), list):
+            axes.append(Axis(key, "choice", choices=tuple(entry["choice"]), when=when))
+            continue
+        kind = next((k for k in ("int", "float") if _is_range(entry.get(k))), None)
+        if kind:
+            low, high = (float(v) for v in entry[kind])
+            step = entry.get("step")
+            axes.append(Axis(key, kind, low=low, high=high, step=step, log=bool(entry.get("log")), when=when))
+    return axes
+
+
+def _is_range(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+
+
+def choice_labels(values: tuple[Any, ...], dtype: pl.DataType) -> list[str]:
+    """Choices as the strings their store column casts to, so ``4`` matches an int64 ``4``."""
+    labels = []
+    for value in values:
+        cast = pl.Series([value]).cast(dtype, strict=False).cast(pl.Utf8)[0]
+        labels.append(cast if cast is not None else str(value))
+    return labels
+
+
+def param_frame(trials: pl.DataFrame, axes: list[Axis]) -> pl.DataFrame:
+    """``trial_id`` and one column per axis key: the sampled value, or null where not sampled.
+
+    Choice axes become string labels (see :func:`choice_labels`), numeric axes Float64.
+    """
+    columns = [pl.col("trial_id")]
+    for axis in axes:
+        if axis.column not in trials.columns:
+            columns.append(pl.lit(None, dtype=pl.Utf8 if axis.kind == "choice" else pl.Float64).alias(axis.key))
+            continue
+        active = _when(trials, axis)
+        if axis.kind == "choice":
+            value = pl.col(axis.column).cast(pl.Utf8)
+            inside = value.is_in(choice_labels(axis.choices, trials.schema[axis.column]))
+        else:
+            value = pl.col(axis.column).cast(pl.Float64, strict=False)
+            span = axis.high - axis.low
+            inside = value.is_between(axis.low - 1e-9 * span, axis.high + 1e-9 * span)
+        columns.append(pl.when(active & inside).then(value).otherwise(None).alias(axis.key))
+    return trials.select(columns)
+
+
+def _when(trials: pl.DataFrame, axis: Axis) -> pl.Expr:
+    """True for the trials where every ``when`` condition of the axis holds."""
+    active = pl.lit(True)
+    for key, values in axis.when.items():
+        column = CONFIG_PREFIX + key
+        if column not in trials.columns:
+            return pl.lit(False)
+        labels = choice_labels(values, trials.schema[column])
+        active = active & pl.col(column).cast(pl.Utf8).is_in(labels).fill_null(False)
+    return active
+
+
+def categories(trials: pl.DataFrame, axis: Axis) -> list[str]:
+    """A choice axis's categories in spec order, labelled as :func:`param_frame` labels values."""
+    dtype = trials.schema.get(axis.column, pl.Utf8)
+    return list(dict.fromkeys(choice_labels(axis.choices, dtype)))

@@ -1,0 +1,324 @@
+"""Run a search: Ray Tune with Optuna's TPE sampler, optional ASHA, results in the store.
+
+The driver writes the results store itself as trials finish (Ray's own experiment state is
+saved only every few seconds), and the Ray experiment folder inside the store stays
+restorable with ``Tuner.restore``: ``resume_search`` continues an interrupted search,
+keeping completed trials once and rerunning unfinished ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ..config import parse_run_config
+from ..errors import ConfigError
+from ..tasks import TaskData, default_cache_dir, load_task, with_cached_features
+from ..training import Trainer, score_checkpoint
+from ._space import SearchSpace, SearchSpec, compile_space, config_hash
+from ._store import ExperimentStore, flatten_config
+from ._trainable import encoder_identity, run_trial, trial_run_config
+
+RAY_DIR = "ray"
+OPTUNA_FILE = "optuna.db"
+
+
+class PrunableOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about trials that did not run to the end.
+
+    Ray's OptunaSearch records a trial stopped by ASHA as COMPLETE with its truncated score,
+    which misleads TPE. A trial's last result says whether it ran all its epochs
+    (``finished``) and how it ended (``status``): unfinished trials are PRUNED, diverged
+    ones FAILED, and finished ones COMPLETE with the best validation epoch's score (the
+    epoch model selection keeps), where Ray would tell the last epoch's.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if error or not result or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        state = None
+        if result.get("status") == "diverged":
+            state = optuna.trial.TrialState.FAIL
+        elif not result.get("finished"):
+            state = optuna.trial.TrialState.PRUNED
+        ot_trial = self._ot_trials[trial_id]
+        if state is None:  # ran every epoch: its value is the best validation epoch's, not the last's
+            self._ot_study.tell(ot_trial, result.get("best_val_score", result.get(self.metric)))
+        else:
+            self._ot_study.tell(ot_trial, state=state)
+        self._completed_trials.add(trial_id)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StoreCallback(tune.Callback):
+    """Writes each trial to the results store as it ends (driver side), and prints progress."""
+
+    def __init__(self, store: ExperimentStore, base: dict[str, Any], total: int, quiet: bool = False) -> None:
+        self.store = store
+        self.base = base
+        self.total = total
+        self.quiet = quiet
+        self.epochs: dict[str, dict[int, dict[str, Any]]] = {}
+        self.started: dict[str, datetime] = {}
+        self.ended = len(store.trials())
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started.setdefault(trial.trial_id, _now())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.started.setdefault(trial.trial_id, _now())
+        if "epoch" in result and result.get("epoch", 0) > 0:
+            row = {k: result[k] for k in ("epoch", "train_loss", "train_score", "val_loss", "val_score", "val_weighted_f1", "seconds") if k in result}
+            self.epochs.setdefault(trial.trial_id, {})[int(result["epoch"])] = row
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, error=_error_line(trial))
+
+    def _record(self, trial, error: str | None) -> None:
+        result = trial.last_result or {}
+        epochs = list(self.epochs.pop(trial.trial_id, {}).values())
+        if error:
+            status = "failed"
+        elif result.get("status") == "diverged":
+            status, error = "diverged", result.get("error")
+        else:
+            status = "completed" if result.get("finished") else "pruned"
+        row = trial_row(trial.trial_id, self.base, trial.config, epochs, result, status, error)
+        row["started_at"] = self.started.pop(trial.trial_id, None)
+        row["finished_at"] = _now()
+        row["node"] = result.get("node_ip")
+        row["worker"] = f"{result.get('node_ip')}:{result.get('pid')}" if result.get("pid") else None
+        self.store.record_trial(row, epochs)
+        self.ended += 1
+        if not self.quiet:
+            score = row.get("val_score")
+            shown = f"{score:.3f}" if isinstance(score, float) and not math.isnan(score) else "-"
+            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.config.items())
+            print(f"[{self.ended}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {params}", flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1][:500] if lines else "trial failed (see the Ray logs)"
+
+
+def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], result: dict, status: str, error: str | None) -> dict[str, Any]:
+    """A trials.parquet row: flattened config, metrics at the best validation epoch."""
+    cfg = trial_run_config(base, params)
+    full = cfg.model_dump(mode="json")
+    best = max(epochs, key=lambda e: (e["val_score"], -e["epoch"])) if epochs else None
+    return {
+        "trial_id": trial_id,
+        "status": status,
+        "seed": cfg.train.seed,
+        "fold": cfg.data.fold,
+        "config_hash": config_hash(full),
+        **flatten_config(full),
+        "val_score": best["val_score"] if best else None,
+        "val_weighted_f1": best["val_weighted_f1"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "epochs_run": len(epochs),
+        "seconds": sum(e.get("seconds", 0.0) for e in epochs),
+        "num_parameters": result.get("num_parameters"),
+        "trainable_parameters": result.get("trainable_parameters"),
+        "dataset": cfg.architecture().dataset,
+        "chosen": False,
+        "error": error,
+    }
+
+
+@dataclass
+class SearchSummary:
+    """What a finished search found."""
+
+    path: Path
+    trials: int
+    completed: int
+    best_trial: str | None
+    best_params: dict[str, Any]
+    val_score: float | None
+    test_score: float | None
+
+
+def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | None = None) -> None:
+    """Connect to a cluster (``address``) or start a local Ray runtime."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Trials checkpoint every epoch and the store is the record of progress: Tune's warning
+    # about frequent experiment snapshots is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "log_to_driver": False}
+    if address:
+        kwargs = {"address": address, "log_to_driver": False}
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}") from None
+
+
+def _shared_task(base: dict[str, Any], progress: bool) -> tuple[TaskData, str]:
+    """The data every trial of the base configuration needs, prepared once in the driver."""
+    cfg = parse_run_config(base, "base")
+    task = load_task(cfg, progress=progress)
+    if cfg.architecture(task.input_lengths).backbone == "frozen":
+        trainer = Trainer(cfg, task)  # encodes once into the feature cache
+        task = trainer.task
+    return task, encoder_identity(cfg)
+
+
+def run_search(
+    spec: SearchSpec,
+    out: Path,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    trials: int | None = None,
+    quiet: bool = False,
+) -> SearchSummary:
+    """Run (or, with ``resume``, continue) the search ``spec`` into the experiment folder ``out``."""
+    out = Path(out).resolve()
+    info = compile_space(spec)
+    settings = spec.search
+    if trials is not None:
+        settings = settings.model_copy(update={"trials": trials})
+    if settings.workers > 1:
+        raise ConfigError("search.workers > 1 (DDP trials) is not available yet; use workers: 1")
+    if settings.objectives:
+        raise ConfigError("multi-objective searches are not available yet; leave search.objectives empty")
+    base = dict(spec.base)
+    if "cache_dir" not in base.get("data", {}):
+        base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
+    dump = {"mode": "json", "by_alias": True, "exclude_none": True}
+    spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
+    store = ExperimentStore.create(out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu})
+
+    init_ray(address)
+    task, identity = _shared_task(base, progress=not quiet)
+    trainable = tune.with_parameters(run_trial, base=base, shared=task, shared_identity=identity)
+    trainable = tune.with_resources(trainable, {"cpu": settings.resources.cpu, "gpu": settings.resources.gpu})
+    callback = StoreCallback(store, base, settings.trials, quiet=quiet)
+    ray_path = out / RAY_DIR
+    if resume:
+        if not tune.Tuner.can_restore(str(ray_path)):
+            raise ConfigError(f"{out} holds no restorable Ray experiment (looked for {ray_path})")
+        tuner = tune.Tuner.restore(str(ray_path), trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        searcher = PrunableOptunaSearch(
+            space=SearchSpace(info),
+            metric=settings.metric,
+            mode="max",
+            sampler=optuna.samplers.TPESampler(seed=settings.seed),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{out / OPTUNA_FILE}"),
+            study_name=spec.name,
+        )
+        epochs = parse_run_config(base, "base").train.epochs
+        scheduler = (
+            ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=settings.asha.grace_period, reduction_factor=settings.asha.reduction_factor)
+            if settings.scheduler == "asha"
+            else FIFOScheduler()
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=settings.metric,
+                mode="max",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=settings.trials,
+                max_concurrent_trials=settings.concurrency,
+            ),
+            run_config=tune.RunConfig(
+                name=RAY_DIR,
+                storage_path=str(out),
+                callbacks=[callback],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    return _finish(store, grid, base, task, identity, time.perf_counter() - t0, quiet)
+
+
+def _finish(store: ExperimentStore, grid, base: dict, task: TaskData, identity: str, seconds: float, quiet: bool) -> SearchSummary:
+    """Pick the best completed trial on validation and score it on the test split, once."""
+    trials = store.trials().to_pylist()
+    completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
+    if not completed:
+        return SearchSummary(store.root, len(trials), 0, None, {}, None, None)
+    best = max(completed, key=lambda t: t["val_score"])
+    result = next(r for r in grid if r.metrics and r.metrics.get("trial_id") == best["trial_id"])
+    params = result.config
+    cfg = trial_run_config(base, params)
+    with result.checkpoint.as_directory() as path:
+        test, missing, predictions = ray.get(
+            _score_remote.remote(cfg.model_dump(mode="json"), task if encoder_identity(cfg) == identity else None, str(Path(path) / "last.pt"))
+        )
+    row = {
+        **best,
+        "chosen": True,
+        "test_score": test["score"],
+        "test_weighted_f1": test["weighted_f1"],
+        **{f"test_missing_{m}": s for m, s in missing.items()},
+        **{f"test_{k}": v for k, v in test.items() if k.endswith(("_accuracy", "_weighted_f1")) and k not in ("weighted_f1",)},
+    }
+    store.record_trial(row, store_epochs(store, best["trial_id"]), prediction_rows(predictions))
+    summary = SearchSummary(store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test["score"])
+    if not quiet:
+        print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
+    return summary
+
+
+@ray.remote
+def _score_remote(cfg_map: dict, task: TaskData | None, checkpoint: str):
+    cfg = parse_run_config(cfg_map, "chosen config")
+    task = task if task is not None else load_task(cfg)
+    return score_checkpoint(cfg, task, Path(checkpoint))
+
+
+def store_epochs(store: ExperimentStore, trial_id: str) -> list[dict]:
+    table = store.epochs()
+    rows = [r for r in table.to_pylist() if r["trial_id"] == trial_id]
+    return rows
+
+
+def prediction_rows(predictions: dict[str, list]) -> list[dict[str, Any]]:
+    """Test predictions as store rows; IEMOCAP's per-emotion predictions get one row per task."""
+    from ..data.iemocap import IEMOCAP_EMOTIONS
+
+    rows = []
+    for sample, label, pred in zip(predictions.get("id", []), predictions.get("label", []), predictions.get("pred", [])):
+        if isinstance(label, list):
+            for task, (lab, prd) in enumerate(zip(label, pred)):
+                rows.append({"split": "test", "sample_id": sample, "task": IEMOCAP_EMOTIONS[task], "label": lab, "pred": prd})
+        else:
+            rows.append({"split": "test", "sample_id": sample, "task": None, "label": label, "pred": pred})
+    return rows

@@ -1,0 +1,557 @@
+"""The results store: one folder per experiment, Parquet tables written with pyarrow.
+
+An experiment folder holds:
+
+- ``experiment.json``: schema version, kind (``search`` or ``ablation``), name, the
+  validated spec, creation time (UTC), package versions, git commit and hardware;
+- ``trials.parquet``: one row per trial: ``trial_id``, ``status``, ``seed``, ``fold``,
+  ``config_hash``, the metrics at the chosen epoch, test metrics, time, parameter
+  counts, ``node`` and ``error``, plus the flattened config as ``config.<dotted key>``
+  columns and any other flat metric the caller passes (``test_missing_audio``, ...);
+- ``epochs.parquet``: one row per (trial, epoch): the learning curves;
+- ``predictions.parquet``: one row per (trial, split, sample[, task]): labels and
+  predictions, for confusion matrices. ``task`` is null for single-task datasets.
+
+Columns keep their types from trial to trial: a value missing in some rows is null, an
+int in one trial and a float in another makes the column float64, bools stay bools, and
+lists or dicts are stored as JSON strings. Values of one column that mix strings with
+numbers or bools with numbers are stored as strings. A column that holds only nulls so
+far is typed string for ``config.`` columns and float64 otherwise.
+
+Writes are atomic (temp file in the same folder, fsync, ``os.replace``), so a dashboard
+reading while a search runs always sees whole files; a failed write raises
+:class:`~tacfn.errors.DataError` and leaves the previous file in place. One process (the
+Ray driver) writes; readers may be many. A reader during a search must read each file
+through one open handle: :func:`read_table` does, as does ``pl.read_parquet`` given an
+open file, whereas ``pq.read_table(path)`` and ``pl.read_parquet(path)`` open the path
+more than once and can pair one version's footer with the next version's pages.
+
+:meth:`ExperimentStore.record_trial` rewrites each table in full: fine up to about 5,000
+trials of 50 epochs (with 240 test predictions each, about 1 s per trial on 2 CPU cores).
+``epochs`` and ``predictions`` are written before ``trials``, so a trial listed in
+``trials.parquet`` has its curves and predictions on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import numbers
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import ConfigError, DataError
+
+SCHEMA_VERSION = 1
+KINDS: tuple[str, ...] = ("search", "ablation")
+STATUSES: tuple[str, ...] = ("completed", "pruned", "failed", "diverged", "running")
+EXPERIMENT_FILE = "experiment.json"
+CONFIG_PREFIX = "config."
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_VERSIONED_PACKAGES = ("torch", "ray", "optuna", "pyarrow")
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    """One Parquet table: its file, fixed columns (in order) and columns never null."""
+
+    file: str
+    columns: dict[str, pa.DataType]
+    required: tuple[str, ...]
+
+    def empty(self) -> pa.Table:
+        return pa.schema(list(self.columns.items())).empty_table()
+
+
+TRIALS = _TableSpec(
+    file="trials.parquet",
+    columns={
+        "trial_id": pa.string(),
+        "status": pa.string(),
+        "seed": pa.int64(),
+        "fold": pa.int64(),
+        "config_hash": pa.string(),
+        "val_score": pa.float64(),
+        "val_weighted_f1": pa.float64(),
+        "best_epoch": pa.int64(),
+        "epochs_run": pa.int64(),
+        "test_score": pa.float64(),
+        "test_weighted_f1": pa.float64(),
+        "seconds": pa.float64(),
+        "started_at": _TIMESTAMP,
+        "finished_at": _TIMESTAMP,
+        "num_parameters": pa.int64(),
+        "trainable_parameters": pa.int64(),
+        "node": pa.string(),
+        "error": pa.string(),
+    },
+    required=("trial_id", "status"),
+)
+EPOCHS = _TableSpec(
+    file="epochs.parquet",
+    columns={
+        "trial_id": pa.string(),
+        "epoch": pa.int64(),
+        "train_loss": pa.float64(),
+        "train_score": pa.float64(),
+        "val_loss": pa.float64(),
+        "val_score": pa.float64(),
+        "val_weighted_f1": pa.float64(),
+        "seconds": pa.float64(),
+    },
+    required=("trial_id", "epoch"),
+)
+PREDICTIONS = _TableSpec(
+    file="predictions.parquet",
+    columns={
+        "trial_id": pa.string(),
+        "split": pa.string(),
+        "sample_id": pa.string(),
+        "task": pa.string(),
+        "label": pa.int64(),
+        "pred": pa.int64(),
+    },
+    required=("trial_id", "split", "sample_id", "label", "pred"),
+)
+
+
+class ExperimentStore:
+    """An experiment folder: ``experiment.json`` plus the trials, epochs and predictions tables.
+
+    ``ExperimentStore(root)`` (or :meth:`open`) opens an existing folder;
+    :meth:`create` starts one. Only one process may write to a folder at a time.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.experiment: dict[str, Any] = _read_experiment(self.root / EXPERIMENT_FILE)
+
+    def __repr__(self) -> str:
+        return f"ExperimentStore({str(self.root)!r}, kind={self.kind!r}, name={self.name!r})"
+
+    @property
+    def kind(self) -> str:
+        return self.experiment["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.experiment["name"]
+
+    @classmethod
+    def open(cls, root: str | Path) -> ExperimentStore:
+        """Open an existing experiment folder; a missing or invalid ``experiment.json`` raises DataError."""
+        return cls(root)
+
+    @classmethod
+    def create(
+        cls,
+        root: str | Path,
+        kind: str,
+        name: str,
+        spec: Mapping[str, Any],
+        hardware: Mapping[str, Any] | None = None,
+    ) -> ExperimentStore:
+        """Make the folder and its ``experiment.json``, or reopen it to resume the same experiment.
+
+        A folder that already holds an experiment of another kind, name or spec raises
+        ConfigError, so one search never writes into another's results. ``hardware``
+        (e.g. ``{"gpus": 2}``) is merged over the detected CPU count and platform.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {list(KINDS)}, but got {kind!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"`name` must be a non-empty string, but got {name!r}")
+        root = Path(root)
+        spec_json = _json_roundtrip(spec, "spec")
+        if (root / EXPERIMENT_FILE).exists():
+            store = cls(root)
+            _check_same_experiment(store, kind, name, spec_json)
+            return store
+        experiment = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": kind,
+            "name": name,
+            "spec": spec_json,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "hardware": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpus": None}
+            | _json_roundtrip(hardware or {}, "hardware"),
+        }
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the experiment folder {root} ({exc})") from exc
+        text = json.dumps(experiment, indent=2, allow_nan=False) + "\n"
+        _write_atomic(root / EXPERIMENT_FILE, lambda f: f.write(text.encode()))
+        return cls(root)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def trials(self) -> pa.Table:
+        """One row per trial (an empty table with the fixed columns before the first trial)."""
+        return self._read(TRIALS)
+
+    def epochs(self) -> pa.Table:
+        """One row per (trial, epoch)."""
+        return self._read(EPOCHS)
+
+    def predictions(self) -> pa.Table:
+        """One row per (trial, split, sample, task)."""
+        return self._read(PREDICTIONS)
+
+    def completed_trial_ids(self) -> set[str]:
+        """Ids of the trials whose status is ``completed`` (what a resumed search skips)."""
+        table = self.trials()
+        done = table.filter(pc.equal(table["status"], "completed"))
+        return set(done["trial_id"].to_pylist())
+
+    def _read(self, spec: _TableSpec) -> pa.Table:
+        path = self.root / spec.file
+        return read_table(path) if path.exists() else spec.empty()
+
+    # --- writing -----------------------------------------------------------------------
+
+    def record_trial(
+        self,
+        row: Mapping[str, Any],
+        epochs: Iterable[Mapping[str, Any]] = (),
+        predictions: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        """Write one trial's row, epochs and predictions, replacing any earlier record of it.
+
+        ``row`` is flat: the fixed columns of ``trials.parquet``, config columns made by
+        :func:`flatten_config`, and any other flat metric. ``epochs`` and ``predictions``
+        rows get the trial's ``trial_id``. Recording a trial again (after a resume, or
+        once ``running`` and again when finished) replaces its rows in all three tables.
+        Bad values raise ValueError before anything is written; an existing table that
+        cannot be read raises DataError and is left as it is.
+        """
+        trial_id = row.get("trial_id")
+        if not isinstance(trial_id, str) or not trial_id:
+            raise ValueError(f"`trial_id` must be a non-empty string, but got {trial_id!r}")
+        if row.get("status") not in STATUSES:
+            raise ValueError(f"`status` must be one of {list(STATUSES)}, but got {row.get('status')!r}")
+        # Check every row before writing anything, then write the trial's row last.
+        new_tables = [
+            (EPOCHS, _build_table(EPOCHS, _with_trial_id(epochs, trial_id, "epochs"), "epochs")),
+            (
+                PREDICTIONS,
+                _build_table(PREDICTIONS, _with_trial_id(predictions, trial_id, "predictions"), "predictions"),
+            ),
+            (TRIALS, _build_table(TRIALS, [dict(row)], "row")),
+        ]
+        for spec, new in new_tables:
+            path = self.root / spec.file
+            table = _upsert(self._read(spec), new, trial_id, spec, path)
+            _write_atomic(path, lambda f, table=table: pq.write_table(table, f))
+
+
+def read_table(path: str | Path) -> pa.Table:
+    """Read a whole Parquet file; a missing, truncated or corrupt file raises DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        # One open file for footer and pages: pq.read_table(path) opens the path twice, and a
+        # writer's os.replace in between pairs the old footer with the new file's pages.
+        with pa.OSFile(str(path)) as f:
+            return pq.ParquetFile(f).read()
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def flatten_config(cfg: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[str, Any]:
+    """Nested mappings become ``prefix + dotted key`` columns; lists and empty mappings become JSON strings.
+
+    ``{"train": {"lr": 0.001}, "model": {"modalities": ["audio"]}}`` gives
+    ``{"config.train.lr": 0.001, "config.model.modalities": '["audio"]'}``.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = _cell(value, name)
+    return flat
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python and package versions, read from installed metadata (nothing is imported)."""
+    versions: dict[str, str | None] = {"python": platform.python_version(), "tacfn": __version__}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the repository at ``cwd``, or None outside one (or without git)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else None
+
+
+# --- experiment.json -----------------------------------------------------------------------
+
+
+def _read_experiment(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path.parent} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
+    try:
+        experiment = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable experiment file ({exc})") from exc
+    if not isinstance(experiment, dict):
+        raise DataError(f"{path}: an experiment file must be a JSON object")
+    version = experiment.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(f"{path}: `schema_version` must be a positive integer, but got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise DataError(
+            f"{path}: schema_version {version} is newer than this tacfn reads "
+            f"(version {SCHEMA_VERSION}); upgrade tacfn to open it"
+        )
+    if experiment.get("kind") not in KINDS:
+        raise DataError(f"{path}: `kind` must be one of {list(KINDS)}, but got {experiment.get('kind')!r}")
+    if not isinstance(experiment.get("name"), str) or not isinstance(experiment.get("spec"), dict):
+        raise DataError(f"{path}: `name` must be a string and `spec` an object")
+    return experiment
+
+
+def _check_same_experiment(store: ExperimentStore, kind: str, name: str, spec: dict[str, Any]) -> None:
+    """Refuse to resume into a folder that holds a different experiment."""
+    old = store.experiment
+    if old["kind"] == kind and old["name"] == name and old["spec"] == spec:
+        return
+    if old["kind"] != kind or old["name"] != name:
+        what = f"{old['kind']} {old['name']!r}, not {kind} {name!r}"
+    else:
+        keys = sorted(k for k in old["spec"].keys() | spec.keys() if old["spec"].get(k) != spec.get(k))
+        what = f"{kind} {name!r} with a different spec (differs in {keys})"
+    raise ConfigError(
+        f"{store.root} already holds {what}; use another folder, or the same spec to resume it"
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _json_roundtrip(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``value`` as plain JSON types, as it will read back from ``experiment.json``."""
+    try:
+        return json.loads(json.dumps(dict(value), default=_json_default, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"`{what}` must be JSON-serialisable (finite numbers, no objects), but {exc}") from exc
+
+
+# --- rows -> Arrow ---------------------------------------------------------------------------
+
+
+def _with_trial_id(rows: Iterable[Mapping[str, Any]], trial_id: str, what: str) -> list[dict[str, Any]]:
+    out = []
+    for i, row in enumerate(rows):
+        if row.get("trial_id", trial_id) != trial_id:
+            raise ValueError(f"{what}[{i}] has trial_id {row['trial_id']!r}, but the trial is {trial_id!r}")
+        out.append({**row, "trial_id": trial_id})
+    return out
+
+
+def _cell(value: Any, column: str) -> Any:
+    """A value as a Parquet cell: None, bool, int, float or str (lists and dicts as JSON)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=_json_default, sort_keys=True)
+    raise ValueError(
+        f"`{column}` must be None, a bool, a number, a string, a list or a dict, "
+        f"but got {type(value).__name__}"
+    )
+
+
+def _fixed_cell(value: Any, column: str, dtype: pa.DataType) -> Any:
+    """Check a value against a fixed column's type (ints given as integral floats are accepted)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return None
+    if dtype == pa.string() and isinstance(value, str):
+        return value
+    if dtype == pa.int64() and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    if dtype == pa.float64() and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if dtype == _TIMESTAMP:
+        return _timestamp(value, column)
+    raise ValueError(f"`{column}` must be {_TYPE_NAMES[dtype]} or None, but got {value!r}")
+
+
+_TYPE_NAMES = {
+    pa.string(): "a string",
+    pa.int64(): "an integer",
+    pa.float64(): "a number",
+    _TIMESTAMP: "a datetime, Unix seconds or an ISO 8601 string",
+}
+
+
+def _timestamp(value: Any, column: str) -> datetime:
+    """A UTC datetime from a datetime (naive means UTC), Unix seconds or an ISO 8601 string."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"`{column}` must be an ISO 8601 time, but got {value!r}") from exc
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    raise ValueError(f"`{column}` must be {_TYPE_NAMES[_TIMESTAMP]} or None, but got {value!r}")
+
+
+def _cell_type(value: Any) -> pa.DataType:
+    if value is None:
+        return pa.null()
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64()
+    if isinstance(value, float):
+        return pa.float64()
+    return pa.string()
+
+
+def _common_type(types: Iterable[pa.DataType], column: str) -> pa.DataType:
+    """The type a column keeps for all of ``types``; see the module docstring for the rules."""
+    known = {t for t in types if t != pa.null()}
+    if not known:
+        return pa.string() if column.startswith(CONFIG_PREFIX) else pa.float64()
+    if len(known) == 1:
+        return known.pop()
+    if known == {pa.int64(), pa.float64()}:
+        return pa.float64()
+    return pa.string()
+
+
+def _build_table(spec: _TableSpec, rows: list[dict[str, Any]], context: str) -> pa.Table:
+    """Rows as a table with the fixed columns typed and the other columns inferred.
+
+    ``context`` names the rows in error messages: ``row`` (the trial), or ``epochs`` and
+    ``predictions`` (indexed).
+    """
+    extra = sorted({k for row in rows for k in row} - spec.columns.keys(), key=_extra_order)
+    arrays: dict[str, pa.Array] = {}
+    for column in [*spec.columns, *extra]:
+        dtype = spec.columns.get(column)
+        values = []
+        for i, row in enumerate(rows):
+            where = context if context == "row" else f"{context}[{i}]"
+            try:
+                value = row.get(column)
+                values.append(_cell(value, column) if dtype is None else _fixed_cell(value, column, dtype))
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if column in spec.required and values[-1] is None:
+                raise ValueError(f"{where}: `{column}` is required, but is missing or None")
+        if dtype is None:
+            dtype = _common_type(map(_cell_type, values), column)
+            if dtype == pa.string():
+                values = [_as_string(v) for v in values]
+        arrays[column] = pa.array(values, type=dtype)
+    return pa.table(arrays)
+
+
+def _as_string(value: Any) -> str | None:
+    """A cell as a string formatted as Arrow casts it, so old and new cells of a column agree."""
+    if value is None or isinstance(value, str):
+        return value
+    return pa.array([value], type=_cell_type(value)).cast(pa.string())[0].as_py()
+
+
+def _extra_order(column: str) -> tuple[bool, str]:
+    """Config columns first, then other metrics, each alphabetically."""
+    return (not column.startswith(CONFIG_PREFIX), column)
+
+
+def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
+    """A column's type, or null when it holds only nulls (so it takes the next value's type)."""
+    return pa.null() if column.null_count == len(column) else column.type
+
+
+def _upsert(old: pa.Table, new: pa.Table, trial_id: str, spec: _TableSpec, path: Path) -> pa.Table:
+    """``old`` without ``trial_id``'s rows, plus ``new``; each column gets one type for both."""
+    kept = old.filter(pc.invert(pc.equal(old["trial_id"], trial_id)))
+    extra = sorted((set(kept.column_names) | set(new.column_names)) - spec.columns.keys(), key=_extra_order)
+    columns = {}
+    for name in [*spec.columns, *extra]:
+        if name in spec.columns:
+            dtype = spec.columns[name]
+        else:
+            dtype = _common_type([_effective_type(t[name]) for t in (kept, new) if name in t.column_names], name)
+        pieces: list[pa.Array] = []
+        for table in (kept, new):
+            if name not in table.column_names:
+                pieces.append(pa.nulls(table.num_rows, dtype))
+                continue
+            try:
+                pieces.extend(table[name].cast(dtype).chunks)
+            except pa.ArrowException as exc:
+                raise DataError(f"{path}: column {name!r} cannot be stored as {dtype} ({exc})") from exc
+        columns[name] = pa.chunked_array(pieces, type=dtype)
+    return pa.table(columns).combine_chunks()
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write ``path`` through a temp file in its folder; on failure the old file stays and no temp is left."""
+    tmp = path.with_name(path.name + ".tmp")
+    created = False
+    try:
+        with open(tmp, "wb") as f:
+            created = True
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, pa.ArrowException) as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise DataError(f"could not write {path} ({exc}); its previous version is unchanged") from exc

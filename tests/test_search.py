@@ -1,0 +1,132 @@
+"""Searches on a real local Ray runtime: Optuna + ASHA, the results store, resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import polars as pl
+import pytest
+import yaml
+
+from tacfn.search import ExperimentStore, load_space
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _space_file(tmp_path: Path, data: Path, *, trials: int, epochs: int = 3, name: str = "tiny") -> Path:
+    space = {
+        "name": name,
+        "base": {
+            "model": {"preset": "lite", "backbone": "frozen"},
+            "data": {"path": str(data), "cache_dir": str(tmp_path / "cache")},
+            "train": {"epochs": epochs, "batch_size": 8},
+        },
+        "space": {
+            "model.fusion.name": {"choice": ["tacfn", "concat", "late_average"]},
+            "model.fusion.heads": {"choice": [2, 4]},
+            "train.lr": {"float": [1.0e-4, 1.0e-2], "log": True},
+        },
+        "search": {"trials": trials, "concurrency": 2, "scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 2}, "seed": 0},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def _tacfn(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tacfn.cli", *args]
+
+
+def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_path: Path):
+    space = _space_file(tmp_path, prepared_lite, trials=6)
+    out = tmp_path / "exp"
+    proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "best trial" in proc.stdout and "(scored once)" in proc.stdout
+
+    store = ExperimentStore.open(out)
+    trials = pl.from_arrow(store.trials())
+    assert trials.height == 6 and trials["trial_id"].n_unique() == 6
+    assert set(trials["status"]) <= {"completed", "pruned"}
+    assert "completed" in set(trials["status"])
+    chosen = trials.filter(pl.col("chosen"))
+    assert chosen.height == 1
+    best_val = trials.filter(pl.col("status") == "completed")["val_score"].max()
+    assert chosen["val_score"][0] == best_val
+    assert trials.filter(~pl.col("chosen"))["test_score"].null_count() == 5, "only the chosen config is tested"
+    assert 0.0 <= chosen["test_score"][0] <= 1.0
+    epochs = pl.from_arrow(store.epochs())
+    per_trial = epochs.group_by("trial_id").len()
+    assert per_trial.height == 6
+    for row in trials.iter_rows(named=True):
+        n = per_trial.filter(pl.col("trial_id") == row["trial_id"])["len"][0]
+        assert n == row["epochs_run"]
+        assert (row["status"] == "completed") == (n == 3)
+    assert pl.from_arrow(store.predictions()).filter(pl.col("trial_id") == chosen["trial_id"][0]).height > 0
+    no_attention = trials.filter(pl.col("config.model.fusion.name") != "tacfn")
+    assert no_attention["config.model.fusion.heads"].null_count() == no_attention.height, "heads only for attention blocks"
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    states = {t.state.name for t in study.trials}
+    assert len(study.trials) == 6
+    n_pruned = trials.filter(pl.col("status") == "pruned").height
+    assert sum(t.state.name == "PRUNED" for t in study.trials) == n_pruned, states
+    completed = trials.filter(pl.col("status") == "completed")
+    assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == pytest.approx(sorted(completed["val_score"]))
+
+
+def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
+    space = _space_file(tmp_path, prepared_lite, trials=8, epochs=4, name="killed")
+    out = tmp_path / "exp"
+    driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    recorded: list[dict] = []
+    while time.time() < deadline and driver.poll() is None:
+        if (out / "trials.parquet").exists():
+            recorded = pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
+            if len(recorded) >= 3:
+                break
+        time.sleep(0.5)
+    assert driver.poll() is None, "the search finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    recorded = pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
+    assert 3 <= len(recorded) < 8
+
+    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert trials.height == 8 and trials["trial_id"].n_unique() == 8, "no trial lost, none duplicated"
+    for before in recorded:
+        after = trials.filter(pl.col("trial_id") == before["trial_id"])
+        assert after.height == 1
+        assert after["val_score"][0] == pytest.approx(before["val_score"])
+    assert trials.filter(pl.col("chosen")).height == 1
+    epochs = pl.from_arrow(ExperimentStore.open(out).epochs())
+    assert epochs.group_by(["trial_id", "epoch"]).len()["len"].max() == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "--resume", "/nonexistent/exp"], "not a tacfn search folder"),
+        (["search", "no_such_space"], "no_such_space"),
+    ],
+)
+def test_search_bad_input(argv, message):
+    proc = subprocess.run(_tacfn(*argv), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_shipped_spaces_load():
+    for name in ("quickstart", "ravdess_tacfn", "iemocap_tacfn", "modality_dropout"):
+        from tacfn.search import find_space
+
+        assert load_space(find_space(name)).name

@@ -1,0 +1,329 @@
+"""Search spaces: YAML files validate at load time, compile to a define-by-run Optuna space,
+and every sampled trial is a valid run config."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from tacfn.config import parse_run_config
+from tacfn.errors import ConfigError
+from tacfn.model.fusion import get_fusion_block_class
+from tacfn.search._space import (
+    SEARCH_SPACES_DIR,
+    SearchSpace,
+    SearchSpec,
+    apply_overrides,
+    compile_space,
+    config_hash,
+    find_space,
+    grid,
+    list_spaces,
+    load_space,
+    optuna_distributions,
+    parse_space,
+)
+
+SHIPPED = ("quickstart", "ravdess_tacfn", "iemocap_tacfn", "modality_dropout")
+LITE = {"model": {"preset": "lite", "backbone": "frozen"}, "train": {"epochs": 4}}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna():
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    optuna.logging.set_verbosity(level)
+
+
+def _write(tmp_path: Path, data: Any, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _spec(space: dict[str, Any], base: dict[str, Any] | None = None, **search: Any) -> dict[str, Any]:
+    return {"name": "test", "base": LITE if base is None else base, "space": space, "search": search}
+
+
+def _study(space: SearchSpace, trials: int, seed: int = 0) -> optuna.Study:
+    """A seeded TPE study whose objective rewards lr near 3e-3 and the tacfn block."""
+
+    def objective(trial: optuna.Trial) -> float:
+        space(trial)
+        p = trial.params
+        return -abs(math.log10(p["train.lr"]) + 2.5) + (p["model.fusion.name"] == "tacfn")
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials)
+    return study
+
+
+# --- shipped files ---------------------------------------------------------------------------
+
+
+def test_shipped_spaces_are_listed_and_found_by_name():
+    assert set(SHIPPED) <= set(list_spaces())
+    for name in SHIPPED:
+        assert find_space(name) == SEARCH_SPACES_DIR / f"{name}.yaml"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_space_loads(name: str):
+    spec = load_space(find_space(name))
+    assert spec.name == name
+    info = compile_space(spec)
+    assert [axis.key for axis in info.axes] and set(a.key for a in info.axes) == set(spec.space)
+    parse_run_config(spec.base)
+
+
+def test_find_space_accepts_a_path_and_lists_names_when_unknown(tmp_path: Path):
+    path = _write(tmp_path, _spec({"train.lr": {"float": [1e-4, 1e-2], "log": True}}))
+    assert find_space(str(path)) == path
+    with pytest.raises(ConfigError, match=r"unknown search space 'nope'; valid: \[.*'quickstart'.*\]"):
+        find_space("nope")
+    with pytest.raises(ConfigError, match="no such search-space file"):
+        find_space(tmp_path / "absent.yaml")
+
+
+# --- define-by-run sampling ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> tuple[SearchSpec, optuna.Study]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = load_space(find_space("quickstart"))
+    return spec, _study(SearchSpace(compile_space(spec)), trials=100)
+
+
+def test_tpe_samples_valid_run_configs(quickstart: tuple[SearchSpec, optuna.Study]):
+    spec, study = quickstart
+    assert len(study.trials) == 100
+    for trial in study.trials:
+        cfg = parse_run_config(apply_overrides(spec.base, trial.params), f"trial {trial.number}")
+        p = trial.params
+        assert cfg.model.fusion["name"] == p["model.fusion.name"]
+        assert cfg.train.lr == p["train.lr"] and 1e-4 <= p["train.lr"] <= 1e-2
+        assert p["train.batch_size"] in (8, 16, 24, 32)
+        assert cfg.model.backbone == "frozen" and cfg.train.epochs == 8  # from the base
+
+
+def test_heads_are_sampled_only_for_attention_blocks(quickstart: tuple[SearchSpec, optuna.Study]):
+    _, study = quickstart
+    names = {t.params["model.fusion.name"] for t in study.trials}
+    assert {"tacfn", "concat"} <= names  # both kinds of block were sampled
+    for trial in study.trials:
+        name = trial.params["model.fusion.name"]
+        assert ("model.fusion.heads" in trial.params) == get_fusion_block_class(name).has_attention
+        assert ("model.fusion.selection" in trial.params) == (name == "tacfn")
+        assert ("model.fusion.layers" in trial.params) == (name in ("tacfn", "mult"))
+
+
+def test_study_is_reproducible_with_a_seed():
+    info = compile_space(load_space(find_space("quickstart")))
+    first = [t.params for t in _study(SearchSpace(info), trials=15, seed=3).trials]
+    again = [t.params for t in _study(SearchSpace(info), trials=15, seed=3).trials]
+    other = [t.params for t in _study(SearchSpace(info), trials=15, seed=4).trials]
+    assert first == again
+    assert first != other
+
+
+def test_search_space_pickles_and_samples_the_same_after_a_round_trip():
+    space = SearchSpace(compile_space(load_space(find_space("quickstart"))))
+    restored = pickle.loads(pickle.dumps(space))
+    assert restored.info == space.info
+    assert [t.params for t in _study(restored, 12).trials] == [t.params for t in _study(space, 12).trials]
+
+
+def test_when_conditions_chain_and_order_parents_first(tmp_path: Path):
+    # layers is written first but depends on selection, which depends on the block name
+    spec = load_space(_write(tmp_path, _spec({
+        "model.fusion.layers": {"int": [1, 2], "when": {"model.fusion.selection": ["transformer"]}},
+        "model.fusion.selection": {"choice": ["transformer", "mean"], "when": {"model.fusion.name": ["tacfn"]}},
+        "model.fusion.name": {"choice": ["tacfn", "concat"]},
+    })))
+    info = compile_space(spec)
+    assert [a.key for a in info.axes] == ["model.fusion.name", "model.fusion.selection", "model.fusion.layers"]
+    combos = grid(info)
+    for params in combos:
+        chosen = params.get("model.fusion.selection")
+        assert ("model.fusion.selection" in params) == (params["model.fusion.name"] == "tacfn")
+        assert ("model.fusion.layers" in params) == (chosen == "transformer")
+    # tacfn x transformer x 2 layers, tacfn x mean, concat
+    assert len(combos) == 4
+
+
+# --- grid and distributions ------------------------------------------------------------------
+
+
+def test_grid_covers_every_finite_combination_once(tmp_path: Path):
+    spec = load_space(_write(tmp_path, _spec({
+        "model.fusion.name": {"choice": ["tacfn", "concat", "late_average"]},
+        "model.fusion.heads": {"choice": [2, 4]},
+        "train.batch_size": {"int": [8, 24], "step": 8},
+    })))
+    combos = grid(compile_space(spec))
+    # heads only for tacfn: (2 + 1 + 1) block settings x 3 batch sizes
+    assert len(combos) == (2 + 1 + 1) * 3
+    assert len({tuple(sorted(c.items())) for c in combos}) == len(combos)
+    assert {c["train.batch_size"] for c in combos} == {8, 16, 24}
+
+
+def test_grid_of_a_float_axis_fails():
+    info = compile_space(load_space(find_space("quickstart")))
+    with pytest.raises(ConfigError, match=r"space\.model\.modality_dropout\.audio: the grid needs finite axes"):
+        grid(info)
+
+
+def test_grid_points_are_valid_optuna_trials(tmp_path: Path):
+    spec = load_space(_write(tmp_path, _spec({
+        "model.fusion.name": {"choice": ["tacfn", "concat"]},
+        "model.fusion.heads": {"choice": [2, 4]},
+        "model.fusion.layers": {"int": [1, 3], "when": {"model.fusion.name": ["tacfn"]}},
+    })))
+    info = compile_space(spec)
+    dists = optuna_distributions(info)
+    assert isinstance(dists["model.fusion.layers"], optuna.distributions.IntDistribution)
+    study = optuna.create_study()
+    for params in grid(info):
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params}, value=0.0))
+    assert len(study.trials) == 2 * 3 + 1
+
+
+# --- run configs from params -----------------------------------------------------------------
+
+
+def test_apply_overrides_sets_dotted_keys_on_a_copy():
+    base = {"model": {"preset": "lite"}, "train": {"epochs": 3}}
+    out = apply_overrides(base, {"model.fusion.heads": 2, "train.lr": 0.01, "data.synthetic.seed": 5})
+    assert out == {
+        "model": {"preset": "lite", "fusion": {"heads": 2}},
+        "train": {"epochs": 3, "lr": 0.01},
+        "data": {"synthetic": {"seed": 5}},
+    }
+    assert base == {"model": {"preset": "lite"}, "train": {"epochs": 3}}
+    with pytest.raises(ConfigError, match=r"cannot set model\.preset\.x: model\.preset is a str"):
+        apply_overrides(base, {"model.preset.x": 1})
+
+
+def test_config_hash_pairs_seeds_and_folds_but_not_settings():
+    cfg = {"model": {"preset": "lite"}, "data": {"fold": 0}, "train": {"lr": 0.001, "seed": 0}}
+    key = config_hash(cfg)
+    assert re.fullmatch(r"[0-9a-f]{16}", key)
+    assert config_hash(apply_overrides(cfg, {"train.seed": 7, "data.fold": 3})) == key
+    assert config_hash({"train": {"seed": 1, "lr": 0.001}, "model": {"preset": "lite"}}) == key
+    assert config_hash(apply_overrides(cfg, {"train.lr": 0.002})) != key
+    assert config_hash(apply_overrides(cfg, {"data.synthetic.seed": 1})) != key
+
+
+# --- bad spaces ------------------------------------------------------------------------------
+
+BAD_SPACES = [
+    (_spec({"train.lr": {"float": [0.1, 0.001]}}),
+     r"space\.train\.lr: `low <= high` must hold, but got \(low=0\.1, high=0\.001\)"),
+    (_spec({"train.lr": {"float": [0.0, 0.1], "log": True}}),
+     r"space\.train\.lr: `low > 0` must hold for a log range"),
+    (_spec({"model.fusion.name": {"choice": []}}), r"space\.model\.fusion\.name: empty choice list"),
+    (_spec({"train.lr": {"float": [0.1, 0.2], "stpe": 0.1}}), r"space\.train\.lr\.stpe: unknown key; valid: \["),
+    (_spec({"model.fusion.colour": {"choice": ["red"]}}),
+     r"space\.model\.fusion\.colour: unknown fusion option; valid: \[.*'heads'"),
+    (_spec({"train.lrr": {"float": [0.1, 0.2]}}), r"space\.train\.lrr: unknown or not searchable train option"),
+    (_spec({"model.fusion.name": {"choice": ["tacfn", "transfusion"]}}),
+     r"space\.model\.fusion\.name: unknown fusion block 'transfusion'; valid: \["),
+    (_spec({"train.epochs": {"int": [-1, 3]}}),
+     r"space\.train\.epochs: range end -1 gives an invalid run config: train\.epochs"),
+    (_spec({"model.modality_dropout.audio": {"float": [0.0, 1.0]}}),
+     r"space\.model\.modality_dropout\.audio: range end 1\.0 gives an invalid run config"),
+    (_spec({"model.fusion.heads": {"choice": [2, 3]}}),
+     r"space\.model\.fusion\.heads: `heads` must divide `d`.*\(heads=3, d=64\)"),
+    (_spec({"model.fusion.name": {"choice": ["tacfn", "concat"]}, "model.fusion.d": {"choice": [32, 30]}}),
+     r"space\.model\.fusion\.d: `heads` must divide `d`.*\(heads=4, d=30\)"),
+    (_spec({"model.fusion.selection": {"choice": ["mean"], "when": {"model.fusion.name": ["tacfn"]}}}),
+     r"space\.model\.fusion\.selection\.when\.model\.fusion\.name: this space has no other axis"),
+    (_spec({"model.fusion.name": {"choice": ["tacfn", "concat"]},
+            "model.fusion.selection": {"choice": ["mean"], "when": {"model.fusion.name": ["mult"]}}}),
+     r"space\.model\.fusion\.selection\.when\.model\.fusion\.name: 'mult' is not a value"),
+    (_spec({"model.fusion.layers": {"int": [1, 3], "when": {"model.fusion.heads": [2]}},
+            "model.fusion.heads": {"choice": [2, 4], "when": {"model.fusion.layers": [1]}}}),
+     r"space\.model\.fusion\.layers: `when` conditions form a cycle"),
+    (_spec({"model.fusion.name": {"choice": ["concat", "late_average"]}, "model.fusion.heads": {"choice": [2]}}),
+     r"space\.model\.fusion\.heads: no block it can be sampled with has attention"),
+    (_spec({"train.lr": {"choice": ["1e-4", 1.0e-3]}}),
+     r"space\.train\.lr: choice '1e-4' is not a number.*YAML reads 1e-4 as a string"),
+    (_spec({"train.batch_size": {"float": [8, 32]}}), r"space\.train\.batch_size: a `float` range needs"),
+    (_spec({"train.optimizer": {"choice": ["adam", "lbfgs"]}}),
+     r"space\.train\.optimizer: choice 'lbfgs' gives an invalid run config: train\.optimizer: Input should be"),
+    (_spec({"model.preset": {"choice": ["lite", "paper"]}}), r"space\.model\.preset: not searchable"),
+    (_spec({"model.modality_dropout.text": {"float": [0.0, 0.5]}}),
+     r"space\.model\.modality_dropout\.text: unknown modality; valid: \['video', 'audio'\]"),
+    (_spec({"train.lr": 0.01}), r"space\.train\.lr: an axis is a mapping"),
+    (_spec({"train.batch_size": {"int": [8, 30], "step": 8}}),
+     r"space\.train\.batch_size: `high - low` must be a multiple of `step`"),
+    (_spec({"train.lr": {"float": [0.1, 0.2], "int": [1, 2]}}), r"space\.train\.lr: exactly one of"),
+    (_spec({"model.fusion.name": {"choice": ["concat", "tacfn"]}, "model.fusion.heads": {"choice": [2]},
+            "model.fusion.direction": {"choice": ["video->text"]}},
+           base={"model": {"preset": "lite", "fusion": {"name": "concat"}}}),
+     r"space\.model\.fusion\.direction: choice 'video->text' gives an invalid run config "
+     r"\(with model\.fusion\.name='tacfn'\): model: invalid fusion direction"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, base={"train": {"optimiser": "adam"}}),
+     r"base\.train\.optimiser: unknown key; valid: \[.*'optimizer'"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, asha={"grace_period": 5}),
+     r"search\.asha\.grace_period: `grace_period <= train\.epochs` must hold.*\(grace_period=5, epochs=4\)"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, workers=2, resources={"gpu": 0.5}),
+     r"search: workers > 1 need a whole GPU each"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, metric="val_acc"),
+     r"search\.metric: Input should be 'val_score' or 'val_weighted_f1'"),
+    ({**_spec({"train.lr": {"float": [0.1, 0.2]}}), "name": "my search"}, r"name: `name` must be a folder name"),
+    ({**_spec({"train.lr": {"float": [0.1, 0.2]}}), "spcae": {}}, r"spcae: unknown key; valid: \["),
+]
+
+
+@pytest.mark.parametrize(("data", "match"), BAD_SPACES, ids=[m.split(":")[0].replace("\\", "") for _, m in BAD_SPACES])
+def test_bad_space_fails_at_load_with_one_line_naming_file_and_key(tmp_path: Path, data: dict, match: str):
+    path = _write(tmp_path, data, "bad.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert re.search(match, message), message
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: q\nspace:\n  train.lr: {float: [0.1, 0.2]\nsearch: {}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: malformed YAML at line \d+, column \d+"):
+        load_space(path)
+
+
+def test_duplicate_key_is_an_error_not_silently_overwritten(tmp_path: Path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: q\nspace:\n  train.lr: {float: [0.1, 0.2]}\n  train.lr: {float: [0.3, 0.4]}\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: malformed YAML at line 4, column 3: duplicate key 'train\.lr'"):
+        load_space(path)
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "name: q\nbase: {train: {epochs: 3}}\nspace:\n"
+        "  train.lr: &range {float: [0.1, 0.2], log: true}\n"
+        "  train.weight_decay: {<<: *range, float: [0.0, 0.1], log: false}\n"
+    )
+    axes = {a.key: a for a in compile_space(load_space(path)).axes}
+    assert (axes["train.lr"].low, axes["train.lr"].log) == (0.1, True)
+    assert (axes["train.weight_decay"].low, axes["train.weight_decay"].log) == (0.0, False)
+
+
+def test_parse_space_accepts_a_mapping_and_rejects_other_documents():
+    spec = parse_space(_spec({"train.lr": {"float": [1e-4, 1e-2], "log": True}}), "inline")
+    assert spec.search.metric == "val_score" and spec.space["train.lr"].log
+    with pytest.raises(ConfigError, match="inline: expected a mapping"):
+        parse_space(["train.lr"], "inline")

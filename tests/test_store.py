@@ -1,0 +1,467 @@
+"""The results store: experiment.json, typed Parquet tables, upserts and atomic writes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tacfn.errors import ConfigError, DataError
+from tacfn.search._store import EXPERIMENT_FILE, ExperimentStore, flatten_config, git_commit, read_table
+
+SPEC = {
+    "space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+    "num_samples": 3,
+    "data": Path("/data/ravdess"),
+}
+_OK = {"trial_id": "t", "status": "completed"}
+
+
+def _store(tmp_path: Path) -> ExperimentStore:
+    return ExperimentStore.create(tmp_path / "exp", "search", "demo", SPEC, hardware={"gpus": 2})
+
+
+def _epochs(n: int, loss: float = 1.0) -> list[dict]:
+    return [
+        {
+            "epoch": e,
+            "train_loss": loss / e,
+            "train_score": 0.1 * e,
+            "val_loss": loss,
+            "val_score": 0.1 * e,
+            "val_weighted_f1": 0.05 * e,
+            "seconds": 0.5,
+        }
+        for e in range(1, n + 1)
+    ]
+
+
+def _predictions(ids: list[str]) -> list[dict]:
+    return [{"split": "test", "sample_id": s, "label": i % 8, "pred": (i + 1) % 8} for i, s in enumerate(ids)]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+# --- experiment.json --------------------------------------------------------------------------
+
+
+def test_create_writes_experiment_json_and_open_reads_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    store = _store(tmp_path)
+    on_disk = json.loads((tmp_path / "exp" / EXPERIMENT_FILE).read_text())
+    assert on_disk == store.experiment
+    assert on_disk["schema_version"] == 1 and on_disk["kind"] == "search" and on_disk["name"] == "demo"
+    assert on_disk["spec"] == {**SPEC, "data": "/data/ravdess"}
+    created = datetime.fromisoformat(on_disk["created_at"])
+    assert created.utcoffset().total_seconds() == 0
+    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 3600
+    assert set(on_disk["versions"]) == {"python", "tacfn", "torch", "ray", "optuna", "pyarrow"}
+    assert on_disk["versions"]["python"] == platform.python_version()
+    assert on_disk["versions"]["pyarrow"] == pa.__version__
+    assert on_disk["git_commit"] is None
+    assert on_disk["hardware"] == {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpus": 2}
+
+    reopened = ExperimentStore.open(tmp_path / "exp")
+    assert reopened.experiment == store.experiment
+    assert (reopened.kind, reopened.name) == ("search", "demo")
+    assert reopened.trials().num_rows == 0 and "val_score" in reopened.trials().column_names
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_commit_is_the_head_of_the_repository(tmp_path: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "a.txt").write_text("a")
+    subprocess.run([*git, "add", "a.txt"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], cwd=tmp_path, check=True)
+    log = subprocess.run(["git", "log", "-1", "--format=%H"], cwd=tmp_path, capture_output=True, text=True)
+    head = log.stdout.strip()
+    assert len(head) == 40
+    assert git_commit(tmp_path) == head
+    (tmp_path / "not_a_repo").mkdir()
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path / "not_a_repo", check=True)  # a repository with no commit
+    assert git_commit(tmp_path / "not_a_repo") is None
+
+
+def test_create_resumes_the_same_experiment_and_refuses_another(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.record_trial({"trial_id": "t1", "status": "completed"})
+    before = _snapshot(store.root)
+    again = _store(tmp_path)
+    assert again.experiment == store.experiment and _snapshot(store.root) == before
+    assert again.completed_trial_ids() == {"t1"}
+
+    different_spec = r"already holds search 'demo' with a different spec \(differs in \['num_samples'\]\)"
+    with pytest.raises(ConfigError, match=different_spec):
+        ExperimentStore.create(store.root, "search", "demo", {**SPEC, "num_samples": 4})
+    with pytest.raises(ConfigError, match="already holds search 'demo', not ablation 'demo'"):
+        ExperimentStore.create(store.root, "ablation", "demo", SPEC)
+    assert _snapshot(store.root) == before
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "spec", "message"),
+    [
+        ("sweep", "x", {}, r"`kind` must be one of \['search', 'ablation'\], but got 'sweep'"),
+        ("search", "", {}, "`name` must be a non-empty string"),
+        ("search", "x", {"lr": float("nan")}, "`spec` must be JSON-serialisable"),
+        ("search", "x", {"f": object()}, "`spec` must be JSON-serialisable"),
+    ],
+)
+def test_create_rejects_bad_arguments(tmp_path: Path, kind: str, name: str, spec: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExperimentStore.create(tmp_path / "exp", kind, name, spec)
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"is not a tacfn experiment folder \(no experiment.json\)"),
+        ('{"schema_version": 1, "kind": "search", "name"', r"experiment.json: unreadable experiment file"),
+        (
+            '{"schema_version": 2, "kind": "search", "name": "x", "spec": {}}',
+            r"schema_version 2 is newer than this tacfn reads \(version 1\)",
+        ),
+        (
+            '{"schema_version": 1, "kind": "grid", "name": "x", "spec": {}}',
+            r"`kind` must be one of \['search', 'ablation'\]",
+        ),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_open_rejects_what_is_not_an_experiment(tmp_path: Path, content: str | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / EXPERIMENT_FILE).write_text(content)
+    with pytest.raises(DataError, match=message) as info:
+        ExperimentStore.open(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _three_trials(store: ExperimentStore) -> None:
+    config = {
+        "train": {"lr": 0.001, "epochs": 3},
+        "model": {"fusion": {"heads": 8, "causal": True}, "modalities": ["audio", "video"], "backbone": None},
+    }
+    store.record_trial(
+        {
+            "trial_id": "t1",
+            "status": "completed",
+            "seed": 0,
+            "fold": 1,
+            "config_hash": "abc",
+            **flatten_config(config),
+            "val_score": 0.5,
+            "val_weighted_f1": 0.45,
+            "best_epoch": 2,
+            "epochs_run": 3,
+            "test_score": 0.4,
+            "test_weighted_f1": 0.35,
+            "test_missing_audio": 0.25,
+            "seconds": 12.5,
+            "started_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+            "finished_at": datetime(2025, 1, 2, 3, 4, 17, tzinfo=timezone.utc).timestamp(),
+            "num_parameters": 1000,
+            "trainable_parameters": 900,
+            "node": "node-a",
+            "error": None,
+        },
+        _epochs(3),
+        _predictions(["c1", "c2"]),
+    )
+    store.record_trial(
+        {
+            "trial_id": "t2",
+            "status": "pruned",
+            "seed": 1,
+            "fold": 1,
+            "config_hash": "def",
+            **flatten_config({"train": {"lr": 1, "epochs": 2.5}, "model": {"fusion": {"causal": False}}}),
+            "val_score": 0.3,
+            "best_epoch": 1,
+            "epochs_run": 1,
+            "node": "node-b",
+            "started_at": "2025-01-02T03:05:00+00:00",
+        },
+        _epochs(1),
+    )
+    store.record_trial(
+        {
+            "trial_id": "t3",
+            "status": "failed",
+            "seed": 2,
+            "fold": 2,
+            **flatten_config({"train": {"lr": 0.01}, "model": {"fusion": {"heads": 4}}}),
+            "error": "RuntimeError: CUDA out of memory",
+        },
+        predictions=[
+            {"split": "test", "sample_id": "s1", "task": task, "label": 1, "pred": pred}
+            for task, pred in (("happy", 1), ("sad", 0))
+        ],
+    )
+
+
+def test_three_trials_have_the_specified_schema_in_pyarrow_and_polars(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _three_trials(store)
+    trials = store.trials()
+    assert trials.column_names[:5] == ["trial_id", "status", "seed", "fold", "config_hash"]
+    assert dict(zip(trials.column_names, trials.schema.types)) == {
+        "trial_id": pa.string(),
+        "status": pa.string(),
+        "seed": pa.int64(),
+        "fold": pa.int64(),
+        "config_hash": pa.string(),
+        "val_score": pa.float64(),
+        "val_weighted_f1": pa.float64(),
+        "best_epoch": pa.int64(),
+        "epochs_run": pa.int64(),
+        "test_score": pa.float64(),
+        "test_weighted_f1": pa.float64(),
+        "seconds": pa.float64(),
+        "started_at": pa.timestamp("us", tz="UTC"),
+        "finished_at": pa.timestamp("us", tz="UTC"),
+        "num_parameters": pa.int64(),
+        "trainable_parameters": pa.int64(),
+        "node": pa.string(),
+        "error": pa.string(),
+        "config.train.lr": pa.float64(),
+        "config.train.epochs": pa.float64(),
+        "config.model.fusion.heads": pa.int64(),
+        "config.model.fusion.causal": pa.bool_(),
+        "config.model.modalities": pa.string(),
+        "config.model.backbone": pa.string(),
+        "test_missing_audio": pa.float64(),
+    }
+
+    rows = {r["trial_id"]: r for r in trials.to_pylist()}
+
+    def column(name: str) -> list:
+        return [rows[t][name] for t in ("t1", "t2", "t3")]
+
+    assert column("config.train.lr") == [0.001, 1.0, 0.01]
+    assert column("config.train.epochs") == [3.0, 2.5, None]
+    assert column("config.model.fusion.heads") == [8, None, 4]
+    assert column("config.model.fusion.causal") == [True, False, None]
+    assert column("config.model.backbone") == [None, None, None]
+    assert column("test_missing_audio") == [0.25, None, None]
+    assert column("error") == [None, None, "RuntimeError: CUDA out of memory"]
+    assert json.loads(rows["t1"]["config.model.modalities"]) == ["audio", "video"]
+    assert (rows["t1"]["finished_at"] - rows["t1"]["started_at"]).total_seconds() == 12
+    assert rows["t2"]["started_at"] == datetime(2025, 1, 2, 3, 5, tzinfo=timezone.utc)
+    assert store.completed_trial_ids() == {"t1"}
+
+    polars = pl.read_parquet(store.root / "trials.parquet")
+    assert polars.schema["seed"] == pl.Int64 and polars.schema["config.model.fusion.causal"] == pl.Boolean
+    assert polars.schema["config.train.epochs"] == pl.Float64 and polars.schema["node"] == pl.String
+    assert polars.schema["started_at"] == pl.Datetime("us", "UTC")
+    assert polars.to_dicts() == pq.read_table(store.root / "trials.parquet").to_pylist()
+
+    epochs = pl.read_parquet(store.root / "epochs.parquet")
+    assert epochs.columns == [
+        "trial_id", "epoch", "train_loss", "train_score", "val_loss", "val_score", "val_weighted_f1", "seconds"
+    ]
+    assert epochs.schema["epoch"] == pl.Int64 and epochs.schema["val_score"] == pl.Float64
+    assert epochs.group_by("trial_id").len().sort("trial_id").rows() == [("t1", 3), ("t2", 1)]
+
+    predictions = pl.read_parquet(store.root / "predictions.parquet")
+    assert dict(predictions.schema) == {
+        "trial_id": pl.String,
+        "split": pl.String,
+        "sample_id": pl.String,
+        "task": pl.String,
+        "label": pl.Int64,
+        "pred": pl.Int64,
+    }
+    assert predictions.select("trial_id", "sample_id", "task", "pred").rows() == [
+        ("t1", "c1", None, 1),
+        ("t1", "c2", None, 2),
+        ("t3", "s1", "happy", 1),
+        ("t3", "s1", "sad", 0),
+    ]
+
+
+def test_mixed_config_types_fall_back_to_strings(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.record_trial({**_OK, "trial_id": "a", "config.heads": 8, "config.flag": True, "extra": 1})
+    assert store.trials().schema.field("extra").type == pa.int64()
+    store.record_trial({**_OK, "trial_id": "b", "config.heads": "auto", "config.flag": 1, "extra": 0.5})
+    trials = store.trials()
+    assert trials["config.heads"].to_pylist() == ["8", "auto"]
+    assert trials["config.flag"].to_pylist() == ["true", "1"]
+    assert trials["extra"].to_pylist() == [1.0, 0.5]
+
+
+def test_recording_a_trial_again_replaces_its_rows_in_every_table(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.record_trial({"trial_id": "t1", "status": "running"}, _epochs(3), _predictions(["a", "b", "c"]))
+    store.record_trial({"trial_id": "t2", "status": "completed", "val_score": 0.9}, _epochs(2), _predictions(["a"]))
+    assert store.completed_trial_ids() == {"t2"}
+
+    resumed = {"trial_id": "t1", "status": "completed", "val_score": 0.7}
+    store.record_trial(resumed, _epochs(2, loss=5.0), _predictions(["z"]))
+
+    trials = sorted((r["trial_id"], r["status"], r["val_score"]) for r in store.trials().to_pylist())
+    assert trials == [("t1", "completed", 0.7), ("t2", "completed", 0.9)]
+    epochs = store.epochs()
+    assert epochs.num_rows == 4
+    assert [(r["epoch"], r["val_loss"]) for r in epochs.to_pylist() if r["trial_id"] == "t1"] == [(1, 5.0), (2, 5.0)]
+    predictions = sorted((r["trial_id"], r["sample_id"]) for r in store.predictions().to_pylist())
+    assert predictions == [("t1", "z"), ("t2", "a")]
+    assert store.completed_trial_ids() == {"t1", "t2"}
+
+
+@pytest.mark.parametrize(
+    ("row", "epochs", "predictions", "message"),
+    [
+        (
+            {**_OK, "status": "done"},
+            [],
+            [],
+            r"`status` must be one of \['completed', 'pruned', 'failed', 'diverged', 'running'\], but got 'done'",
+        ),
+        ({**_OK, "trial_id": ""}, [], [], "`trial_id` must be a non-empty string"),
+        ({**_OK, "seed": 1.5}, [], [], r"row: `seed` must be an integer or None, but got 1.5"),
+        ({**_OK, "best_epoch": True}, [], [], "`best_epoch` must be an integer"),
+        ({**_OK, "started_at": "yesterday"}, [], [], "`started_at` must be an ISO 8601 time"),
+        ({**_OK, "config.x": object()}, [], [], "`config.x` must be None, a bool, a number"),
+        (_OK, [{"epoch": 1}, {"train_loss": 1.0}], [], r"epochs\[1\]: `epoch` is required"),
+        (_OK, [], [{"trial_id": "u", "split": "test"}], r"predictions\[0\] has trial_id 'u', but the trial is 't'"),
+        (
+            _OK,
+            [],
+            [{"split": "test", "sample_id": "a", "label": "happy", "pred": 1}],
+            r"predictions\[0\]: `label` must be an integer",
+        ),
+    ],
+)
+def test_record_trial_rejects_bad_values_before_writing(
+    tmp_path: Path, row: dict, epochs: list, predictions: list, message: str
+) -> None:
+    store = _store(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        store.record_trial(row, epochs, predictions)
+    assert sorted(p.name for p in store.root.iterdir()) == [EXPERIMENT_FILE]
+
+
+def test_flatten_config_makes_dotted_columns_and_json_strings() -> None:
+    cfg = {
+        "train": {"lr": 0.001, "amp": False},
+        "model": {"modalities": ["audio", "video"], "fusion": {}, "dropout": {"audio": 0.1}},
+        "seed": 3,
+    }
+    assert flatten_config(cfg) == {
+        "config.train.lr": 0.001,
+        "config.train.amp": False,
+        "config.model.modalities": '["audio", "video"]',
+        "config.model.fusion": "{}",
+        "config.model.dropout.audio": 0.1,
+        "config.seed": 3,
+    }
+    assert flatten_config({"a": {"b": 1}}, prefix="") == {"a.b": 1}
+
+
+# --- failures and concurrency -------------------------------------------------------------------
+
+
+def test_truncated_parquet_raises_data_error_naming_it(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.record_trial(_OK, _epochs(2))
+    path = store.root / "trials.parquet"
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match="trials.parquet: not a readable Parquet file") as info:
+        read_table(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(DataError, match="trials.parquet"):
+        store.trials()
+    assert store.epochs().num_rows == 2
+    with pytest.raises(DataError, match="missing.parquet does not exist"):
+        read_table(tmp_path / "missing.parquet")
+
+
+def test_write_into_a_read_only_folder_keeps_the_previous_files(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.record_trial({**_OK, "trial_id": "t1", "val_score": 0.5}, _epochs(2), _predictions(["a"]))
+    before = _snapshot(store.root)
+    store.root.chmod(0o555)
+    try:
+        if os.access(store.root, os.W_OK):
+            # Running as root: permissions do not stop writes, so block the temp file's path instead.
+            store.root.chmod(0o755)
+            (store.root / "epochs.parquet.tmp").mkdir()
+        with pytest.raises(DataError, match=r"could not write .*epochs.parquet .*previous version is unchanged"):
+            store.record_trial({**_OK, "trial_id": "t2", "val_score": 0.9}, _epochs(3), _predictions(["b"]))
+    finally:
+        store.root.chmod(0o755)
+    assert _snapshot(store.root) == before
+    assert [p.name for p in store.root.iterdir() if p.name.endswith(".tmp") and p.is_file()] == []
+    assert store.trials()["trial_id"].to_pylist() == ["t1"]
+
+
+def test_a_failed_replace_removes_the_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(tmp_path)
+    store.record_trial({**_OK, "trial_id": "t1"}, _epochs(1))
+    before = _snapshot(store.root)
+
+    def disk_full(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(DataError, match="No space left on device"):
+        store.record_trial({**_OK, "trial_id": "t2"}, _epochs(1))
+    monkeypatch.undo()
+    assert _snapshot(store.root) == before
+    assert list(store.root.glob("*.tmp")) == []
+
+
+def test_a_concurrent_reader_always_sees_whole_files(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    path = store.root / "trials.parquet"
+    done = threading.Event()
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def read_until_done() -> None:
+        while True:
+            finished = done.is_set()
+            try:
+                if path.exists():
+                    table = read_table(path)
+                    assert table.column_names[:2] == ["trial_id", "status"]
+                    counts.append(table.num_rows)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+                return
+            if finished:
+                return
+
+    reader = threading.Thread(target=read_until_done)
+    reader.start()
+    try:
+        for i in range(50):
+            row = {"trial_id": f"t{i:02d}", "status": "completed", "seed": i, "config.lr": 10.0**-i}
+            store.record_trial(row, _epochs(2))
+    finally:
+        done.set()
+        reader.join()
+    assert errors == []
+    assert counts == sorted(counts) and counts[-1] == 50
+    assert store.trials()["seed"].to_pylist() == list(range(50))
