@@ -188,6 +188,24 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .search import load_plan, run_ablation
+
+    plan = load_plan(args.plan)
+    out = Path(args.out) if args.out else Path("runs") / plan.name
+    table = run_ablation(plan, out, address=args.address)
+    print()
+    if table.is_empty():
+        print(f"no run completed; results: {out}")
+        return EXIT_FAILED
+    print(f"test score per variant (baseline {plan.baseline!r}; paired on seeds {plan.seeds} x folds {plan.folds}):")
+    for row in table.iter_rows(named=True):
+        std = f"{row['std']:.3f}" if row["std"] is not None else "-"
+        print(f"  {row['variant']:<24} n={row['n']:<3} mean {row['mean']:.3f}  std {std}  vs baseline {row['paired_diff']:+.3f}")
+    print(f"results: {out.resolve()}")
+    return 0
+
+
 # --- demo and dashboard -----------------------------------------------------------------
 
 
@@ -251,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("ablate", help="run an ablation plan: variants on paired seeds and folds")
+    p.add_argument("plan", help="a YAML plan file, or the name of a shipped one (ablation_fusion)")
+    p.add_argument("--out", help="experiment folder (default: runs/NAME); rerun to finish an interrupted plan")
+    p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("demo", help="synthetic data, a lite TACFN run and its dashboard")
     p.add_argument("--out", default="tacfn-demo")

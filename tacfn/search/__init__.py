@@ -21,6 +21,9 @@ __all__ = [
     "list_spaces",
     "load_space",
     "read_table",
+    "load_plan",
+    "parse_plan",
+    "run_ablation",
     "run_search",
 ]
 
@@ -30,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from ._runner import run_search
 
         return run_search
+    if name in ("run_ablation", "load_plan", "parse_plan"):
+        from . import _ablation
+
+        return getattr(_ablation, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

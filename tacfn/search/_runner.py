@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..config import parse_run_config
 from ..errors import ConfigError
-from ..tasks import TaskData, default_cache_dir, load_task, with_cached_features
+from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import Trainer, score_checkpoint
 from ._space import SearchSpace, SearchSpec, compile_space, config_hash
 from ._store import ExperimentStore, flatten_config
@@ -67,11 +68,20 @@ def _now() -> datetime:
 class StoreCallback(tune.Callback):
     """Writes each trial to the results store as it ends (driver side), and prints progress."""
 
-    def __init__(self, store: ExperimentStore, base: dict[str, Any], total: int, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        store: ExperimentStore,
+        base: dict[str, Any],
+        total: int,
+        quiet: bool = False,
+        describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None,
+    ) -> None:
         self.store = store
         self.base = base
         self.total = total
         self.quiet = quiet
+        # A trial's Tune config -> (dotted run-config params, extra columns such as `variant`).
+        self.describe = describe or (lambda config: (dict(config), {}))
         self.epochs: dict[str, dict[int, dict[str, Any]]] = {}
         self.started: dict[str, datetime] = {}
         self.ended = len(store.trials())
@@ -100,17 +110,18 @@ class StoreCallback(tune.Callback):
             status, error = "diverged", result.get("error")
         else:
             status = "completed" if result.get("finished") else "pruned"
-        row = trial_row(trial.trial_id, self.base, trial.config, epochs, result, status, error)
+        params, extra = self.describe(trial.config)
+        row = {**trial_row(trial.trial_id, self.base, params, epochs, result, status, error), **extra, **result.get("summary", {})}
         row["started_at"] = self.started.pop(trial.trial_id, None)
         row["finished_at"] = _now()
         row["node"] = result.get("node_ip")
         row["worker"] = f"{result.get('node_ip')}:{result.get('pid')}" if result.get("pid") else None
-        self.store.record_trial(row, epochs)
+        self.store.record_trial(row, epochs, prediction_rows(result.get("predictions") or {}))
         self.ended += 1
         if not self.quiet:
             score = row.get("val_score")
             shown = f"{score:.3f}" if isinstance(score, float) and not math.isnan(score) else "-"
-            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.config.items())
+            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in {**extra, **params}.items())
             print(f"[{self.ended}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {params}", flush=True)
 
 
@@ -130,7 +141,7 @@ def _error_line(trial) -> str:
 def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], result: dict, status: str, error: str | None) -> dict[str, Any]:
     """A trials.parquet row: flattened config, metrics at the best validation epoch."""
     cfg = trial_run_config(base, params)
-    full = cfg.model_dump(mode="json")
+    full = _without_empty(cfg.model_dump(mode="json"))
     best = max(epochs, key=lambda e: (e["val_score"], -e["epoch"])) if epochs else None
     return {
         "trial_id": trial_id,
@@ -150,6 +161,13 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
         "chosen": False,
         "error": error,
     }
+
+
+def _without_empty(value: Any) -> Any:
+    """Drop empty mappings (e.g. no fusion overrides) so they do not become columns."""
+    if isinstance(value, dict):
+        return {k: _without_empty(v) for k, v in value.items() if v != {}}
+    return value
 
 
 @dataclass

@@ -1,0 +1,215 @@
+"""Ablation plans: variants of a baseline run on the same seeds and folds, so every
+comparison with the baseline is paired.
+
+A plan (YAML):
+
+```yaml
+name: ablation_fusion
+base:                      # a RunConfig mapping shared by every variant
+  model: {preset: lite, backbone: frozen}
+  train: {epochs: 8}
+baseline: tacfn            # the variant the others are compared with
+variants:                  # name -> dotted RunConfig overrides
+  tacfn: {}
+  no_cross_modal: {model.fusion.name: concat}
+  no_residual: {model.fusion.residual: false}
+  audio_only: {model.modalities: [audio], model.fusion.name: concat}
+seeds: [0, 1, 2]
+folds: [0, 1]
+concurrency: 2
+resources: {cpu: 1, gpu: 0}
+```
+
+Every (variant, seed, fold) is one trial; each is scored on its fold's test actors with the
+weights of its best validation epoch, and lands in the results store with a ``variant`` column.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ray import tune
+
+from ..config import load_yaml, parse_run_config
+from ..data.splits import PROTOCOLS
+from ..errors import ConfigError
+from ..tasks import default_cache_dir
+from ..training import EpochRecord, train
+from ._runner import StoreCallback, init_ray
+from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides
+from ._store import ExperimentStore
+from ._trainable import count_parameters
+
+_FOLDS_PER_PROTOCOL = {"6fold": 6, "paper5": 5}
+
+
+class AblationPlan(BaseModel):
+    """A validated ablation plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    base: dict[str, Any] = Field(default_factory=dict)
+    baseline: str
+    variants: dict[str, dict[str, Any]]
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    folds: list[int] = Field(default_factory=lambda: [0])
+    concurrency: int = Field(1, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("variants")
+    @classmethod
+    def _two_or_more(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if len(variants) < 2:
+            raise ValueError(f"an ablation needs a baseline and at least one other variant, but got {list(variants)}")
+        return {name: dict(overrides or {}) for name, overrides in variants.items()}
+
+    @field_validator("seeds", "folds")
+    @classmethod
+    def _distinct(cls, values: list[int]) -> list[int]:
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"needs at least one value, all distinct, but got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _check(self) -> AblationPlan:
+        if self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {list(self.variants)}")
+        base = parse_run_config(self.base, "base")
+        limit = _FOLDS_PER_PROTOCOL[base.data.protocol]
+        bad = [f for f in self.folds if not 0 <= f < limit]
+        if bad:
+            raise ValueError(f"folds {bad} do not exist: protocol {base.data.protocol!r} has folds 0..{limit - 1}")
+        for name, overrides in self.variants.items():
+            try:
+                parse_run_config(apply_overrides(self.base, overrides), f"variant {name}")
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+
+def parse_plan(data: Any, source: str = "<plan>") -> AblationPlan:
+    """Validate a plan mapping; ConfigError names the file, the key and the rule."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping (name, base, baseline, variants, seeds, folds)")
+    try:
+        return AblationPlan.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "plan"
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {where}: {message}") from None
+
+
+def load_plan(name_or_path: str | Path) -> AblationPlan:
+    """A plan by path, or by the name of a shipped one (``ablation_fusion``)."""
+    path = Path(name_or_path)
+    if not path.exists():
+        shipped = SEARCH_SPACES_DIR / f"{name_or_path}.yaml"
+        if not shipped.exists():
+            raise ConfigError(f"ablation plan {str(name_or_path)!r} not found (a path, or a file in {SEARCH_SPACES_DIR})")
+        path = shipped
+    return parse_plan(load_yaml(path), str(path))
+
+
+def _runs(plan: AblationPlan) -> list[dict[str, Any]]:
+    return [
+        {"variant": variant, "train.seed": seed, "data.fold": fold}
+        for variant in plan.variants
+        for seed in plan.seeds
+        for fold in plan.folds
+    ]
+
+
+def _params(plan_variants: dict[str, dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    return {**plan_variants[run["variant"]], "train.seed": run["train.seed"], "data.fold": run["data.fold"]}
+
+
+def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants: dict[str, dict[str, Any]]) -> None:
+    """One (variant, seed, fold): train, select on validation, score the test fold once."""
+    run = config["run"]
+    cfg = parse_run_config(apply_overrides(base, _params(variants, run)), f"variant {run['variant']}")
+    total, trainable = count_parameters(cfg, None)
+    workdir = Path(tempfile.mkdtemp(prefix="tacfn-ablation-"))
+    static = {"num_parameters": total, "trainable_parameters": trainable, "target_epochs": cfg.train.epochs}
+
+    def report(record: EpochRecord) -> None:
+        tune.report({**asdict(record), **static, "status": "running", "finished": False})
+
+    try:
+        result = train(cfg, out_dir=workdir, on_epoch=report)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    last = asdict(result.history[-1]) if result.history else {"epoch": 0, "val_score": 0.0}
+    summary: dict[str, Any] = {}
+    if result.test:
+        summary = {
+            "test_score": result.test["score"],
+            "test_weighted_f1": result.test["weighted_f1"],
+            **{f"test_missing_{m}": s for m, s in result.test_missing_modality.items()},
+        }
+    tune.report({**last, **static, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions": result.predictions})
+
+
+def run_ablation(plan: AblationPlan, out: Path, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:
+    """Run every variant on every seed and fold into the experiment folder ``out``."""
+    out = Path(out).resolve()
+    base = dict(plan.base)
+    if "cache_dir" not in base.get("data", {}):
+        base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
+    spec = {**plan.model_dump(mode="json"), "base": base}
+    store = ExperimentStore.create(out, "ablation", plan.name, spec, hardware={"gpus": plan.resources.gpu})
+    done = {(r["variant"], r["seed"], r["fold"]) for r in store.trials().to_pylist() if r["status"] == "completed"}
+    runs = [r for r in _runs(plan) if (r["variant"], r["train.seed"], r["data.fold"]) not in done]
+    init_ray(address)
+    # Synthetic data is written once here, not raced for by the first trials.
+    from ..tasks import load_task
+
+    load_task(parse_run_config(base, "base"), progress=not quiet)
+    trainable = tune.with_parameters(run_ablation_trial, base=base, variants=plan.variants)
+    trainable = tune.with_resources(trainable, {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu})
+
+    def describe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        run = config["run"]
+        return _params(plan.variants, run), {"variant": run["variant"]}
+
+    callback = StoreCallback(store, base, len(_runs(plan)), quiet=quiet, describe=describe)
+    t0 = time.perf_counter()
+    if runs:
+        tune.Tuner(
+            trainable,
+            param_space={"run": tune.grid_search(runs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=plan.concurrency),
+            run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=[callback], verbose=0),
+        ).fit()
+    table = summarize_ablation(store, plan.baseline)
+    if not quiet:
+        print(f"ablation finished in {time.perf_counter() - t0:.0f} s")
+    return table
+
+
+def summarize_ablation(store: ExperimentStore, baseline: str) -> pl.DataFrame:
+    """Test score per variant (mean, std, n) and the mean paired difference with the baseline."""
+    trials = pl.from_arrow(store.trials()).filter(pl.col("status") == "completed")
+    if trials.is_empty():
+        return pl.DataFrame()
+    base = trials.filter(pl.col("variant") == baseline).select("seed", "fold", pl.col("test_score").alias("baseline_score"))
+    paired = trials.join(base, on=["seed", "fold"], how="left").with_columns(diff=pl.col("test_score") - pl.col("baseline_score"))
+    return (
+        paired.group_by("variant")
+        .agg(
+            n=pl.len(),
+            mean=pl.col("test_score").mean(),
+            std=pl.col("test_score").std(),
+            paired_diff=pl.col("diff").mean(),
+        )
+        .sort("mean", descending=True)
+    )
+

@@ -1,0 +1,71 @@
+"""Ablation plans: validation, and paired runs on a real local Ray runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from tacfn.errors import ConfigError
+from tacfn.search import ExperimentStore, load_plan, parse_plan
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _plan(data: Path, tmp: Path) -> dict:
+    return {
+        "name": "abl",
+        "base": {"model": {"preset": "lite", "backbone": "frozen"}, "data": {"path": str(data), "cache_dir": str(tmp / "cache")}, "train": {"epochs": 2, "batch_size": 8}},
+        "baseline": "tacfn",
+        "variants": {"tacfn": {}, "no_cross_modal": {"model.fusion.name": "concat"}, "no_residual": {"model.fusion.residual": False}},
+        "seeds": [0, 1],
+        "folds": [0],
+        "concurrency": 2,
+    }
+
+
+def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp_path: Path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(_plan(prepared_lite, tmp_path)))
+    out = tmp_path / "exp"
+    proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)], capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vs baseline" in proc.stdout
+    store = ExperimentStore.open(out)
+    assert store.kind == "ablation"
+    trials = pl.from_arrow(store.trials())
+    assert trials.height == 6 and set(trials["status"]) == {"completed"}
+    pairs = trials.group_by("variant").agg(pl.struct("seed", "fold").sort_by("seed").alias("runs"))
+    assert len({tuple((r["seed"], r["fold"]) for r in runs) for runs in pairs["runs"]}) == 1, "paired seeds and folds"
+    assert trials.group_by("variant").agg(pl.col("config_hash").n_unique())["config_hash"].to_list() == [1, 1, 1]
+    assert trials["config_hash"].n_unique() == 3
+    assert trials["test_score"].null_count() == 0
+    assert {"test_missing_audio", "test_missing_video"} <= set(trials.columns)
+    predictions = pl.from_arrow(store.predictions())
+    assert predictions["trial_id"].n_unique() == 6
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"baseline": "nope"}, r"baseline 'nope' is not a variant"),
+        ({"variants": {"tacfn": {}}}, r"at least one other variant"),
+        ({"variants": {"tacfn": {}, "bad": {"model.fusion.name": "transfusion"}}}, r"variant bad: model: unknown fusion block"),
+        ({"folds": [7]}, r"folds \[7\] do not exist"),
+        ({"seeds": [1, 1]}, r"all distinct"),
+        ({"colour": 1}, r"colour: unknown key"),
+    ],
+)
+def test_bad_plans_name_the_problem(tmp_path: Path, change, match):
+    data = {**_plan(tmp_path, tmp_path), **change}
+    with pytest.raises(ConfigError, match=match):
+        parse_plan(data, "plan.yaml")
+
+
+def test_shipped_plan_loads():
+    plan = load_plan("ablation_fusion")
+    assert plan.baseline == "tacfn" and {"no_cross_modal", "no_residual"} <= set(plan.variants)
