@@ -212,15 +212,27 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), epochs=args.epochs)
+    run_demo(Path(args.out), trials=args.trials)
     return 0
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboards.run_report import write_run_report
+    dirs = [Path(d) for d in args.dirs]
+    if len(dirs) == 1 and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
+        from dashboards.run_report import write_run_report  # one `tacfn train` run
 
-    out = write_run_report(Path(args.run_dir), Path(args.out) if args.out else None)
-    print(f"dashboard: {out}")
+        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None)}")
+        return 0
+    if args.serve:
+        from dashboards import serve
+
+        if len(dirs) != 1:
+            raise ConfigError("--serve shows one experiment folder at a time")
+        serve(dirs[0], host=args.host, port=args.port)
+        return 0
+    from dashboards import write_dashboard
+
+    print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None)}")
     return 0
 
 
@@ -276,14 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
     p.set_defaults(func=_cmd_ablate)
 
-    p = sub.add_parser("demo", help="synthetic data, a lite TACFN run and its dashboard")
+    p = sub.add_parser("demo", help="synthetic data, a quickstart search, an ablation, and their dashboard")
     p.add_argument("--out", default="tacfn-demo")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--trials", type=int, help="search trials (default: the quickstart space's)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("dashboard", help="write a run's dashboard as one offline HTML file")
-    p.add_argument("run_dir")
-    p.add_argument("--out")
+    p = sub.add_parser("dashboard", help="one offline HTML file of experiments (or of one training run), or a live view")
+    p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders (searches, ablations) or a `tacfn train --out` folder")
+    p.add_argument("--out", help="HTML file to write")
+    p.add_argument("--serve", action="store_true", help="serve a live view that follows a running search")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default: this machine only)")
+    p.add_argument("--port", type=int, default=8050)
     p.set_defaults(func=_cmd_dashboard)
     return parser
 
