@@ -26,6 +26,7 @@ weights of its best validation epoch, and lands in the results store with a ``va
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -155,7 +156,7 @@ def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants
             "test_weighted_f1": result.test["weighted_f1"],
             **{f"test_missing_{m}": s for m, s in result.test_missing_modality.items()},
         }
-    tune.report({**last, **static, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions": result.predictions})
+    tune.report({**last, **static, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions_json": json.dumps(result.predictions)})
 
 
 def run_ablation(plan: AblationPlan, out: Path, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:

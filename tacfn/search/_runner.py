@@ -8,6 +8,7 @@ keeping completed trials once and rerunning unfinished ones.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -116,7 +117,9 @@ class StoreCallback(tune.Callback):
         row["finished_at"] = _now()
         row["node"] = result.get("node_ip")
         row["worker"] = f"{result.get('node_ip')}:{result.get('pid')}" if result.get("pid") else None
-        self.store.record_trial(row, epochs, prediction_rows(result.get("predictions") or {}))
+        # Predictions travel as a JSON string: Tune's loggers would try to plot a list.
+        predictions = json.loads(result["predictions_json"]) if result.get("predictions_json") else {}
+        self.store.record_trial(row, epochs, prediction_rows(predictions))
         self.ended += 1
         if not self.quiet:
             score = row.get("val_score")
