@@ -1,1 +1,58 @@
-"""Dashboards: Polars tables and Plotly figures from results on disk (no torch, no ray)."""
+"""Dashboards: Polars tables and Plotly figures from results on disk (no torch, no ray).
+
+Each view is a function of an :class:`Experiment` (``load_experiment(folder)``) that returns a
+figure or a table, usable from Python; :func:`write_dashboard` puts them all in one offline
+HTML file and :func:`serve` shows them live while a search runs.
+"""
+
+from __future__ import annotations
+
+from ._ablation import ablation_table, plot_ablation_forest, plot_ablation_table
+from ._ablation_stats import PairedComparison, bootstrap_mean, holm, paired_comparison, pairs_needed, verdict
+from ._best import best_trials, plot_confusion_matrix, plot_missing_modality, plot_per_class
+from ._compare import plot_compare
+from ._curves import plot_learning_curves
+from ._history import plot_optimization_history
+from ._importance import param_importances, plot_param_importances
+from ._leaderboard import leaderboard, plot_leaderboard
+from ._loading import Experiment, Notice, load_experiment, notices
+from ._page import write_dashboard
+from ._parallel import plot_parallel_coordinate
+from ._pareto import pareto_front, plot_pareto_front
+from ._server import make_server, serve
+from ._slices import plot_slice
+from ._timeline import plot_timeline
+
+__all__ = [
+    "Experiment",
+    "Notice",
+    "PairedComparison",
+    "ablation_table",
+    "best_trials",
+    "bootstrap_mean",
+    "holm",
+    "leaderboard",
+    "load_experiment",
+    "make_server",
+    "notices",
+    "paired_comparison",
+    "pairs_needed",
+    "param_importances",
+    "pareto_front",
+    "plot_ablation_forest",
+    "plot_ablation_table",
+    "plot_compare",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_missing_modality",
+    "plot_optimization_history",
+    "plot_parallel_coordinate",
+    "plot_param_importances",
+    "plot_per_class",
+    "plot_pareto_front",
+    "plot_slice",
+    "plot_timeline",
+    "serve",
+    "verdict",
+    "write_dashboard",
+]

@@ -22,9 +22,15 @@ VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "inconclusive": "#7f7
 
 
 class AblationInfo(NamedTuple):
-    table: pl.DataFrame  # one row per variant, the baseline first; see ablation_table
+    """``table`` has one row per variant, the baseline first: ``n`` (pairs), ``mean`` and ``std``
+    over the paired runs, ``baseline_mean``, ``diff`` (variant - baseline) with its bootstrap
+    interval ``ci_low``..``ci_high``, ``prob_improvement``, ``p_value`` (paired t-test),
+    ``p_holm``, ``verdict``, ``reason`` and ``flags``."""
+
+    table: pl.DataFrame
     metric: str
     baseline: str
+    n_resamples: int
 
 
 def _get_ablation_info(
@@ -71,7 +77,7 @@ def _get_ablation_info(
     for row, comparison, p_holm in zip(rows[1:], comparisons, adjusted):
         row["p_holm"] = float(p_holm)
         row["verdict"], row["reason"] = verdict(comparison, float(p_holm))
-    return AblationInfo(pl.DataFrame(rows, schema=_SCHEMA), metric, baseline)
+    return AblationInfo(pl.DataFrame(rows, schema=_SCHEMA), metric, baseline, n_resamples)
 
 
 _SCHEMA = {
@@ -125,7 +131,9 @@ def _flags(own: pl.DataFrame, base: pl.DataFrame, paired: pl.DataFrame) -> str:
     only_variant = own.join(base, on=KEYS, how="anti").height
     only_base = base.join(own, on=KEYS, how="anti").height
     if only_variant or only_base:
-        flags.append(f"unpaired: {only_variant} (seed, fold) only in the variant, {only_base} only in the baseline (left out)")
+        flags.append(
+            f"unpaired: {only_variant} (seed, fold) only in the variant, {only_base} only in the baseline (left out)"
+        )
     unequal = paired.filter(
         (pl.col("epochs_run") != pl.col("epochs_run_base")).fill_null(False)
         | (pl.col("budget") != pl.col("budget_base")).fill_null(False)
@@ -183,8 +191,8 @@ def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
     )
     fig.update_layout(
         title=f"Ablation: each variant vs baseline {info.baseline!r} on {info.metric}, paired on (seed, fold); "
-        "P(Δ > 0) is the share of 10,000 bootstrap means above 0",
-        height=140 + 44 * t.height,
+        f"P(Δ > 0) is the share of {info.n_resamples:,} bootstrap means above 0",
+        height=110 + 40 * t.height,
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig
@@ -219,9 +227,10 @@ def _get_ablation_forest_plot(info: AblationInfo) -> go.Figure:
         )
     fig.add_vline(x=0, line_dash="dash", line_color="#444")
     fig.update_layout(
-        title=f"Difference to baseline {info.baseline!r} in {info.metric} (mean of paired differences, 95% bootstrap CI)",
+        title=f"Difference to baseline {info.baseline!r} in {info.metric} "
+        "(mean of paired differences, 95% bootstrap CI)",
         xaxis_title=f"Δ {info.metric} (variant − baseline)",
-        yaxis={"type": "category"},
+        yaxis={"type": "category", "categoryorder": "array", "categoryarray": rows["variant"].to_list()},
         height=160 + 50 * max(rows.height, 1),
     )
     return fig

@@ -72,7 +72,8 @@ def paired_comparison(
     baseline, variant = np.asarray(baseline, dtype=float), np.asarray(variant, dtype=float)
     if baseline.shape != variant.shape or baseline.ndim != 1:
         raise ValueError(
-            f"`baseline` and `variant` must be 1-D and of equal length, but got shapes {baseline.shape} and {variant.shape}"
+            "`baseline` and `variant` must be 1-D and of equal length, "
+            f"but got shapes {baseline.shape} and {variant.shape}"
         )
     n = baseline.size
     if n == 0:
@@ -123,7 +124,9 @@ def pairs_needed(effect: float, std: float, *, alpha: float = ALPHA, power: floa
     return max(2, math.ceil((z * std / effect) ** 2))
 
 
-def verdict(comparison: PairedComparison, p_holm: float, *, alpha: float = ALPHA, min_pairs: int = MIN_PAIRS) -> tuple[str, str]:
+def verdict(
+    comparison: PairedComparison, p_holm: float, *, alpha: float = ALPHA, min_pairs: int = MIN_PAIRS
+) -> tuple[str, str]:
     """``("better" | "worse" | "inconclusive", reason)``.
 
     Better or worse needs at least ``min_pairs`` pairs, a bootstrap interval that excludes 0

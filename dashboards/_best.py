@@ -56,7 +56,8 @@ def best_trials(exp: Experiment) -> BestTrials | None:
         return None
     if exp.kind == "ablation" and "variant" in completed.columns:
         metric = "test_score" if completed["test_score"].null_count() < completed.height else exp.metric
-        means = completed.group_by("variant").agg(pl.col(metric).mean()).sort(metric, "variant", descending=[True, False])
+        means = completed.group_by("variant").agg(pl.col(metric).mean())
+        means = means.sort(metric, "variant", descending=[True, False])
         variant = means["variant"][0]
         ids = completed.filter(pl.col("variant") == variant)["trial_id"].to_list()
         return BestTrials(f"best variant {variant!r} on {metric} ({len(ids)} runs pooled)", ids)
@@ -115,7 +116,9 @@ def _get_confusion_plot(info: ConfusionInfo) -> go.Figure:
         )
         fig.update_yaxes(autorange="reversed", title_text="true" if i == 1 else None, row=1, col=i)
         fig.update_xaxes(title_text="predicted", row=1, col=i)
-    fig.update_layout(title=f"Confusion matrix on the test split: {info.best.label}", height=480 if len(info.panels) == 1 else 380)
+    fig.update_layout(
+        title=f"Confusion matrix on the test split: {info.best.label}", height=480 if len(info.panels) == 1 else 380
+    )
     return fig
 
 
@@ -125,7 +128,8 @@ def _get_per_class_info(exp: Experiment) -> PerClassInfo | None:
     if best is None:
         return None
     rows = exp.trials.filter(pl.col("trial_id").is_in(best.trial_ids))
-    columns = {m.groups(): c for c in rows.columns if (m := _PER_EMOTION.match(c)) and rows[c].null_count() < rows.height}
+    scored = [c for c in rows.columns if rows[c].null_count() < rows.height]
+    columns = {m.groups(): c for c in scored if (m := _PER_EMOTION.match(c))}
     emotions = list(dict.fromkeys(e for e, _ in columns))
     if emotions:
         scores = {

@@ -69,6 +69,7 @@ def _get_history_plot(info: HistoryInfo) -> go.Figure:
     return fig
 
 
-def plot_optimization_history(exp: Experiment) -> go.Figure:
-    """Each trial's validation score in start order, with the best completed score so far."""
-    return _get_history_plot(_get_history_info(exp))
+def plot_optimization_history(exp: Experiment) -> go.Figure | None:
+    """Each trial's validation score in start order, with the best completed score so far; None before any."""
+    info = _get_history_info(exp)
+    return _get_history_plot(info) if info.points.height else None

@@ -58,8 +58,8 @@ def _get_importance_info(exp: Experiment) -> ImportanceInfo | None:
     try:
         study = optuna.create_study(direction="maximize")
         study.add_trials(trials)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "few trials in a regime": the title states n
+        with warnings.catch_warnings():  # "some regimes have less than 2 trials": the title states n
+            warnings.filterwarnings("ignore", message="Some regimes", category=UserWarning)
             found = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(target_quantile=quantile))
     finally:
         optuna.logging.set_verbosity(verbosity)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
 from tacfn.errors import DataError
 from tacfn.search._store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, read_table
+
+if TYPE_CHECKING:
+    from tacfn.search._store import _TableSpec
 
 FINISHED_BAD = ("failed", "diverged")
 
@@ -83,7 +86,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         experiment = {"name": root.name, "kind": None, "spec": {}}
     tables = {}
     for table in (TRIALS, EPOCHS, PREDICTIONS):  # trials first: see the module docstring
-        tables[table.file] = _read(root / table.file, table.empty(), table.required, problems)
+        tables[table.file] = _read(root, table, problems)
     return Experiment(
         root=root,
         name=experiment["name"],
@@ -98,19 +101,20 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     )
 
 
-def _read(path: Path, empty: Any, required: tuple[str, ...], problems: list[str]) -> pl.DataFrame:
+def _read(root: Path, table: _TableSpec, problems: list[str]) -> pl.DataFrame:
     """A table as a DataFrame, or the empty table (with a problem noted) when it cannot be read."""
+    path = root / table.file
     if not path.exists():
-        return pl.from_arrow(empty)
+        return pl.from_arrow(table.empty())
     try:
         frame = pl.from_arrow(read_table(path))
     except DataError as exc:
         problems.append(str(exc))
-        return pl.from_arrow(empty)
-    missing = [c for c in required if c not in frame.columns]
+        return pl.from_arrow(table.empty())
+    missing = [c for c in table.required if c not in frame.columns]
     if missing:
         problems.append(f"{path}: not a tacfn results table (no {', '.join(missing)} columns)")
-        return pl.from_arrow(empty)
+        return pl.from_arrow(table.empty())
     return frame
 
 
@@ -137,7 +141,9 @@ def notices(exp: Experiment) -> list[Notice]:
     planned = planned_trials(exp)
     of_planned = f" of {planned} planned" if planned else ""
     if total == 0 and not exp.problems:
-        found.append(Notice("info", f"No trials recorded yet{of_planned}: this experiment has started but no trial has finished."))
+        planned_note = f" (0 of {planned} planned)" if planned else ""
+        text = f"No trials recorded yet{planned_note}: the experiment has started, no trial has finished."
+        found.append(Notice("info", text))
     elif running or (planned and total < planned):
         found.append(
             Notice(
@@ -150,7 +156,8 @@ def notices(exp: Experiment) -> list[Notice]:
     if bad.height:
         first = bad.filter(pl.col("error").is_not_null())["error"].head(1).to_list()
         reason = f"; first error: {first[0]}" if first else ""
-        found.append(Notice("warning", f"{bad.height} trials failed or diverged and have no score{reason}"))
+        what = "trial failed or diverged and has" if bad.height == 1 else "trials failed or diverged and have"
+        found.append(Notice("warning", f"{bad.height} {what} no score{reason}"))
     return found
 
 

@@ -44,9 +44,9 @@ def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo
     axes = [a for a in axes if params[a.key].null_count() < params.height]
     if not axes or not completed.height:
         return None
-    shown = sample_best(params.with_columns(completed[metric].alias("__score")), limit, "__score")
+    shown = sample_best(params.with_columns(completed[metric].alias("score")), limit, "score")
     dimensions = [_dimension(completed, axis, shown[axis.key]) for axis in axes]
-    scores = shown["__score"].to_list()
+    scores = shown["score"].to_list()
     pad = 0.0 if max(scores) > min(scores) else 0.01
     dimensions.append(Dimension(metric, scores, None, None, (min(scores) - pad, max(scores) + pad)))
     return ParallelInfo(dimensions, shown["trial_id"].to_list(), scores, metric, completed.height)
@@ -65,7 +65,7 @@ def _dimension(trials: pl.DataFrame, axis: Axis, values: pl.Series) -> Dimension
     raw = values.to_list()
     coded = [(math.log10(v) if axis.log else v) if v is not None else None for v in raw]
     if values.null_count():
-        below = low - 0.1 * (high - low or 1.0)
+        below = low - 0.25 * (high - low or 1.0)
         coded = [below if v is None else v for v in coded]
         ticks = ticks or [(v, f"{v:.3g}") for v in (low, (low + high) / 2, high)]
         ticks = [(below, NOT_SAMPLED), *ticks]

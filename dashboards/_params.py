@@ -88,10 +88,19 @@ def param_frame(trials: pl.DataFrame, axes: list[Axis]) -> pl.DataFrame:
             inside = value.is_in(choice_labels(axis.choices, trials.schema[axis.column]))
         else:
             value = pl.col(axis.column).cast(pl.Float64, strict=False)
-            span = axis.high - axis.low
-            inside = value.is_between(axis.low - 1e-9 * span, axis.high + 1e-9 * span)
+            inside = _inside(value, axis)
         columns.append(pl.when(active & inside).then(value).otherwise(None).alias(axis.key))
     return trials.select(columns)
+
+
+def _inside(value: pl.Expr, axis: Axis) -> pl.Expr:
+    """Within ``[low, high]`` and, for an axis with a ``step``, on its grid (1e-9 relative tolerance)."""
+    tolerance = 1e-9 * max(axis.high - axis.low, 1e-12)
+    inside = value.is_between(axis.low - tolerance, axis.high + tolerance)
+    if axis.step and not axis.log:
+        steps = (value - axis.low) / axis.step
+        inside = inside & ((steps - steps.round()).abs() * axis.step <= tolerance)
+    return inside
 
 
 def _when(trials: pl.DataFrame, axis: Axis) -> pl.Expr:

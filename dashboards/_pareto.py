@@ -40,15 +40,18 @@ def _get_pareto_info(exp: Experiment) -> ParetoInfo | None:
     completed = exp.completed
     panels = []
     for objective in exp.objectives:
-        points = completed.select("trial_id", pl.col(objective).cast(pl.Float64).alias("x"), pl.col(exp.metric).alias("score"))
-        points = points.drop_nulls()
+        points = completed.select(
+            "trial_id", pl.col(objective).cast(pl.Float64).alias("x"), pl.col(exp.metric).alias("score")
+        ).drop_nulls()
         if points.height:
-            panels.append(ParetoPanel(objective, points.with_columns(pareto_front(points["x"], points["score"]).alias("front"))))
+            front = pareto_front(points["x"], points["score"]).alias("front")
+            panels.append(ParetoPanel(objective, points.with_columns(front)))
     return ParetoInfo(panels, exp.metric) if panels else None
 
 
 def _get_pareto_plot(info: ParetoInfo) -> go.Figure:
-    fig = make_subplots(rows=1, cols=len(info.panels), subplot_titles=[f"{info.metric} vs {p.objective}" for p in info.panels])
+    titles = [f"{info.metric} vs {p.objective}" for p in info.panels]
+    fig = make_subplots(rows=1, cols=len(info.panels), subplot_titles=titles)
     for i, panel in enumerate(info.panels, start=1):
         for front, (name, color) in ((False, ("dominated", "#9e9e9e")), (True, ("Pareto front", "#d62728"))):
             rows = panel.points.filter(pl.col("front") == front).sort("x")
@@ -75,7 +78,9 @@ def _get_pareto_plot(info: ParetoInfo) -> go.Figure:
             col=i,
         )
     fig.update_yaxes(title_text=info.metric, col=1)
-    fig.update_layout(title="Pareto front: higher score for fewer parameters or lower latency", height=440, dragmode="select")
+    fig.update_layout(
+        title="Pareto front: higher score for fewer parameters or lower latency", height=440, dragmode="select"
+    )
     return fig
 
 

@@ -79,12 +79,15 @@ def _get_slice_plot(info: SliceInfo) -> go.Figure:
             col=col + 1,
         )
         if panel.categories is not None:
-            fig.update_xaxes(type="category", categoryorder="array", categoryarray=panel.categories, row=row + 1, col=col + 1)
+            fig.update_xaxes(
+                type="category", categoryorder="array", categoryarray=panel.categories, row=row + 1, col=col + 1
+            )
         elif panel.axis.log:
             fig.update_xaxes(type="log", row=row + 1, col=col + 1)
     fig.update_yaxes(title_text=info.metric, col=1)
     fig.update_layout(
-        title=f"Slices: {info.metric} against each searched axis ({showing(info.shown, info.total, 'completed trials')})",
+        title=f"Slices: {info.metric} against each searched axis "
+        f"({showing(info.shown, info.total, 'completed trials')})",
         height=300 * rows + 80,
         dragmode="select",
     )

@@ -1,40 +1,35 @@
 """The Ray layer: search spaces, Tune + Optuna searches, ablations, the results store.
 
-The store and the space compiler import neither Ray nor torch (dashboards read the store on
-a laptop without them); the runners import Ray when first used.
+Only the results store is imported eagerly: it needs neither Ray nor torch, so dashboards
+read results on a laptop that has neither. Everything else loads when first used.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from ._space import SearchSpace, SearchSpec, compile_space, config_hash, find_space, list_spaces, load_space
 from ._store import ExperimentStore, read_table
 
-__all__ = [
-    "ExperimentStore",
-    "SearchSpace",
-    "SearchSpec",
-    "compile_space",
-    "config_hash",
-    "find_space",
-    "list_spaces",
-    "load_space",
-    "read_table",
-    "load_plan",
-    "parse_plan",
-    "run_ablation",
-    "run_search",
-]
+_LAZY = {
+    "SearchSpace": "_space",
+    "SearchSpec": "_space",
+    "compile_space": "_space",
+    "config_hash": "_space",
+    "find_space": "_space",
+    "list_spaces": "_space",
+    "load_space": "_space",
+    "parse_space": "_space",
+    "run_search": "_runner",
+    "run_ablation": "_ablation",
+    "load_plan": "_ablation",
+    "parse_plan": "_ablation",
+}
+
+__all__ = ["ExperimentStore", "read_table", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run_search":
-        from ._runner import run_search
-
-        return run_search
-    if name in ("run_ablation", "load_plan", "parse_plan"):
-        from . import _ablation
-
-        return getattr(_ablation, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,156 @@
+"""The dashboard in a real browser: headless Chromium draws every view, cross-filters, logs no error.
+
+One Chromium run opens a copy of the generated page with a probe script in its head. The
+probe records console errors, uncaught errors and every resource the page loaded in
+attributes of <html>; once the page reports ``dashboard-rendered`` it constrains the score
+axis of the parallel coordinates and then emits a box selection on the history, recording
+what the other views show after each. The test reads all of it from ``--dump-dom`` and
+saves a screenshot under test-artifacts/.
+
+Parallel coordinates draw with WebGL; without a GPU Chromium needs
+``--enable-unsafe-swiftshader`` (software WebGL) for them, which is fine for a trusted local file.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from _stores import write_ablation_store, write_search_store
+
+import dashboards
+from dashboards._page import PAGE_TOP_K
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Chromium is not installed (CI installs Debian's chromium package)"
+)
+
+PROBE = """<script>
+(function () {
+  var root = document.documentElement, errors = [];
+  function record(message) { errors.push(String(message)); root.dataset.errors = JSON.stringify(errors); }
+  root.dataset.errors = "[]";
+  var original = console.error;
+  console.error = function () {
+    record(Array.prototype.join.call(arguments, " "));
+    original.apply(console, arguments);
+  };
+  window.addEventListener("error", function (e) { record(e.message || e); });
+  window.addEventListener("unhandledrejection", function (e) { record("unhandled rejection: " + e.reason); });
+  function state() {
+    var board = document.getElementById("exp0-leaderboard");
+    return {
+      history: document.getElementById("exp0-history").dataset.selected,
+      slices: document.getElementById("exp0-slices").dataset.selected,
+      timeline: document.getElementById("exp0-timeline").dataset.selected,
+      leaderboard: board.data[0].cells.values[0].length,
+      status: document.getElementById("selection-status").textContent
+    };
+  }
+  document.addEventListener("dashboard-rendered", function () {
+    var resources = performance.getEntriesByType("resource").map(function (r) { return r.name; });
+    root.dataset.resources = JSON.stringify(resources);
+    var parallel = document.getElementById("exp0-parallel");
+    var update = {};
+    var score = parallel.data[0].dimensions.length - 1;  // the last axis
+    update["dimensions[" + score + "].constraintrange"] = [[window.PROBE.low, window.PROBE.high]];
+    Plotly.restyle(parallel, update, [0]).then(function () {
+      root.dataset.afterParallel = JSON.stringify(state());
+      var history = document.getElementById("exp0-history");
+      history.emit("plotly_selected", { points: window.PROBE.ids.map(function (id) { return { customdata: id }; }) });
+      root.dataset.afterHistory = JSON.stringify(state());
+    }).catch(function (err) { record("probe: " + err); });
+  }, { once: true });
+})();
+</script>"""
+
+
+def _attribute(dom: str, name: str) -> object:
+    match = re.search(rf'<html[^>]*\s{name}="([^"]*)"', dom)
+    assert match, f"the page never set {name} (did it finish rendering?)"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def _segments(dom: str, ids: list[str]) -> dict[str, str]:
+    """The markup of each view: from its id to the next view's id."""
+    starts = {i: dom.index(f'id="{i}"') for i in ids}
+    ordered = sorted(starts, key=starts.get)
+    ends = [starts[i] for i in ordered[1:]] + [len(dom)]
+    return {i: dom[starts[i] : end] for i, end in zip(ordered, ends)}
+
+
+def test_every_view_renders_cross_filters_and_logs_no_error(tmp_path: Path) -> None:
+    search_dir = write_search_store(tmp_path / "quick", objectives=["num_parameters"])
+    ablation_dir = write_ablation_store(tmp_path / "fusion_ablation")
+    page_path = dashboards.write_dashboard([search_dir, ablation_dir], tmp_path / "dashboard.html")
+    page = page_path.read_text()
+    view_ids = re.findall(r'<div class="view" id="([^"]+)"', page)
+    assert len(view_ids) == 20  # comparison, 11 search views, 8 ablation views
+
+    search = dashboards.load_experiment(search_dir)
+    scores = search.completed["val_score"]
+    low, high = scores.median(), scores.max()
+    in_range = search.completed.filter(pl.col("val_score").is_between(low, high))["trial_id"].to_list()
+    board_ids = dashboards.leaderboard(search, PAGE_TOP_K)["trial_id"].to_list()
+    picked = search.completed.sort("trial_id")["trial_id"].head(3).to_list()
+    probe = f"<script>window.PROBE = {json.dumps({'low': low, 'high': high, 'ids': picked})};</script>{PROBE}"
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("<head>", "<head>" + probe, 1))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard.png"
+    screenshot.unlink(missing_ok=True)
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-unsafe-swiftshader",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        "--window-size=1400,9600",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        probed.as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    dom = done.stdout
+    assert done.returncode == 0 and dom, done.stderr[-3000:]
+
+    assert _attribute(dom, "data-errors") == []
+    uncaught = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    assert not uncaught
+    resources = _attribute(dom, "data-resources")
+    assert not [r for r in resources if not r.startswith(("file:", "data:", "blob:"))]
+
+    for view, markup in _segments(dom, view_ids).items():
+        assert 'class="main-svg"' in markup, f"{view} has no rendered plot"
+
+    after_parallel = _attribute(dom, "data-after-parallel")
+    n = str(len(in_range))
+    assert (after_parallel["history"], after_parallel["slices"], after_parallel["timeline"]) == (n, n, n)
+    assert after_parallel["leaderboard"] == len(set(board_ids) & set(in_range))
+    assert after_parallel["status"].startswith(f"{n} trials selected in parallel")
+    after_history = _attribute(dom, "data-after-history")
+    assert (after_history["slices"], after_history["timeline"]) == ("3", "3")
+    assert after_history["leaderboard"] == len(set(board_ids) & set(picked))
+    assert after_history["status"].startswith("3 trials selected in history")
+
+    assert screenshot.is_file() and screenshot.stat().st_size > 50_000

@@ -1,0 +1,386 @@
+"""Dashboard views from real results stores: the info step of every view, and the page."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import plotly.offline
+import polars as pl
+import pytest
+from _stores import ATTENTION, FUSIONS, IEMOCAP, SPACE, write_ablation_store, write_search_store
+
+import dashboards
+from dashboards._best import _get_confusion_info, _get_missing_info, _get_per_class_info
+from dashboards._compare import _get_compare_info
+from dashboards._curves import _get_curves_info
+from dashboards._history import _get_history_info
+from dashboards._leaderboard import _get_leaderboard_info
+from dashboards._page import build_sections, render_page
+from dashboards._parallel import NOT_SAMPLED, _get_parallel_info
+from dashboards._params import categories, param_frame, space_axes
+from dashboards._pareto import _get_pareto_info
+from dashboards._slices import _get_slice_info
+from dashboards._timeline import _get_timeline_info
+from tacfn.errors import DataError
+from tacfn.search._store import ExperimentStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def search_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_search_store(tmp_path_factory.mktemp("search") / "quick", objectives=["num_parameters", "latency_ms"])
+
+
+@pytest.fixture(scope="module")
+def ablation_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_ablation_store(tmp_path_factory.mktemp("ablation") / "fusion_ablation")
+
+
+@pytest.fixture(scope="module")
+def search(search_dir: Path) -> dashboards.Experiment:
+    return dashboards.load_experiment(search_dir)
+
+
+@pytest.fixture(scope="module")
+def ablation(ablation_dir: Path) -> dashboards.Experiment:
+    return dashboards.load_experiment(ablation_dir)
+
+
+def _payload(page: str) -> dict:
+    match = re.search(r"<script type='application/json' id='dashboard-data'>(.*?)</script>", page, re.S)
+    assert match, "the page has no dashboard-data block"
+    return json.loads(match.group(1))
+
+
+# --- isolation and loading -----------------------------------------------------------------------
+
+
+def test_dashboards_render_without_importing_torch_or_ray(search_dir: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "import dashboards\n"
+        "loaded = [m for m in ('torch', 'ray') if m in sys.modules]\n"
+        "assert not loaded, f'import dashboards loaded {loaded}'\n"
+        f"dashboards.write_dashboard([{str(search_dir)!r}], {str(tmp_path / 'd.html')!r})\n"
+        "loaded = [m for m in ('torch', 'ray') if m in sys.modules]\n"
+        "assert not loaded, f'write_dashboard loaded {loaded}'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "d.html").is_file()
+
+
+def test_a_folder_that_is_not_an_experiment_raises_one_line(tmp_path: Path) -> None:
+    (tmp_path / "trials.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match=r"is not a tacfn experiment folder \(no experiment.json\)") as info:
+        dashboards.write_dashboard([tmp_path])
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="is not a tacfn experiment folder"):
+        dashboards.load_experiment(tmp_path / "missing")
+
+
+def test_load_experiment_reads_the_spec_and_all_three_tables(search: dashboards.Experiment) -> None:
+    assert (search.kind, search.name, search.metric) == ("search", "quick", "val_score")
+    assert search.objectives == ["num_parameters", "latency_ms"]
+    assert search.trials.height == 30 and search.problems == ()
+    assert set(search.epochs["trial_id"]) <= set(search.trials["trial_id"])
+    assert search.predictions.height == 48
+    assert search.completed["status"].unique().to_list() == ["completed"]
+
+
+def test_param_frame_keeps_only_sampled_values() -> None:
+    trials = pl.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "config.model.fusion.name": ["tacfn", "concat", "tacfn", "mult"],
+            "config.model.fusion.layers": [2, 2, 5, 3],  # when: tacfn or mult; 5 is outside [1, 3]
+            "config.model.fusion.heads": [4, 4, 3, 8],  # choice [1, 2, 4, 8]
+            "config.train.batch_size": [8, 16, 12, 32],  # int [8, 32] step 8: 12 is off the grid
+        }
+    )
+    axes = space_axes({"space": SPACE})
+    lr, batch_size = axes[-2:]
+    assert (lr.key, lr.kind, lr.log, batch_size.kind, batch_size.step) == ("train.lr", "float", True, "int", 8)
+    frame = param_frame(trials, axes)
+    assert frame["model.fusion.layers"].to_list() == [2.0, None, None, 3.0]
+    assert frame["model.fusion.heads"].to_list() == ["4", "4", None, "8"]
+    assert frame["train.batch_size"].to_list() == [8.0, 16.0, None, 32.0]
+    assert frame["model.fusion.selection"].to_list() == [None] * 4  # no such column
+    assert categories(trials, axes[1]) == ["1", "2", "4", "8"]
+
+
+# --- search views --------------------------------------------------------------------------------
+
+
+def test_history_best_so_far_follows_completed_trials_in_start_order(search: dashboards.Experiment) -> None:
+    info = _get_history_info(search)
+    rows = search.trials.sort("started_at", "trial_id").to_dicts()
+    scored = [r for r in rows if r["status"] in ("completed", "pruned") and r["val_score"] is not None]
+    assert info.points["trial_id"].to_list() == [r["trial_id"] for r in scored]
+    best, expected = None, []
+    for r in scored:
+        if r["status"] == "completed":
+            best = r["val_score"] if best is None else max(best, r["val_score"])
+        expected.append(best)
+    assert info.points["best"].to_list() == expected
+    assert "pruned" in info.points["status"].to_list()  # drawn, but never the best
+
+
+def test_parallel_coordinates_log_axes_categories_and_unsampled_axes(search: dashboards.Experiment) -> None:
+    info = _get_parallel_info(search)
+    dims = {d.label: d for d in info.dimensions}
+    by_id = search.completed.select("trial_id", "config.train.lr", "config.model.fusion.name").rows_by_key("trial_id")
+    lr = dims["train.lr (log)"]
+    assert lr.values == pytest.approx([math.log10(by_id[t][0][0]) for t in info.trial_ids])
+    assert lr.ticktext == ["0.0001", "0.001", "0.01"]
+    fusion = dims["fusion.name"]
+    assert fusion.ticktext == list(FUSIONS)
+    assert [fusion.ticktext[int(v)] for v in fusion.values] == [by_id[t][0][1] for t in info.trial_ids]
+    layers = dims["fusion.layers"]  # sampled only for blocks with attention
+    assert layers.ticktext[0] == NOT_SAMPLED
+    unsampled = [t for t, v in zip(info.trial_ids, layers.values) if v == layers.tickvals[0]]
+    assert unsampled and all(by_id[t][0][1] not in ATTENTION for t in unsampled)
+    assert info.dimensions[-1].label == "val_score" and info.total == search.completed.height
+
+
+def test_large_views_sample_visibly_and_keep_the_best(search: dashboards.Experiment) -> None:
+    best = search.completed.sort("val_score", descending=True)["trial_id"][0]
+    parallel = _get_parallel_info(search, limit=10)
+    assert len(parallel.trial_ids) == 10 and best in parallel.trial_ids
+    title = dashboards.plot_parallel_coordinate(search, limit=10).layout.title.text
+    assert "showing 10 of 25 completed trials" in title
+    slices = _get_slice_info(search, limit=10)
+    assert (slices.shown, slices.total) == (10, 25)
+    assert "showing 10 of 25" in dashboards.plot_slice(search, limit=10).layout.title.text
+
+
+def test_slices_only_show_sampled_values(search: dashboards.Experiment) -> None:
+    panels = {p.axis.key: p for p in _get_slice_info(search).panels}
+    selection = panels["model.fusion.selection"]  # when: fusion is tacfn
+    tacfn = search.completed.filter(pl.col("config.model.fusion.name") == "tacfn")["trial_id"]
+    assert sorted(selection.points["trial_id"]) == sorted(tacfn)
+    assert selection.categories == ["transformer", "mean", "none"]
+    assert panels["train.lr"].axis.log and panels["model.fusion.name"].points.height == search.completed.height
+
+
+def test_importance_ranks_the_planted_fusion_effect_first(search: dashboards.Experiment) -> None:
+    found = dashboards.param_importances(search)
+    assert next(iter(found)) == "model.fusion.name"
+    assert sum(found.values()) == pytest.approx(1.0)
+    assert set(found) <= {k for k in search.spec["space"]}
+
+
+def test_importance_needs_ten_completed_trials(tmp_path: Path) -> None:
+    exp = dashboards.load_experiment(write_search_store(tmp_path / "small", trials=9))
+    assert dashboards.param_importances(exp) == {} and dashboards.plot_param_importances(exp) is None
+
+
+def test_timeline_shows_every_trial_with_running_ones_until_now(tmp_path: Path) -> None:
+    exp = dashboards.load_experiment(write_search_store(tmp_path / "partial", trials=30, recorded=12, running=2))
+    now = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
+    info = _get_timeline_info(exp, now=now)
+    assert info.bars.height == info.total == 12
+    running = info.bars.filter(pl.col("running"))
+    assert running.height == 2 and running["finish"].to_list() == [now, now]
+    assert sorted(info.bars["worker"].unique()) == ["10.0.0.1:4100", "10.0.0.2:4101"]
+
+
+def test_leaderboard_ranks_filters_and_rejects_bad_filters(search: dashboards.Experiment) -> None:
+    board = dashboards.leaderboard(search, top_k=5)
+    scores = search.trials["val_score"].drop_nulls().sort(descending=True).head(5).to_list()
+    assert board["val_score"].to_list() == scores and board["rank"].to_list() == [1, 2, 3, 4, 5]
+    assert board.filter(pl.col("test_score").is_not_null())["trial_id"].to_list() == [board["trial_id"][0]]
+    tacfn = dashboards.leaderboard(search, top_k=100, fusion="tacfn")
+    assert tacfn.height == 6 and set(tacfn["config.model.fusion.name"]) == {"tacfn"}
+    pruned = _get_leaderboard_info(search, status=["pruned"])
+    assert set(pruned.table["status"]) == {"pruned"} and pruned.total == 4
+    with pytest.raises(ValueError, match=r"`status` must be among \['completed', 'pruned'.*but got \['done'\]"):
+        dashboards.leaderboard(search, status="done")
+    with pytest.raises(ValueError, match="`top_k >= 1` must hold"):
+        dashboards.leaderboard(search, top_k=0)
+
+
+def test_learning_curves_average_the_top_configs(
+    search: dashboards.Experiment, ablation: dashboards.Experiment
+) -> None:
+    info = _get_curves_info(search, top_k=3)
+    assert len(info.groups) == 3 and info.total_groups == 25
+    assert "showing 3 of 25 configs" in dashboards.plot_learning_curves(search, top_k=3).layout.title.text
+    variants = _get_curves_info(ablation)
+    assert variants.groups[0] == "modality_dropout" and variants.groups[-1] == "late_average"
+    last = variants.curves.filter(
+        (pl.col("group") == "tacfn") & (pl.col("series") == "val_score") & (pl.col("epoch") == 6)
+    )
+    ids = ablation.trials.filter(pl.col("variant") == "tacfn")["trial_id"].to_list()
+    values = ablation.epochs.filter(pl.col("trial_id").is_in(ids) & (pl.col("epoch") == 6))["val_score"].to_numpy()
+    assert last["n"].item() == 6
+    assert last["mean"].item() == pytest.approx(values.mean())
+    assert last["std"].item() == pytest.approx(values.std(ddof=1))
+
+
+def test_pareto_front_marks_only_undominated_points(search: dashboards.Experiment) -> None:
+    info = _get_pareto_info(search)
+    assert [p.objective for p in info.panels] == ["num_parameters", "latency_ms"]
+    for panel in info.panels:
+        rows = panel.points.to_dicts()
+        for p in rows:
+            dominated = any(
+                q["x"] <= p["x"] and q["score"] >= p["score"] and (q["x"] < p["x"] or q["score"] > p["score"])
+                for q in rows
+            )
+            assert p["front"] == (not dominated)
+    x, score = pl.Series([1.0, 2.0, 2.0, 3.0, 1.0]), pl.Series([0.5, 0.7, 0.6, 0.7, 0.5])
+    assert dashboards.pareto_front(x, score).to_list() == [True, True, False, False, True]
+
+
+def test_single_objective_search_has_no_pareto_view(tmp_path: Path) -> None:
+    exp = dashboards.load_experiment(write_search_store(tmp_path / "single", trials=12))
+    assert dashboards.plot_pareto_front(exp) is None
+
+
+# --- best config ---------------------------------------------------------------------------------
+
+
+def test_best_config_of_a_search_is_the_chosen_trial(search: dashboards.Experiment) -> None:
+    chosen = search.trials.filter(pl.col("chosen"))
+    assert chosen.height == 1
+    assert dashboards.best_trials(search).trial_ids == chosen["trial_id"].to_list()
+    (panel,) = _get_confusion_info(search).panels
+    matrix = np.array(panel.matrix)
+    expected = np.zeros((8, 8), dtype=int)
+    for label, pred in search.predictions.select("label", "pred").iter_rows():
+        expected[label, pred] += 1
+    assert panel.classes[0] == "neutral" and (matrix == expected).all()
+    per_class = _get_per_class_info(search)
+    assert per_class.scores["accuracy"] == pytest.approx(list(np.diag(expected) / expected.sum(axis=1)))
+    missing = _get_missing_info(search).scores
+    row = chosen.to_dicts()[0]
+    assert dict(zip(missing["condition"], missing["score"])) == pytest.approx(
+        {
+            "all modalities": row["test_score"],
+            "without audio": row["test_missing_audio"],
+            "without video": row["test_missing_video"],
+        }
+    )
+
+
+def test_best_config_of_an_ablation_pools_the_best_variant(ablation: dashboards.Experiment) -> None:
+    best = dashboards.best_trials(ablation)
+    assert "modality_dropout" in best.label and len(best.trial_ids) == 6
+    (panel,) = _get_confusion_info(ablation).panels
+    assert sum(map(sum, panel.matrix)) == 6 * 24
+    missing = _get_missing_info(ablation).scores
+    assert set(missing["group"]) == {"tacfn", "no_selection", "modality_dropout", "late_average"}
+    assert set(missing["n"]) == {6}
+
+
+def test_iemocap_gets_one_confusion_per_emotion_and_per_emotion_scores(tmp_path: Path) -> None:
+    exp = dashboards.load_experiment(write_search_store(tmp_path / "iemocap", trials=12, dataset="iemocap"))
+    panels = _get_confusion_info(exp).panels
+    assert [p.task for p in panels] == sorted(IEMOCAP)
+    assert all(p.classes == [f"not {p.task}", p.task] and sum(map(sum, p.matrix)) == 48 for p in panels)
+    per_class = _get_per_class_info(exp)
+    chosen = exp.trials.filter(pl.col("chosen")).to_dicts()[0]
+    assert per_class.classes == sorted(IEMOCAP)
+    assert per_class.scores["accuracy"] == [chosen[f"test_{e}_accuracy"] for e in sorted(IEMOCAP)]
+    assert per_class.scores["weighted F1"] == [chosen[f"test_{e}_weighted_f1"] for e in sorted(IEMOCAP)]
+    assert _get_missing_info(exp).conditions == ["all modalities", "without audio", "without text", "without vision"]
+
+
+# --- several experiments -------------------------------------------------------------------------
+
+
+def test_compare_shows_each_experiment_and_disambiguates_names(search_dir: Path, tmp_path: Path) -> None:
+    twin = dashboards.load_experiment(write_search_store(tmp_path / "quick", trials=12, seed=1))
+    first = dashboards.load_experiment(search_dir)
+    info = _get_compare_info([first, twin])
+    assert info.names == [f"quick ({search_dir})", f"quick ({tmp_path / 'quick'})"]
+    assert [s.len() for s in info.scores] == [first.completed.height, twin.completed.height]
+    assert info.histories[0]["best"].is_sorted()
+    with pytest.raises(ValueError, match="at least 2 experiments"):
+        dashboards.plot_compare([first])
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+
+def test_dashboard_is_one_offline_file_with_every_view(search_dir: Path, ablation_dir: Path, tmp_path: Path) -> None:
+    out = dashboards.write_dashboard([search_dir, ablation_dir], tmp_path / "both.html")
+    page = out.read_text()
+    bundle = plotly.offline.get_plotlyjs()
+    assert page.count(bundle) == 1  # plotly.js inlined once
+    outside = page.replace(bundle, "")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", outside, re.I)
+    assert "<script src" not in outside and "<link" not in outside
+    ids = [f["id"] for f in _payload(page)["figures"]]
+    search_views = [
+        *("leaderboard", "history", "parallel", "slices", "importance", "pareto"),
+        *("curves", "confusion", "per-class", "missing-modality", "timeline"),
+    ]
+    ablation_views = [
+        *("ablation-table", "ablation-forest", "curves", "missing-modality"),
+        *("confusion", "per-class", "leaderboard", "timeline"),
+    ]
+    assert ids == ["compare-view", *(f"exp0-{v}" for v in search_views), *(f"exp1-{v}" for v in ablation_views)]
+    assert all(f'id="{i}"' in page for i in ids)
+    assert 'class="notice notice-error"' not in page and "Traceback" not in page
+
+
+def test_default_output_is_inside_the_experiment_folder(search_dir: Path) -> None:
+    out = dashboards.write_dashboard([search_dir])
+    assert out == search_dir / "dashboard.html" and out.stat().st_size > 1_000_000
+
+
+def test_empty_store_says_no_trials_yet(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    ExperimentStore.create(root, "search", "empty", {"space": {}, "search": {"trials": 8}})
+    page = dashboards.write_dashboard([root]).read_text()
+    assert "No trials recorded yet (0 of 8 planned)" in page
+    assert _payload(page)["figures"] == []
+
+
+def test_partial_store_shows_progress_and_the_finished_trials(tmp_path: Path) -> None:
+    root = write_search_store(tmp_path / "running", trials=30, recorded=12, running=2)
+    found = dashboards.notices(dashboards.load_experiment(root))
+    assert [n.level for n in found] == ["info", "warning"]
+    assert found[0].text.startswith("In progress: 10 trials finished of 30 planned, 2 running.")
+    page = dashboards.write_dashboard([root]).read_text()
+    ids = {f["id"] for f in _payload(page)["figures"]}
+    assert {"exp0-history", "exp0-parallel", "exp0-timeline"} <= ids
+    assert "exp0-confusion" not in ids  # nothing chosen while the search runs
+
+
+def test_corrupt_tables_are_named_on_the_page_and_the_rest_still_shows(search_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "corrupt"
+    shutil.copytree(search_dir, root)
+    (root / "epochs.parquet").write_bytes(b"PAR1 truncated")
+    exp = dashboards.load_experiment(root)
+    assert len(exp.problems) == 1 and "epochs.parquet: not a readable Parquet file" in exp.problems[0]
+    sections = build_sections([root])
+    ids = [v.id for v in sections[0].views]
+    assert "exp0-history" in ids and "exp0-curves" not in ids
+    (root / "trials.parquet").write_bytes(b"")
+    page = render_page(build_sections([root]))
+    assert "trials.parquet: not a readable Parquet file" in page and "Traceback" not in page
+    assert _payload(page)["figures"] == []
+
+
+def test_corrupt_experiment_json_still_shows_the_tables(search_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "bad_json"
+    shutil.copytree(search_dir, root)
+    (root / "experiment.json").write_text("{not json")
+    exp = dashboards.load_experiment(root)
+    assert exp.kind is None and "unreadable experiment file" in exp.problems[0]
+    page = dashboards.write_dashboard([root]).read_text()
+    assert "unreadable experiment file" in page
+    ids = [f["id"] for f in _payload(page)["figures"]]
+    assert ids == ["exp0-leaderboard", "exp0-history", "exp0-curves", "exp0-timeline"]
