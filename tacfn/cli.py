@@ -129,6 +129,20 @@ def _print_result(result: Any, out_dir: Path | None) -> None:
         print(f"results: {out_dir / 'result.json'}")
 
 
+def _check_local_capacity(workers: int, gpu: bool) -> None:
+    """A local Ray runtime has this machine's CPUs and GPUs; a worker group that cannot fit
+    would wait for them forever, so say so now."""
+    import torch
+
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if workers > cpus or (gpu and workers > gpus):
+        need = f"{workers} GPUs" if gpu else f"{workers} CPUs"
+        raise ConfigError(
+            f"--workers {workers}{' --gpu' if gpu else ''} needs {need}, but this machine has {cpus} CPUs and {gpus} GPUs; "
+            "use fewer workers, or give --address of a larger Ray cluster"
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_yaml, parse_run_config
     from .training import train
@@ -140,8 +154,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _set_override(data, assignment)
     cfg = parse_run_config(data, str(args.config))
     out_dir = Path(args.out) if args.out else None
-    print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs", flush=True)
-    result = train(cfg, out_dir=out_dir, on_epoch=_print_epoch(cfg.train.epochs), resume=args.resume, progress=True)
+    if args.workers < 1:
+        raise ConfigError(f"`--workers >= 1` must hold, but got --workers {args.workers}")
+    on_ray = args.workers > 1 or args.gpu or args.address is not None  # else: in this process
+    if on_ray and out_dir is None:
+        raise ConfigError("Ray Train runs (--workers N, --gpu, --address) need --out DIR: the workers checkpoint there")
+    where = f" on {args.workers} Ray Train worker{'s' if args.workers > 1 else ''}" if on_ray else ""
+    print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs{where}", flush=True)
+    if on_ray:
+        from .search._distributed import run_distributed
+        from .search._runner import init_ray
+
+        if args.address is None:
+            _check_local_capacity(args.workers, args.gpu)
+        init_ray(args.address, dashboard=True)
+        result = run_distributed(
+            cfg,
+            workers=args.workers,
+            use_gpu=args.gpu,
+            out_dir=out_dir,
+            resume=args.resume,
+            on_epoch=_print_epoch(cfg.train.epochs),
+            progress=True,
+        )
+    else:
+        result = train(cfg, out_dir=out_dir, on_epoch=_print_epoch(cfg.train.epochs), resume=args.resume, progress=True)
     _print_result(result, out_dir)
     return 0 if result.status == "completed" else EXIT_FAILED
 
@@ -267,10 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("list", help="presets and fusion blocks")
     p.set_defaults(func=_cmd_model_list)
 
-    p = sub.add_parser("train", help="one training run from a YAML config, in this process")
+    p = sub.add_parser("train", help="one training run from a YAML config (in this process, or on Ray Train workers)")
     p.add_argument("config")
     p.add_argument("--out", help="folder for checkpoints and result.json")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers, DDP (default 1: train in this process)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker (NCCL; bf16 autocast if train.amp)")
+    p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
     p.set_defaults(func=_cmd_train)
 

@@ -204,7 +204,9 @@ def with_cached_features(task: TaskData, model: TACFN, cache_root: Path, *, batc
     def encode(inputs: Batch) -> Batch:
         return {k: v.float().cpu() for k, v in model.forward_features(inputs).items()}
 
-    cached = encode_to_cache(encode, batches(), cache, key)
+    all_ids = [i for split in splits.values() for i in split.ids]
+    # A full cache hit must not read a single raw batch (paper-size clips are heavy).
+    cached = cache.load(key) if cache.has(key, all_ids) else encode_to_cache(encode, batches(), cache, key)
 
     def cached_split(split: SplitData) -> SplitData:
         cache_rows = cached.rows_for(list(split.ids))

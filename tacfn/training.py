@@ -5,6 +5,10 @@ with the best epoch's weights, and again with each modality missing. A non-finit
 stops the run with status ``diverged``. The same seed gives the same metrics on a CPU:
 shuffling uses a generator seeded by (seed, epoch), so a resumed run shuffles as an
 uninterrupted one would.
+
+:func:`train` is :func:`run_epochs` then :func:`conclude` in one process; Ray Train's
+workers (``tacfn.search._distributed``) run the same two, each rank on its share of every
+epoch with the model wrapped in DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,6 +34,7 @@ from .model import TACFN
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
 
 CHECKPOINT_VERSION = 1
+LAST_CHECKPOINT = "last.pt"
 
 
 @dataclass
@@ -63,6 +69,30 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        return cls(**{**data, "history": [EpochRecord(**r) for r in data["history"]]})
+
+
+@dataclass
+class RunState:
+    """Where a run stands: the epochs done and the best validation epoch so far.
+
+    This is what a checkpoint holds besides the weights, so a restarted run continues
+    from the epoch after ``last_epoch`` with the same choice of best epoch.
+    """
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float = -math.inf
+    best_model: dict[str, Tensor] | None = None
+    status: str = "completed"  # completed | diverged
+    error: str | None = None
+
+    @property
+    def last_epoch(self) -> int:
+        return self.history[-1].epoch if self.history else 0
 
 
 class Diverged(Exception):
@@ -111,7 +141,9 @@ class Trainer:
             cache_root = Path(cfg.data.cache_dir or default_cache_dir()) / "features"
             task = with_cached_features(task, self.model, cache_root)
         self.task = task
-        self.network: torch.nn.Module = self.model  # what steps call: the model, or its DDP wrapper
+        # What training steps call: the model, or its DistributedDataParallel wrapper.
+        # Evaluation calls the model itself, so one rank can evaluate without the others.
+        self.network: torch.nn.Module = self.model
         self.optimizer = _optimizer(cfg, self.model.trainable_parameters())
         self.amp = cfg.train.amp and self.device.type == "cuda"
 
@@ -125,13 +157,24 @@ class Trainer:
                 raise ValueError(f"model.checkpoints names unknown modality {name!r}; this model has {list(self.model.modalities)}")
             load_msaf_checkpoint(self.model.encoders[name], path)
 
-    def _logits(self, batch: dict[str, Tensor], missing: tuple[str, ...] = ()) -> Tensor:
+    def _logits(self, network: torch.nn.Module, batch: dict[str, Tensor], missing: tuple[str, ...] = ()) -> Tensor:
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "label"}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            return self.network(inputs, missing, features=self.task.features)
+            return network(inputs, missing, features=self.task.features)
+
+    def _sum_over_ranks(self, value: Tensor) -> Tensor:
+        """``value`` summed over the ranks of a distributed run (itself in one process)."""
+        if self.shard[1] > 1 and dist.is_available() and dist.is_initialized():
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training split; returns (mean loss, accuracy on its batches)."""
+        """One pass over the training split; returns (mean loss, accuracy on its batches).
+
+        In a distributed run both are over every rank's batches, and a non-finite loss on
+        any rank stops every rank at the same step (the others would wait for it forever).
+        """
         self.model.train()
         split = self.task.train
         order = np.random.default_rng([self.cfg.train.seed, epoch]).permutation(len(split))
@@ -143,10 +186,11 @@ class Trainer:
         for step, start in enumerate(range(0, len(order), bs)):
             batch = split.batch(order[start : start + bs])
             labels = batch["label"].to(self.device)
-            logits = self._logits(batch)
+            logits = self._logits(self.network, batch)
             loss = _loss(logits, labels, self.cfg.train.label_smoothing)
-            if not torch.isfinite(loss):
-                raise Diverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}")
+            summed = self._sum_over_ranks(loss.detach())
+            if not torch.isfinite(summed):
+                raise Diverged(f"non-finite loss ({summed.item()}) at epoch {epoch}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -154,6 +198,8 @@ class Trainer:
             total_loss += loss.item() * n
             correct += int((logits.argmax(-1) == labels).sum())
             seen += n
+        totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=self.device)
+        total_loss, correct, seen = self._sum_over_ranks(totals).tolist()
         return total_loss / max(seen, 1), correct / max(seen, 1)
 
     @torch.inference_mode()
@@ -165,7 +211,7 @@ class Trainer:
         for start in range(0, len(split), bs):
             batch = split.batch(np.arange(start, min(start + bs, len(split))))
             labels = batch["label"].to(self.device)
-            logits = self._logits(batch, missing)
+            logits = self._logits(self.model, batch, missing)
             total_loss += _loss(logits, labels).item() * labels.numel()
             preds.append(logits.argmax(-1).cpu().numpy())
         pred = np.concatenate(preds) if preds else np.empty((0,), dtype=np.int64)
@@ -188,20 +234,20 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(path)
 
-    def checkpoint_state(self, epoch: int, history: list[EpochRecord], best: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint_state(self, state: RunState) -> dict[str, Any]:
         return {
             "version": CHECKPOINT_VERSION,
-            "epoch": epoch,
+            "epoch": state.last_epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "history": [asdict(r) for r in history],
-            "best_epoch": best["epoch"],
-            "best_score": best["score"],
-            "best_model": best["state"],
+            "history": [asdict(r) for r in state.history],
+            "best_epoch": state.best_epoch,
+            "best_score": state.best_score,
+            "best_model": state.best_model,
         }
 
-    def restore(self, path: Path) -> tuple[int, list[EpochRecord], dict[str, Any]]:
+    def restore(self, path: Path) -> RunState:
         """Load a checkpoint saved by this class (``weights_only``: no pickled code runs)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION:
@@ -210,8 +256,79 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
         history = [EpochRecord(**r) for r in state["history"]]
-        best = {"epoch": state["best_epoch"], "score": state["best_score"], "state": state["best_model"]}
-        return int(state["epoch"]), history, best
+        return RunState(history, state["best_epoch"], state["best_score"], state["best_model"])
+
+
+def run_epochs(trainer: Trainer, state: RunState) -> Iterator[EpochRecord]:
+    """Train the epochs after ``state.last_epoch``, yielding each one's record.
+
+    ``state`` is updated before each yield (history, best epoch and its weights), so a
+    caller can checkpoint or report it there. A non-finite loss ends the epochs with
+    ``state.status`` set to ``diverged``.
+    """
+    for epoch in range(state.last_epoch + 1, trainer.cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        try:
+            train_loss, train_score = trainer.train_epoch(epoch)
+        except Diverged as err:
+            state.status, state.error = "diverged", str(err)
+            return
+        val_metrics, _, val_loss = trainer.evaluate(trainer.task.val)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_score=train_score,
+            val_loss=val_loss,
+            val_score=val_metrics["score"],
+            val_weighted_f1=val_metrics["weighted_f1"],
+            seconds=time.perf_counter() - t0,
+        )
+        state.history.append(record)
+        if record.val_score > state.best_score:
+            state.best_epoch, state.best_score = epoch, record.val_score
+            state.best_model = copy.deepcopy(trainer.model.state_dict())
+        yield record
+
+
+def conclude(trainer: Trainer, state: RunState, *, evaluate_test: bool = True, seconds: float = 0.0) -> RunResult:
+    """The run's result: the best epoch's weights scored on validation and, once, on test.
+
+    Leaves the trainer's model holding the best epoch's weights.
+    """
+    val: dict[str, Any] = {}
+    test: dict[str, Any] = {}
+    missing_scores: dict[str, float] = {}
+    predictions: dict[str, list] = {}
+    if state.best_model is not None:
+        trainer.model.load_state_dict(state.best_model)
+        val, _, _ = trainer.evaluate(trainer.task.val)
+        if evaluate_test:
+            test, missing_scores, predictions = score_test(trainer)
+    total, trainable = trainer.model.num_parameters()
+    return RunResult(
+        status=state.status,
+        error=state.error,
+        best_epoch=state.best_epoch,
+        epochs_run=len(state.history),
+        val=val,
+        test=test,
+        test_missing_modality=missing_scores,
+        history=state.history,
+        num_parameters=total,
+        trainable_parameters=trainable,
+        seconds=seconds,
+        predictions=predictions,
+    )
+
+
+def write_result(result: RunResult, out_dir: Path) -> Path:
+    """Write ``out_dir/result.json`` atomically (a reader never sees half a file)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(out_dir) / "result.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2))
+    tmp.replace(path)
+    return path
 
 
 def train(
@@ -233,73 +350,23 @@ def train(
     started = time.perf_counter()
     task = task or load_task(cfg, progress=progress)
     trainer = Trainer(cfg, task)
-    task = trainer.task  # cached encoder features in frozen mode
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir else None
-    history: list[EpochRecord] = []
-    best: dict[str, Any] = {"epoch": None, "score": -math.inf, "state": None}
-    first_epoch = 1
-    if resume and ckpt_dir and (ckpt_dir / "last.pt").exists():
-        last, history, best = trainer.restore(ckpt_dir / "last.pt")
-        first_epoch = last + 1
+    state = RunState()
+    if resume and ckpt_dir and (ckpt_dir / LAST_CHECKPOINT).exists():
+        state = trainer.restore(ckpt_dir / LAST_CHECKPOINT)
 
-    status, error = "completed", None
-    for epoch in range(first_epoch, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        try:
-            train_loss, train_score = trainer.train_epoch(epoch)
-        except Diverged as err:
-            status, error = "diverged", str(err)
-            break
-        val_metrics, _, val_loss = trainer.evaluate(task.val)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_score=train_score,
-            val_loss=val_loss,
-            val_score=val_metrics["score"],
-            val_weighted_f1=val_metrics["weighted_f1"],
-            seconds=time.perf_counter() - t0,
-        )
-        history.append(record)
-        if record.val_score > best["score"]:
-            best = {"epoch": epoch, "score": record.val_score, "state": copy.deepcopy(trainer.model.state_dict())}
+    for record in run_epochs(trainer, state):
         if ckpt_dir:
-            trainer.save_checkpoint(ckpt_dir / "last.pt", trainer.checkpoint_state(epoch, history, best))
+            trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, trainer.checkpoint_state(state))
         if on_epoch:
             on_epoch(record)
 
-    val: dict[str, Any] = {}
-    test: dict[str, Any] = {}
-    missing_scores: dict[str, float] = {}
-    predictions: dict[str, list] = {}
-    if best["state"] is not None:
-        trainer.model.load_state_dict(best["state"])
-        val, _, _ = trainer.evaluate(task.val)
-        if evaluate_test:
-            test, missing_scores, predictions = score_test(trainer)
-        if ckpt_dir:
-            trainer.save_checkpoint(ckpt_dir / "best.pt", {"version": CHECKPOINT_VERSION, "epoch": best["epoch"], "model": best["state"]})
-    total, trainable = trainer.model.num_parameters()
-    result = RunResult(
-        status=status,
-        error=error,
-        best_epoch=best["epoch"],
-        epochs_run=len(history),
-        val=val,
-        test=test,
-        test_missing_modality=missing_scores,
-        history=history,
-        num_parameters=total,
-        trainable_parameters=trainable,
-        seconds=time.perf_counter() - started,
-        predictions=predictions,
-    )
+    result = conclude(trainer, state, evaluate_test=evaluate_test)
+    if ckpt_dir and state.best_model is not None:
+        trainer.save_checkpoint(ckpt_dir / "best.pt", {"version": CHECKPOINT_VERSION, "epoch": state.best_epoch, "model": state.best_model})
+    result.seconds = time.perf_counter() - started
     if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(out_dir) / "result.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result.to_json(), indent=2))
-        tmp.replace(path)
+        write_result(result, Path(out_dir))
     return result
 
 

@@ -82,7 +82,7 @@ def test_train_bad_config_exits_2(capsys, tmp_path: Path):
 
 def test_dashboard_on_a_folder_without_results(capsys, tmp_path: Path):
     code, _, err = _run(capsys, "dashboard", str(tmp_path))
-    assert code == 2 and "result.json not found" in err
+    assert code == 2 and "not a tacfn experiment folder" in err
 
 
 def test_prepare_reports_corrupt_files_by_name(capsys, synthetic_ravdess: Path, tmp_path: Path):

@@ -19,7 +19,7 @@ from tacfn.search import ExperimentStore, load_space
 pytestmark = pytest.mark.timeout(600)
 
 
-def _space_file(tmp_path: Path, data: Path, *, trials: int, epochs: int = 3, name: str = "tiny") -> Path:
+def _space_file(tmp_path: Path, data: Path, *, trials: int, epochs: int = 3, name: str = "tiny", **search) -> Path:
     space = {
         "name": name,
         "base": {
@@ -32,7 +32,7 @@ def _space_file(tmp_path: Path, data: Path, *, trials: int, epochs: int = 3, nam
             "model.fusion.heads": {"choice": [2, 4]},
             "train.lr": {"float": [1.0e-4, 1.0e-2], "log": True},
         },
-        "search": {"trials": trials, "concurrency": 2, "scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 2}, "seed": 0},
+        "search": {"trials": trials, "concurrency": 2, "scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 2}, "seed": 0, **search},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space))
@@ -110,6 +110,33 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     assert trials.filter(pl.col("chosen")).height == 1
     epochs = pl.from_arrow(ExperimentStore.open(out).epochs())
     assert epochs.group_by(["trial_id", "epoch"]).len()["len"].max() == 1
+
+
+def test_multi_objective_search_marks_the_pareto_front(prepared_lite: Path, tmp_path: Path):
+    space = _space_file(tmp_path, prepared_lite, trials=5, epochs=2, name="pareto", scheduler="none", objectives=["num_parameters", "latency_ms"])
+    out = tmp_path / "exp"
+    proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = pl.from_arrow(ExperimentStore.open(out).trials()).filter(pl.col("status") == "completed")
+    assert trials.height == 5 and trials["latency_ms"].null_count() == 0 and (trials["latency_ms"] > 0).all()
+    rows = trials.to_dicts()
+
+    def dominates(a: dict, b: dict) -> bool:
+        ka = (-a["val_score"], a["num_parameters"], a["latency_ms"])
+        kb = (-b["val_score"], b["num_parameters"], b["latency_ms"])
+        return all(x <= y for x, y in zip(ka, kb)) and ka != kb
+
+    for row in rows:
+        assert row["pareto"] == (not any(dominates(o, row) for o in rows if o is not row))
+    assert any(r["pareto"] for r in rows)
+    study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.directions) == 3 and len(study.best_trials) >= 1
+
+
+def test_multi_objective_refuses_asha(prepared_lite: Path, tmp_path: Path):
+    space = _space_file(tmp_path, prepared_lite, trials=2, name="bad", objectives=["num_parameters"])
+    proc = subprocess.run(_tacfn("search", str(space), "--out", str(tmp_path / "x")), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "use scheduler: none" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,14 @@ from ..config import parse_run_config
 from ..errors import ConfigError
 from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import Trainer, score_checkpoint
-from ._space import SearchSpace, SearchSpec, compile_space, config_hash
+from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
+from ._space import SearchSettings, SearchSpace, SearchSpec, compile_space, config_hash
 from ._store import ExperimentStore, flatten_config
 from ._trainable import encoder_identity, run_trial, trial_run_config
 
 RAY_DIR = "ray"
 OPTUNA_FILE = "optuna.db"
+TRIAL_DRIVER_MEMORY = 1 << 20  # what a multi-worker trial's own process reserves (see _trial_trainable)
 
 
 class PrunableOptunaSearch(OptunaSearch):
@@ -56,7 +58,10 @@ class PrunableOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.PRUNED
         ot_trial = self._ot_trials[trial_id]
         if state is None:  # ran every epoch: its value is the best validation epoch's, not the last's
-            self._ot_study.tell(ot_trial, result.get("best_val_score", result.get(self.metric)))
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            score = result["best_val_score"] if metrics[0] == "val_score" else result.get(metrics[0])
+            values = [score, *(result[m] for m in metrics[1:])]
+            self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
         else:
             self._ot_study.tell(ot_trial, state=state)
         self._completed_trials.add(trial_id)
@@ -158,6 +163,7 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
         "best_epoch": best["epoch"] if best else None,
         "epochs_run": len(epochs),
         "seconds": sum(e.get("seconds", 0.0) for e in epochs),
+        "latency_ms": result.get("latency_ms"),
         "num_parameters": result.get("num_parameters"),
         "trainable_parameters": result.get("trainable_parameters"),
         "dataset": cfg.architecture().dataset,
@@ -205,6 +211,33 @@ def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | No
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}") from None
 
 
+def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskData, identity: str, out: Path):
+    """``run_trial`` with its shared data and resources.
+
+    A trial on one worker reserves ``resources`` itself. A trial on several workers only
+    waits for its Ray Train workers, which reserve ``resources`` each: its own process
+    takes no CPU. Even a sliver would deadlock a full machine: on 2 CPUs, two such trials
+    holding 0.01 CPU each leave 1.98, and neither's 2-CPU worker group can ever start. A
+    placement group needs some resource, so it reserves a nominal 1 MiB of memory.
+    """
+    resources = {"CPU": settings.resources.cpu, "GPU": settings.resources.gpu}
+    if settings.workers == 1:
+        trainable = tune.with_parameters(
+            run_trial, base=base, shared=task, shared_identity=identity, measure_latency="latency_ms" in settings.objectives
+        )
+        return tune.with_resources(trainable, {"cpu": resources["CPU"], "gpu": resources["GPU"]})
+    workers = TrialWorkers(settings.workers, resources, str(out / TRAIN_DIR))
+    trainable = tune.with_parameters(
+        run_trial,
+        base=base,
+        shared=SharedTask.put(task),
+        shared_identity=identity,
+        workers=workers,
+        measure_latency="latency_ms" in settings.objectives,
+    )
+    return tune.with_resources(trainable, tune.PlacementGroupFactory([{"memory": TRIAL_DRIVER_MEMORY}]))
+
+
 def _shared_task(base: dict[str, Any], progress: bool) -> tuple[TaskData, str]:
     """The data every trial of the base configuration needs, prepared once in the driver."""
     cfg = parse_run_config(base, "base")
@@ -223,17 +256,24 @@ def run_search(
     resume: bool = False,
     trials: int | None = None,
     quiet: bool = False,
+    points: list[dict[str, Any]] | None = None,
 ) -> SearchSummary:
-    """Run (or, with ``resume``, continue) the search ``spec`` into the experiment folder ``out``."""
+    """Run (or, with ``resume``, continue) the search ``spec`` into the experiment folder ``out``.
+
+    ``points`` are parameter sets (dotted keys) to evaluate first, before TPE samples.
+    With ``search.objectives`` the search is multi-objective (validation score against
+    parameters or latency): Optuna gets every objective and the store marks the Pareto front.
+    """
     out = Path(out).resolve()
     info = compile_space(spec)
     settings = spec.search
     if trials is not None:
         settings = settings.model_copy(update={"trials": trials})
-    if settings.workers > 1:
-        raise ConfigError("search.workers > 1 (DDP trials) is not available yet; use workers: 1")
-    if settings.objectives:
-        raise ConfigError("multi-objective searches are not available yet; leave search.objectives empty")
+    if settings.objectives and settings.scheduler == "asha":
+        raise ConfigError(
+            "search.scheduler: ASHA stops trials on one metric, but search.objectives makes this search "
+            f"multi-objective ({[settings.metric, *settings.objectives]}); use scheduler: none"
+        )
     base = dict(spec.base)
     if "cache_dir" not in base.get("data", {}):
         base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
@@ -241,10 +281,9 @@ def run_search(
     spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
     store = ExperimentStore.create(out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu})
 
-    init_ray(address)
+    init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
     task, identity = _shared_task(base, progress=not quiet)
-    trainable = tune.with_parameters(run_trial, base=base, shared=task, shared_identity=identity)
-    trainable = tune.with_resources(trainable, {"cpu": settings.resources.cpu, "gpu": settings.resources.gpu})
+    trainable = _trial_trainable(settings, base, task, identity, out)
     callback = StoreCallback(store, base, settings.trials, quiet=quiet)
     ray_path = out / RAY_DIR
     if resume:
@@ -254,8 +293,9 @@ def run_search(
     else:
         searcher = PrunableOptunaSearch(
             space=SearchSpace(info),
-            metric=settings.metric,
-            mode="max",
+            metric=[settings.metric, *settings.objectives] if settings.objectives else settings.metric,
+            mode=["max", *["min"] * len(settings.objectives)] if settings.objectives else "max",
+            points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=settings.seed),
             storage=optuna.storages.RDBStorage(f"sqlite:///{out / OPTUNA_FILE}"),
             study_name=spec.name,
@@ -269,9 +309,10 @@ def run_search(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=settings.metric,
-                mode="max",
+                metric=None if settings.objectives else settings.metric,
+                mode=None if settings.objectives else "max",
                 search_alg=searcher,
+                reuse_actors=settings.workers == 1,  # a new process per trial costs seconds each
                 scheduler=scheduler,
                 num_samples=settings.trials,
                 max_concurrent_trials=settings.concurrency,
@@ -295,11 +336,17 @@ def _finish(store: ExperimentStore, grid, base: dict, task: TaskData, identity: 
     completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
     if not completed:
         return SearchSummary(store.root, len(trials), 0, None, {}, None, None)
+    objectives = store.experiment["spec"]["search"].get("objectives") or []
+    if objectives:
+        _mark_pareto(store, completed, objectives)
+        trials = store.trials().to_pylist()
+        completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
     best = max(completed, key=lambda t: t["val_score"])
     result = next(r for r in grid if r.metrics and r.metrics.get("trial_id") == best["trial_id"])
     params = result.config
     cfg = trial_run_config(base, params)
-    with result.checkpoint.as_directory() as path:
+    checkpoint = result.checkpoint or tune.Checkpoint(checkpoint_dir(result.metrics))  # DDP trials: Train's own
+    with checkpoint.as_directory() as path:
         test, missing, predictions = ray.get(
             _score_remote.remote(cfg.model_dump(mode="json"), task if encoder_identity(cfg) == identity else None, str(Path(path) / "last.pt"))
         )
@@ -316,6 +363,21 @@ def _finish(store: ExperimentStore, grid, base: dict, task: TaskData, identity: 
     if not quiet:
         print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
     return summary
+
+
+def _mark_pareto(store: ExperimentStore, completed: list[dict[str, Any]], objectives: list[str]) -> None:
+    """Record which completed trials are Pareto-optimal: no other trial scores at least as
+    well on validation and costs no more on every objective, and strictly better on one."""
+
+    def key(t: dict[str, Any]) -> tuple[float, ...]:
+        return (-t["val_score"], *(t[o] for o in objectives))
+
+    for trial in completed:
+        mine = key(trial)
+        dominated = any(
+            all(a <= b for a, b in zip(key(o), mine)) and key(o) != mine for o in completed if o is not trial
+        )
+        store.record_trial({**trial, "pareto": not dominated}, store_epochs(store, trial["trial_id"]))
 
 
 @ray.remote

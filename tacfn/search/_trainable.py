@@ -2,18 +2,23 @@
 
 A trial on one worker (or a fraction of a GPU) runs :func:`tacfn.training.train` directly
 in the trial's process; every epoch is reported to Tune with a checkpoint, so a restored
-trial continues from its last epoch. Data shared by every trial (the prepared dataset, or
-the frozen encoders' features) arrives once through Ray's object store.
+trial continues from its last epoch. A trial on several workers launches a Ray Train
+TorchTrainer from the trial's process instead (:func:`._distributed.fit_trial`); its Train
+run keeps its own checkpoints, and a restored trial resumes that run. Data shared by every
+trial (the prepared dataset, or the frozen encoders' features) arrives once through Ray's
+object store.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ray import tune
 
@@ -21,6 +26,7 @@ from ..config import RunConfig, parse_run_config
 from ..model import TACFN
 from ..tasks import TaskData
 from ..training import EpochRecord, train
+from ._distributed import SharedTask, TrialWorkers, fit_trial
 from ._space import apply_overrides
 
 
@@ -40,11 +46,46 @@ def count_parameters(cfg: RunConfig, input_lengths: dict[str, int] | None) -> tu
         return TACFN(cfg.architecture(input_lengths)).num_parameters()
 
 
-def run_trial(params: dict[str, Any], *, base: dict[str, Any], shared: TaskData | None, shared_identity: str | None) -> None:
-    """Train the trial's configuration, reporting each epoch (and the final status) to Tune."""
+def inference_latency_ms(cfg: RunConfig, input_lengths: dict[str, int] | None, repeats: int = 5) -> float:
+    """Median time of one sample's forward pass through the whole model (encoders
+    included), on the trial's CPU: the latency objective of multi-objective searches."""
+    model = TACFN(cfg.architecture(input_lengths)).eval()
+    inputs = {m.name: torch.randn(1, *m.input_shape) for m in model.cfg.modalities}
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            model(inputs)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]) * 1e3)  # the first call warms up
+
+
+def run_trial(
+    params: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    shared: TaskData | SharedTask | None,
+    shared_identity: str | None,
+    workers: TrialWorkers | None = None,
+    measure_latency: bool = False,
+) -> None:
+    """Train the trial's configuration, reporting each epoch (and the final status) to Tune.
+
+    With ``workers`` (several Ray Train workers per trial), ``shared`` is a SharedTask.
+    """
     cfg = trial_run_config(base, params)
     task = shared if shared is not None and encoder_identity(cfg) == shared_identity else None
     total, trainable = count_parameters(cfg, shared.input_lengths if shared else None)
+    static = {
+        "num_parameters": total,
+        "trainable_parameters": trainable,
+        "target_epochs": cfg.train.epochs,
+    }
+    if measure_latency:
+        static["latency_ms"] = inference_latency_ms(cfg, shared.input_lengths if shared else None)
+    if workers is not None:
+        fit_trial(cfg, task=task, workers=workers, name=tune.get_context().get_trial_id(), extra=static)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="tacfn-trial-"))
     ckpt_dir = workdir / "checkpoints"
     resume = False
@@ -53,7 +94,6 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], shared: TaskData 
         with restored.as_directory() as path:
             shutil.copytree(path, ckpt_dir)
         resume = True
-    static = {"num_parameters": total, "trainable_parameters": trainable, "target_epochs": cfg.train.epochs}
 
     best = {"val_score": -float("inf")}
 
