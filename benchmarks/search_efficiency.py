@@ -38,7 +38,6 @@ import ray
 import torch
 
 from tacfn.search import ExperimentStore, SearchSpec, compile_space, run_search
-from tacfn.search._runner import OPTUNA_FILE
 from tacfn.search._space import grid, parse_space
 from tacfn.tasks import default_cache_dir
 
@@ -79,15 +78,6 @@ def efficiency_spec(
     )
 
 
-def enqueue_points(out: Path, spec: SearchSpec, points: list[dict[str, Any]]) -> None:
-    """Queue ``points`` in the study ``run_search(spec, out)`` will load, to be its first trials."""
-    out.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{out / OPTUNA_FILE}"
-    study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
-    for point in points:
-        study.enqueue_trial(point)
-
-
 def trials_in_order(out: Path) -> list[dict[str, Any]]:
     """The search's trials, as store rows, in the order they finished."""
     rows = ExperimentStore(out).trials().to_pylist()
@@ -102,8 +92,7 @@ def run_grid(epochs: int, synthetic: dict[str, int], root: Path) -> tuple[float,
     )
     points = grid(compile_space(spec))
     out = root / "grid"
-    enqueue_points(out, spec, points)
-    run_search(spec, out, quiet=True)
+    run_search(spec, out, quiet=True, points=points)
     rows = trials_in_order(out)
     keys = list(spec.space)
     ran = sorted(tuple(row[f"config.{key}"] for key in keys) for row in rows)

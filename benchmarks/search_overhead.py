@@ -47,7 +47,7 @@ from tacfn.config import parse_run_config
 from tacfn.data.feature_cache import CachedFeatures, FeatureCache, cache_key, encode_to_cache
 from tacfn.model import create_model
 from tacfn.search import ExperimentStore, SearchSpec, compile_space, run_search
-from tacfn.search._runner import OPTUNA_FILE, init_ray
+from tacfn.search._runner import init_ray
 from tacfn.search._space import grid, parse_space
 from tacfn.search._trainable import trial_run_config
 from tacfn.tasks import default_cache_dir, load_task
@@ -82,15 +82,6 @@ def overhead_spec(epochs: int, synthetic: dict[str, int], concurrency: int) -> S
         },
         "search_overhead",
     )
-
-
-def enqueue_points(out: Path, spec: SearchSpec, points: list[dict[str, Any]]) -> None:
-    """Queue ``points`` in the study ``run_search(spec, out)`` will load, to be its first trials."""
-    out.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{out / OPTUNA_FILE}"
-    study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
-    for point in points:
-        study.enqueue_trial(point)
 
 
 def check_trials(store: ExperimentStore, spec: SearchSpec, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,9 +122,8 @@ def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "search"
-        enqueue_points(out, spec, points)
         t0 = time.perf_counter()
-        run_search(spec, out, quiet=True)
+        run_search(spec, out, quiet=True, points=points)
         search_s = time.perf_counter() - t0
         rows = check_trials(ExperimentStore(out), spec, points)
     processes = len({row["worker"] for row in rows})

@@ -121,14 +121,30 @@ def parse_run_config(data: Any, source: str = "<config>") -> RunConfig:
         raise ConfigError(f"{source}: {_format_validation_error(err)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: Path) -> Any:
-    """Safe-load a YAML file; a missing or malformed file raises ConfigError."""
+    """Safe-load a YAML file (a key given twice is an error); a missing or malformed file
+    raises ConfigError with the line."""
     try:
         text = Path(path).read_text()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -26,7 +26,7 @@ from .data.preprocessing import PreprocessConfig
 from .data.ravdess import EMOTIONS
 from .data.splits import get_fold
 from .data.synth import write_synthetic_ravdess
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .model import TACFN, TACFNConfig
 
 Batch = dict[str, Tensor]

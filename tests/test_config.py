@@ -53,5 +53,5 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path):
 
 
 def test_missing_file(tmp_path: Path):
-    with pytest.raises(ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match="cannot read"):
         load_run_config(tmp_path / "absent.yaml")

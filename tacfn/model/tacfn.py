@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 
 from ..data.preprocessing import LITE_PREPROCESS, PAPER_PREPROCESS, PreprocessConfig

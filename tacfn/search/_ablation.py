@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray import tune
 
 from ..config import load_yaml, parse_run_config
-from ..data.splits import PROTOCOLS
 from ..errors import ConfigError
 from ..tasks import default_cache_dir
 from ..training import EpochRecord, train

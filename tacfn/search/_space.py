@@ -66,7 +66,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import RunConfig
+from ..config import RunConfig, load_yaml
 from ..errors import ConfigError
 from ..model import TACFNConfig
 from ..model.fusion import FusionConfig, get_fusion_block_class, list_fusion_blocks, valid_heads
@@ -516,7 +516,7 @@ def find_space(name_or_path: str | Path) -> Path:
 
 def load_space(path: str | Path) -> SearchSpec:
     """Read and validate a search-space YAML file."""
-    return parse_space(_load_yaml(Path(path)), str(path))
+    return parse_space(load_yaml(Path(path)), str(path))
 
 
 def parse_space(data: Any, source: str = "<space>") -> SearchSpec:
@@ -532,35 +532,6 @@ def parse_space(data: Any, source: str = "<space>") -> SearchSpec:
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     return spec
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = []
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.append(key)
-        return super().construct_mapping(node, deep)
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read search space ({err.strerror or err})") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
 
 
 def _validate(spec: SearchSpec) -> None:
