@@ -188,24 +188,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .search import find_space, load_space, run_search
-    from .search._store import EXPERIMENT_FILE
 
     if args.resume:
-        resume_dir = Path(args.resume)
-        spec_file = resume_dir / EXPERIMENT_FILE
-        if not spec_file.exists():
-            raise ConfigError(f"--resume {resume_dir}: not a tacfn search folder (no {EXPERIMENT_FILE})")
+        from .search import ExperimentStore
         from .search._space import parse_space
-        import json
 
-        try:
-            experiment = json.loads(spec_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{spec_file} is corrupt ({err})") from None
-        if experiment.get("kind") != "search":
-            raise ConfigError(f"--resume {resume_dir}: this folder holds a {experiment.get('kind')!r} experiment, not a search")
-        spec = parse_space(experiment["spec"], str(spec_file))
-        out = resume_dir
+        out = Path(args.resume)
+        store = ExperimentStore.open(out)  # one-line errors: not an experiment, corrupt, newer schema
+        if store.kind != "search":
+            raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not a search")
+        spec = parse_space(store.experiment["spec"], str(out / "experiment.json"))
     else:
         if not args.space:
             raise ConfigError("give a SPACE file or name, or --resume DIR")

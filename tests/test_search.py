@@ -142,7 +142,7 @@ def test_multi_objective_refuses_asha(prepared_lite: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["search", "--resume", "/nonexistent/exp"], "not a tacfn search folder"),
+        (["search", "--resume", "/nonexistent/exp"], "is not a tacfn experiment folder"),
         (["search", "no_such_space"], "no_such_space"),
     ],
 )
