@@ -238,6 +238,28 @@ def test_reinforcement_with_uniform_alpha(residual: bool) -> None:
     torch.testing.assert_close(logits, expected)
 
 
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("direction", ["audio->video", "both"])
+def test_pooling_reinforced_features_matches_building_them(residual: bool, direction: str) -> None:
+    """The head pools t * alpha (+ t) without building it; gradients agree as well."""
+    block = _build("tacfn", LITE, residual=residual, direction=direction).eval()
+    features = {k: v.requires_grad_() for k, v in _features(LITE, 3).items()}
+    logits = block(features)
+    summaries = {name: select(features[name]) for name, select in block.selection.items()}
+    alphas = {t: block.weights[t](features[t], [summaries[s] for s in src]) for t, src in block.sources.items()}
+    assert alphas["video"].std() > 0, "a non-uniform alpha, so the reinforcement matters"
+    built = {
+        name: x * alphas[name].unsqueeze(1) + (x if residual else 0) if name in alphas else x
+        for name, x in features.items()
+    }
+    expected = block.head(built)
+    torch.testing.assert_close(logits, expected)
+    grads = torch.autograd.grad(logits.sum(), [features["video"], features["audio"]])
+    reference = torch.autograd.grad(expected.sum(), [features["video"], features["audio"]])
+    for got, want in zip(grads, reference):
+        torch.testing.assert_close(got, want)
+
+
 # -- heads and late fusion -------------------------------------------------------------------
 
 

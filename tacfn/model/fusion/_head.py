@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -22,8 +24,21 @@ class ModalityPool(nn.Module):
         self.modality = modality
         self.dropout = nn.Dropout(head_dropout) if modality.head_pool == "flatten" else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, alpha: Tensor | None = None, residual: bool = True) -> Tensor:
+        """Pool ``x``, or ``x * alpha + x`` (``x * alpha`` without ``residual``).
+
+        ``alpha`` (B, *positions) weighs each position. Mean pooling never builds the
+        reinforced features: their mean is ``mean(x) + (x @ alpha) / P``, one pass over
+        ``x`` instead of four (for the paper's video, 16 x 2048 x 98 floats a batch).
+        """
         check_shape(x, self.modality)
+        if alpha is not None and self.dropout is None:
+            flat = x.flatten(2)  # (B, C, P)
+            weighted = torch.bmm(flat, alpha.reshape(len(x), -1, 1)).squeeze(2) / flat.shape[2]
+            return weighted + flat.mean(dim=2) if residual else weighted
+        if alpha is not None:
+            reinforced = x * alpha.unsqueeze(1)
+            x = reinforced + x if residual else reinforced
         if self.dropout is None:
             return x.flatten(2).mean(dim=2)
         return self.dropout(x.flatten(1))
@@ -42,6 +57,10 @@ class PooledConcatHead(nn.Module):
         self.pools = nn.ModuleDict({m.name: ModalityPool(m, head_dropout) for m in spec.modalities})
         self.fc = nn.Linear(sum(m.head_features for m in spec.modalities), spec.num_outputs)
 
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
-        pooled = [self.pools[name](features[name]) for name in self.names]
+    def forward(self, features: dict[str, Tensor], alphas: Mapping[str, Tensor] | None = None,
+                residual: bool = True) -> Tensor:
+        """Logits from ``features``; a modality in ``alphas`` is pooled reinforced (see
+        :meth:`ModalityPool.forward`)."""
+        alphas = alphas or {}
+        pooled = [self.pools[name](features[name], alphas.get(name), residual) for name in self.names]
         return self.fc(torch.cat(pooled, dim=1)).view(-1, *self.out_shape)

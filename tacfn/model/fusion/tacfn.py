@@ -126,11 +126,8 @@ class TACFNFusion(nn.Module):
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         summaries = {name: select(features[name]) for name, select in self.selection.items()}
-        fused = dict(features)
+        alphas = {}
         for target, sources in self.sources.items():
-            x = features[target]
-            alpha = self.weights[target](x, [summaries[s] for s in sources])
-            self.last_alpha[target] = alpha.detach()
-            reinforced = x * alpha.unsqueeze(1)
-            fused[target] = reinforced + x if self.residual else reinforced
-        return self.head(fused)
+            alphas[target] = self.weights[target](features[target], [summaries[s] for s in sources])
+            self.last_alpha[target] = alphas[target].detach()
+        return self.head(features, alphas, self.residual)  # pools t * alpha (+ t) per target
