@@ -1,10 +1,10 @@
 """Loading an experiment folder into Polars frames, and saying what state it is in.
 
-Every table is read through :func:`tacfn.search._store.read_table` (one open handle per
-file), ``trials.parquet`` first: the writer saves a trial's epochs and predictions before
-its row, so every trial read here has its curves on disk. A table that cannot be read is
-reported in :attr:`Experiment.problems` and replaced by an empty one, so the page still
-says what is wrong instead of failing.
+Every table is read through :meth:`tacfn.search._store.Location.read_table` (one open
+handle, or one GET, per file), ``trials.parquet`` first: the writer saves a trial's epochs
+and predictions before its row, so every trial read here has its curves on disk. A table
+that cannot be read is reported in :attr:`Experiment.problems` and replaced by an empty
+one, so the page still says what is wrong instead of failing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import polars as pl
 
 from tacfn.errors import DataError
-from tacfn.search._store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, read_table
+from tacfn.search._store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location
 
 if TYPE_CHECKING:
     from tacfn.search._store import _TableSpec
@@ -29,7 +29,7 @@ FINISHED_BAD = ("failed", "diverged")
 class Experiment:
     """One experiment folder as Polars frames: what every view reads."""
 
-    root: Path
+    root: Path | str  # a local folder, or a URI such as s3://bucket/prefix
     name: str
     kind: str | None  # "search" or "ablation"; None when experiment.json is unreadable
     spec: dict[str, Any]
@@ -74,21 +74,22 @@ class Notice(NamedTuple):
 
 
 def load_experiment(exp_dir: str | Path) -> Experiment:
-    """Read an experiment folder; raises DataError only when it is not an experiment folder at all."""
-    root = Path(exp_dir)
-    if not (root / EXPERIMENT_FILE).is_file():
-        raise DataError(f"{root} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
+    """Read an experiment folder (a path or a URI); raises DataError only when it is not an
+    experiment folder at all."""
+    location = Location(exp_dir)
+    if not location.exists(EXPERIMENT_FILE):
+        raise DataError(f"{location.root} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
     problems: list[str] = []
     try:
-        experiment = ExperimentStore.open(root).experiment
+        experiment = ExperimentStore.open(location.root).experiment
     except DataError as exc:
         problems.append(f"{exc}; the views below use the tables only")
-        experiment = {"name": root.name, "kind": None, "spec": {}}
+        experiment = {"name": location.name, "kind": None, "spec": {}}
     tables = {}
     for table in (TRIALS, EPOCHS, PREDICTIONS):  # trials first: see the module docstring
-        tables[table.file] = _read(root, table, problems)
+        tables[table.file] = _read(location, table, problems)
     return Experiment(
-        root=root,
+        root=location.root,
         name=experiment["name"],
         kind=experiment["kind"],
         spec=experiment["spec"],
@@ -101,13 +102,13 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     )
 
 
-def _read(root: Path, table: _TableSpec, problems: list[str]) -> pl.DataFrame:
+def _read(location: Location, table: _TableSpec, problems: list[str]) -> pl.DataFrame:
     """A table as a DataFrame, or the empty table (with a problem noted) when it cannot be read."""
-    path = root / table.file
-    if not path.exists():
-        return pl.from_arrow(table.empty())
+    path = location.child(table.file)
     try:
-        frame = pl.from_arrow(read_table(path))
+        if not location.exists(table.file):
+            return pl.from_arrow(table.empty())
+        frame = pl.from_arrow(location.read_table(table.file))
     except DataError as exc:
         problems.append(str(exc))
         return pl.from_arrow(table.empty())
@@ -162,12 +163,6 @@ def notices(exp: Experiment) -> list[Notice]:
 
 
 def state_version(exp_dir: str | Path) -> str:
-    """A token that changes whenever the experiment's files change (their modification times)."""
-    root = Path(exp_dir)
-    stamps = []
-    for name in (EXPERIMENT_FILE, TRIALS.file):
-        try:
-            stamps.append((root / name).stat().st_mtime_ns)
-        except OSError:
-            stamps.append(0)
-    return json.dumps(stamps)
+    """A token that changes whenever the experiment's files change (their modification times and sizes)."""
+    location = Location(exp_dir)
+    return json.dumps([location.stamp(name) for name in (EXPERIMENT_FILE, TRIALS.file)])

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from tacfn.errors import DataError
+from tacfn.search._store import Location
 
 from ._ablation import plot_ablation_forest, plot_ablation_table
 from ._best import plot_confusion_matrix, plot_missing_modality, plot_per_class
@@ -195,9 +196,14 @@ def render_page(sections: Sequence[Section], *, version: str = "", live: bool = 
     )
 
 
-def default_output(exp_dirs: Sequence[Path]) -> Path:
-    """``EXP_DIR/dashboard.html`` for one experiment, ``comparison.html`` beside the first for several."""
-    return exp_dirs[0] / "dashboard.html" if len(exp_dirs) == 1 else exp_dirs[0].parent / "comparison.html"
+def default_output(exp_dirs: Sequence[Path | str]) -> Path:
+    """``EXP_DIR/dashboard.html`` for one experiment, ``comparison.html`` beside the first for several;
+    in the current folder when the first is a URI (the page is a local file)."""
+    name = "dashboard.html" if len(exp_dirs) == 1 else "comparison.html"
+    first = exp_dirs[0]
+    if isinstance(first, str):
+        return Path(name)
+    return first / name if len(exp_dirs) == 1 else first.parent / name
 
 
 def write_dashboard(exp_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
@@ -207,7 +213,7 @@ def write_dashboard(exp_dirs: Sequence[str | Path], out: str | Path | None = Non
     experiment (no ``experiment.json``) or the file cannot be written; anything wrong
     inside an experiment is reported on the page instead.
     """
-    dirs = [Path(d) for d in exp_dirs]
+    dirs = [Location(d).root for d in exp_dirs]
     if not dirs:
         raise ValueError("`exp_dirs` must name at least one experiment folder, but got none")
     page = render_page(build_sections(dirs))

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tacfn.errors import ConfigError, DataError
+from tacfn.search._store import Location
 
 from ._loading import Notice, load_experiment, state_version
 from ._page import Section, build_sections, figures_payload, render_page
@@ -25,7 +26,8 @@ class LiveDashboard:
     """Renders one experiment folder, cached per :func:`~dashboards._loading.state_version`."""
 
     def __init__(self, exp_dir: str | Path) -> None:
-        self.exp_dir = Path(exp_dir)
+        self.location = Location(exp_dir)
+        self.exp_dir = self.location.root
         load_experiment(self.exp_dir)  # DataError now if this is not an experiment folder
         self._lock = threading.Lock()
         self._version: str | None = None
@@ -43,7 +45,7 @@ class LiveDashboard:
                     self._sections = build_sections([self.exp_dir])
                 except DataError as exc:  # the folder went away while serving
                     problem = [Notice("error", str(exc))]
-                    self._sections = [Section("exp0", self.exp_dir.name, str(self.exp_dir), problem, [])]
+                    self._sections = [Section("exp0", self.location.name, str(self.exp_dir), problem, [])]
                 self._version = version
             return self._version, self._sections
 

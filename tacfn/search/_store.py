@@ -18,13 +18,16 @@ lists or dicts are stored as JSON strings. Values of one column that mix strings
 numbers or bools with numbers are stored as strings. A column that holds only nulls so
 far is typed string for ``config.`` columns and float64 otherwise.
 
-Writes are atomic (temp file in the same folder, fsync, ``os.replace``), so a dashboard
-reading while a search runs always sees whole files; a failed write raises
-:class:`~tacfn.errors.DataError` and leaves the previous file in place. One process (the
-Ray driver) writes; readers may be many. A reader during a search must read each file
-through one open handle: :func:`read_table` does, as does ``pl.read_parquet`` given an
-open file, whereas ``pq.read_table(path)`` and ``pl.read_parquet(path)`` open the path
-more than once and can pair one version's footer with the next version's pages.
+The folder is a local path or a pyarrow filesystem URI (``s3://bucket/prefix``; see
+:class:`Location`). Writes are atomic, so a dashboard reading while a search runs always
+sees whole files: locally a temp file in the same folder, fsync and ``os.replace``; on an
+object store the file is built in memory and sent as one whole object, which becomes
+visible only once complete. A failed write raises :class:`~tacfn.errors.DataError` and
+leaves the previous file in place. One process (the Ray driver) writes; readers may be
+many. A reader during a search must read each file through one open handle (one GET on
+an object store): :func:`read_table` does, as does ``pl.read_parquet`` given an open file,
+whereas ``pq.read_table(path)`` and ``pl.read_parquet(path)`` open the path more than once
+and can pair one version's footer with the next version's pages.
 
 :meth:`ExperimentStore.record_trial` rewrites each table in full: fine up to about 5,000
 trials of 50 epochs (with 240 test predictions each, about 1 s per trial on 2 CPU cores).
@@ -50,6 +53,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .. import __version__
@@ -133,12 +137,15 @@ class ExperimentStore:
     """An experiment folder: ``experiment.json`` plus the trials, epochs and predictions tables.
 
     ``ExperimentStore(root)`` (or :meth:`open`) opens an existing folder;
-    :meth:`create` starts one. Only one process may write to a folder at a time.
+    :meth:`create` starts one. ``root`` is a local path or a URI such as
+    ``s3://bucket/prefix``; :attr:`root` is then a :class:`~pathlib.Path` or that URI.
+    Only one process may write to a folder at a time.
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.experiment: dict[str, Any] = _read_experiment(self.root / EXPERIMENT_FILE)
+        self.location = Location(root)
+        self.root: Path | str = self.location.root
+        self.experiment: dict[str, Any] = _read_experiment(self.location)
 
     def __repr__(self) -> str:
         return f"ExperimentStore({str(self.root)!r}, kind={self.kind!r}, name={self.name!r})"
@@ -175,9 +182,9 @@ class ExperimentStore:
             raise ValueError(f"`kind` must be one of {list(KINDS)}, but got {kind!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"`name` must be a non-empty string, but got {name!r}")
-        root = Path(root)
+        location = Location(root)
         spec_json = _json_roundtrip(spec, "spec")
-        if (root / EXPERIMENT_FILE).exists():
+        if location.exists(EXPERIMENT_FILE):
             store = cls(root)
             _check_same_experiment(store, kind, name, spec_json)
             return store
@@ -192,12 +199,9 @@ class ExperimentStore:
             "hardware": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpus": None}
             | _json_roundtrip(hardware or {}, "hardware"),
         }
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataError(f"cannot create the experiment folder {root} ({exc})") from exc
+        location.makedirs()
         text = json.dumps(experiment, indent=2, allow_nan=False) + "\n"
-        _write_atomic(root / EXPERIMENT_FILE, lambda f: f.write(text.encode()))
+        location.write(EXPERIMENT_FILE, lambda f: f.write(text.encode()))
         return cls(root)
 
     # --- reading -----------------------------------------------------------------------
@@ -221,8 +225,7 @@ class ExperimentStore:
         return set(done["trial_id"].to_pylist())
 
     def _read(self, spec: _TableSpec) -> pa.Table:
-        path = self.root / spec.file
-        return read_table(path) if path.exists() else spec.empty()
+        return self.location.read_table(spec.file) if self.location.exists(spec.file) else spec.empty()
 
     # --- writing -----------------------------------------------------------------------
 
@@ -256,23 +259,18 @@ class ExperimentStore:
             (TRIALS, _build_table(TRIALS, [dict(row)], "row")),
         ]
         for spec, new in new_tables:
-            path = self.root / spec.file
-            table = _upsert(self._read(spec), new, trial_id, spec, path)
-            _write_atomic(path, lambda f, table=table: pq.write_table(table, f))
+            table = _upsert(self._read(spec), new, trial_id, spec, self.location.child(spec.file))
+            self.location.write(spec.file, lambda f, table=table: pq.write_table(table, f))
 
 
 def read_table(path: str | Path) -> pa.Table:
-    """Read a whole Parquet file; a missing, truncated or corrupt file raises DataError naming it."""
+    """Read a whole Parquet file (a local path or a URI); a missing, truncated or corrupt file
+    raises DataError naming it."""
+    if is_uri(path):
+        folder, _, name = str(path).rstrip("/").rpartition("/")
+        return Location(folder).read_table(name)
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    try:
-        # One open file for footer and pages: pq.read_table(path) opens the path twice, and a
-        # writer's os.replace in between pairs the old footer with the new file's pages.
-        with pa.OSFile(str(path)) as f:
-            return pq.ParquetFile(f).read()
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return Location(path.parent).read_table(path.name)
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[str, Any]:
@@ -317,12 +315,13 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 # --- experiment.json -----------------------------------------------------------------------
 
 
-def _read_experiment(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path.parent} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
+def _read_experiment(location: Location) -> dict[str, Any]:
+    path = location.child(EXPERIMENT_FILE)
+    if not location.exists(EXPERIMENT_FILE):
+        raise DataError(f"{location.root} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
     try:
-        experiment = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        experiment = json.loads(location.read_bytes(EXPERIMENT_FILE))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: unreadable experiment file ({exc})") from exc
     if not isinstance(experiment, dict):
         raise DataError(f"{path}: an experiment file must be a JSON object")
@@ -513,7 +512,7 @@ def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
     return pa.null() if column.null_count == len(column) else column.type
 
 
-def _upsert(old: pa.Table, new: pa.Table, trial_id: str, spec: _TableSpec, path: Path) -> pa.Table:
+def _upsert(old: pa.Table, new: pa.Table, trial_id: str, spec: _TableSpec, path: Path | str) -> pa.Table:
     """``old`` without ``trial_id``'s rows, plus ``new``; each column gets one type for both."""
     kept = old.filter(pc.invert(pc.equal(old["trial_id"], trial_id)))
     extra = sorted((set(kept.column_names) | set(new.column_names)) - spec.columns.keys(), key=_extra_order)
@@ -534,6 +533,141 @@ def _upsert(old: pa.Table, new: pa.Table, trial_id: str, spec: _TableSpec, path:
                 raise DataError(f"{path}: column {name!r} cannot be stored as {dtype} ({exc})") from exc
         columns[name] = pa.chunked_array(pieces, type=dtype)
     return pa.table(columns).combine_chunks()
+
+
+# --- where the files live: a local folder or a filesystem URI ---------------------------------
+
+
+def is_uri(location: str | Path) -> bool:
+    """Whether ``location`` is a filesystem URI (``s3://bucket/prefix``) rather than a local path."""
+    return isinstance(location, str) and "://" in location
+
+
+def absolute_root(root: str | Path) -> Path | str:
+    """An experiment folder as the runners hand it to Ray: an absolute local Path, or the URI."""
+    location = Location(root).root
+    return location.resolve() if isinstance(location, Path) else location
+
+
+class Location:
+    """An experiment folder's files: a local folder, or a folder under a URI that
+    ``pyarrow.fs.FileSystem.from_uri`` opens (``s3://``, ``gs://``, ``abfs://``, ...).
+
+    Object stores have no rename. A file is built in memory and sent as one object: on S3 a
+    single PUT (a multipart upload for a file above pyarrow's part size), and either way
+    readers see the new object only once it is whole. A file is read whole with one GET
+    (ranged by the size just read: a read that raced a replacement fails to parse and is
+    tried once more). Credentials, region and endpoint come from the environment
+    (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``, ...), as for Ray's own
+    storage; the URI itself takes no ``?options``.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        if is_uri(root) and "?" in str(root):
+            raise ConfigError(f"{root}: options in the URI are not supported; set them in the environment (AWS_REGION, ...)")
+        self.root: Path | str = str(root).rstrip("/") if is_uri(root) else Path(root)
+        self._remote: tuple[pafs.FileSystem, str] | None = None  # opened on first use
+
+    @property
+    def name(self) -> str:
+        """The folder's last component."""
+        return self.root.name if isinstance(self.root, Path) else self.root.rpartition("/")[2]
+
+    def child(self, name: str) -> Path | str:
+        """The path or URI of the file ``name`` in the folder (for messages and for Ray)."""
+        return self.root / name if isinstance(self.root, Path) else f"{self.root}/{name}"
+
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        if self._remote is None:
+            uri = str(self.root)
+            if uri.startswith("s3://"):  # open on the first write: a small file is then one PUT, not a multipart upload
+                uri += "?allow_delayed_open=true"
+            try:
+                self._remote = pafs.FileSystem.from_uri(uri)
+            except (OSError, pa.ArrowException) as exc:
+                raise DataError(f"cannot open {self.root} ({exc})") from exc
+        return self._remote
+
+    def exists(self, name: str) -> bool:
+        """Whether the file ``name`` exists."""
+        if isinstance(self.root, Path):
+            return (self.root / name).is_file()
+        fs, path = self._fs()
+        try:
+            return fs.get_file_info(f"{path}/{name}").type == pafs.FileType.File
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read {self.child(name)} ({exc})") from exc
+
+    def stamp(self, name: str) -> tuple[int, int]:
+        """``(modification time in ns, size)`` of the file ``name``, ``(0, 0)`` when it is missing:
+        changes whenever the file is replaced (object stores keep whole-second times)."""
+        try:
+            if isinstance(self.root, Path):
+                stat = (self.root / name).stat()
+                return stat.st_mtime_ns, stat.st_size
+            fs, path = self._fs()
+            info = fs.get_file_info(f"{path}/{name}")
+        except (OSError, pa.ArrowException, DataError):
+            return 0, 0
+        return (info.mtime_ns or 0, info.size or 0) if info.type == pafs.FileType.File else (0, 0)
+
+    def read_bytes(self, name: str) -> bytes:
+        """The whole file ``name``, read at once; DataError naming it when it cannot be read."""
+        try:
+            if isinstance(self.root, Path):
+                return (self.root / name).read_bytes()
+            fs, path = self._fs()
+            with fs.open_input_stream(f"{path}/{name}") as f:
+                return f.readall()
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read {self.child(name)} ({exc})") from exc
+
+    def read_table(self, name: str) -> pa.Table:
+        """The whole Parquet file ``name``; a missing, truncated or corrupt file raises DataError naming it."""
+        where = self.child(name)
+        if not self.exists(name):
+            raise DataError(f"{where} does not exist")
+        try:
+            if isinstance(self.root, Path):
+                # One open file for footer and pages: pq.read_table(path) opens the path twice, and a
+                # writer's os.replace in between pairs the old footer with the new file's pages.
+                with pa.OSFile(str(where)) as f:
+                    return pq.ParquetFile(f).read()
+            try:
+                return pq.ParquetFile(pa.BufferReader(self.read_bytes(name))).read()
+            except pa.ArrowException:  # the object was replaced between its size and its GET
+                return pq.ParquetFile(pa.BufferReader(self.read_bytes(name))).read()
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{where}: not a readable Parquet file ({exc})") from exc
+
+    def makedirs(self) -> None:
+        """Create the folder (and its parents); DataError when that is not possible."""
+        try:
+            if isinstance(self.root, Path):
+                self.root.mkdir(parents=True, exist_ok=True)
+            else:
+                fs, path = self._fs()
+                fs.create_dir(path, recursive=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot create the experiment folder {self.root} ({exc})") from exc
+
+    def write(self, name: str, write: Callable[[BinaryIO], Any]) -> None:
+        """Replace the file ``name`` atomically with what ``write`` writes to the file object it gets;
+        on failure DataError, and the previous version stays."""
+        if isinstance(self.root, Path):
+            _write_atomic(self.root / name, write)
+            return
+        try:
+            # Build the whole file first, so a failing writer never reaches the store, then
+            # send it in one upload: the new object appears only once it is complete.
+            buffer = pa.BufferOutputStream()
+            write(buffer)
+            data = buffer.getvalue()
+            fs, path = self._fs()
+            with fs.open_output_stream(f"{path}/{name}") as f:
+                f.write(data)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"could not write {self.child(name)} ({exc}); its previous version is unchanged") from exc
 
 
 # --- atomic writes ---------------------------------------------------------------------------
