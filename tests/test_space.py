@@ -279,6 +279,8 @@ BAD_SPACES = [
      r"search\.asha\.grace_period: `grace_period <= train\.epochs` must hold.*\(grace_period=5, epochs=4\)"),
     (_spec({"train.lr": {"float": [0.1, 0.2]}}, workers=2, resources={"gpu": 0.5}),
      r"search: workers > 1 need a whole GPU each"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, max_failures=-1),
+     r"search\.max_failures: Input should be greater than or equal to 0"),
     (_spec({"train.lr": {"float": [0.1, 0.2]}}, metric="val_acc"),
      r"search\.metric: Input should be 'val_score' or 'val_weighted_f1'"),
     ({**_spec({"train.lr": {"float": [0.1, 0.2]}}), "name": "my search"}, r"name: `name` must be a folder name"),

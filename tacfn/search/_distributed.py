@@ -106,6 +106,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {
             **asdict(record),
             **config["extra"],
+            "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 trained
             "best_val_score": state.best_score,  # what model selection (and Optuna) sees
             "status": "running",
             "finished": record.epoch == cfg.train.epochs,

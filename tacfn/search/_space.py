@@ -74,6 +74,7 @@ from ..model.fusion import FusionConfig, get_fusion_block_class, list_fusion_blo
 if TYPE_CHECKING:
     import optuna
 
+# The shipped spaces: the checkout's search_spaces/, which a wheel installs beside tacfn.
 SEARCH_SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 Metric = Literal["val_score", "val_weighted_f1"]  # maximised
 Objective = Literal["num_parameters", "latency_ms"]  # minimised
@@ -90,6 +91,14 @@ Condition = tuple[str, tuple[Any, ...]]  # a parent key and the values that let 
 
 
 # --- the file -----------------------------------------------------------------------------
+
+
+def check_folder_name(name: str) -> str:
+    """``name`` if it is one plain folder name (the default ``runs/NAME``); a path such as
+    ``../x`` or ``/x`` raises ValueError, so a file cannot send results outside ``runs/``."""
+    if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
+        raise ValueError(f"`name` must be a folder name (letters, digits, `_`, `.`, `-`), but got {name!r}")
+    return name
 
 
 class _Strict(BaseModel):
@@ -184,7 +193,11 @@ class Resources(_Strict):
 
 
 class SearchSettings(_Strict):
-    """How to search: objective, budget, scheduler, seed and resources."""
+    """How to search: objective, budget, scheduler, seed, resources and failure policy.
+
+    ``max_failures`` is how many times a trial whose process or node dies is restarted
+    from its last checkpoint before it is recorded as failed.
+    """
 
     metric: Metric = "val_score"
     trials: int = Field(16, ge=1)
@@ -195,6 +208,7 @@ class SearchSettings(_Strict):
     resources: Resources = Field(default_factory=Resources)
     workers: int = Field(1, ge=1)
     objectives: list[Objective] = Field(default_factory=list)
+    max_failures: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> SearchSettings:
@@ -219,9 +233,7 @@ class SearchSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _folder_name(cls, name: str) -> str:
-        if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
-            raise ValueError(f"`name` must be a folder name (letters, digits, `_`, `.`, `-`), but got {name!r}")
-        return name
+        return check_folder_name(name)
 
     @field_validator("base", mode="before")
     @classmethod

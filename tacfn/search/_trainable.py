@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from ray import tune
 
@@ -80,6 +81,7 @@ def run_trial(
         "num_parameters": total,
         "trainable_parameters": trainable,
         "target_epochs": cfg.train.epochs,
+        "node_id": ray.get_runtime_context().get_node_id(),
     }
     if measure_latency:
         static["latency_ms"] = inference_latency_ms(cfg, shared.input_lengths if shared else None)
