@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from tacfn.errors import TacfnError
 
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+_RESULT_KEYS = ("status", "history", "num_parameters")  # what every report reads
 
 
 class RunReportError(TacfnError):
@@ -37,13 +38,18 @@ class ConfusionInfo(NamedTuple):
 
 
 def load_result(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/result.json``; RunReportError when it is missing, corrupt or not a run's result."""
     path = Path(run_dir) / "result.json"
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunReportError(f"{path} not found: is {run_dir} a training run folder?") from None
     except (OSError, json.JSONDecodeError) as err:
         raise RunReportError(f"{path} is unreadable or corrupt ({err})") from None
+    missing = [key for key in _RESULT_KEYS if key not in result] if isinstance(result, dict) else list(_RESULT_KEYS)
+    if missing:
+        raise RunReportError(f"{path} is not a training result: it lacks {missing} (written by `tacfn train --out`)")
+    return result
 
 
 def _curves_info(result: dict[str, Any]) -> CurvesInfo:

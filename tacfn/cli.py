@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, TacfnError
+from .errors import ConfigError, DataError, TacfnError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -34,7 +34,11 @@ def _set_override(data: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"--set {key}: {raw!r} is not a plain YAML value ({problem})") from None
 
 
 # --- data -------------------------------------------------------------------------------
@@ -68,7 +72,9 @@ def _cmd_data_iemocap(args: argparse.Namespace) -> int:
     from .data.iemocap import convert_iemocap
 
     src = Path(args.src)
-    out = convert_iemocap(src, Path(args.out_dir), allow_pickle=src.suffix == ".pkl")
+    if src.suffix != ".pkl":
+        raise ConfigError(f"{src}: expected MulT's feature file, a .pkl (iemocap_data_noalign.pkl)")
+    out = convert_iemocap(src, Path(args.out_dir), allow_pickle=True)  # named on the command line
     print(f"IEMOCAP converted to Arrow: {out}")
     return 0
 
@@ -143,6 +149,23 @@ def _check_local_capacity(workers: int, gpu: bool) -> None:
         )
 
 
+def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
+    """``--resume`` needs an earlier run's checkpoint in ``--out``: silently starting afresh
+    would hide a mistyped folder."""
+    if out_dir is None:
+        raise ConfigError("--resume continues the run in --out DIR, but no --out was given")
+    if on_ray:
+        from .search._distributed import TRAIN_DIR
+
+        found = out_dir / TRAIN_DIR
+    else:
+        from .training import LAST_CHECKPOINT
+
+        found = out_dir / "checkpoints" / LAST_CHECKPOINT
+    if not found.exists():
+        raise ConfigError(f"--resume: {found} does not exist, so there is no run to continue; drop --resume to start one")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_yaml, parse_run_config
     from .training import train
@@ -159,6 +182,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     on_ray = args.workers > 1 or args.gpu or args.address is not None  # else: in this process
     if on_ray and out_dir is None:
         raise ConfigError("Ray Train runs (--workers N, --gpu, --address) need --out DIR: the workers checkpoint there")
+    if args.resume:
+        _check_resumable(out_dir, on_ray)
     where = f" on {args.workers} Ray Train worker{'s' if args.workers > 1 else ''}" if on_ray else ""
     print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs{where}", flush=True)
     if on_ray:
@@ -188,22 +213,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .search import find_space, load_space, run_search
+    from .search._store import EXPERIMENT_FILE, Location
 
     if args.resume:
         from .search import ExperimentStore
         from .search._space import parse_space
 
-        out = Path(args.resume)
-        store = ExperimentStore.open(out)  # one-line errors: not an experiment, corrupt, newer schema
+        store = ExperimentStore.open(args.resume)  # one-line errors: not an experiment, corrupt, newer schema
+        out = store.root
         if store.kind != "search":
             raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not a search")
-        spec = parse_space(store.experiment["spec"], str(out / "experiment.json"))
+        spec = parse_space(store.experiment["spec"], str(store.location.child(EXPERIMENT_FILE)))
     else:
         if not args.space:
             raise ConfigError("give a SPACE file or name, or --resume DIR")
         spec = load_space(find_space(args.space))
-        out = Path(args.out) if args.out else Path("runs") / spec.name
-        if (out / "experiment.json").exists():
+        location = Location(args.out or Path("runs") / spec.name)
+        out = location.root
+        if location.exists(EXPERIMENT_FILE):
             raise ConfigError(f"{out} already holds an experiment; use --resume {out} or another --out")
     summary = run_search(spec, out, address=args.address, resume=bool(args.resume), trials=args.trials)
     print()
@@ -219,9 +246,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .search import load_plan, run_ablation
+    from .search._store import absolute_root
 
     plan = load_plan(args.plan)
-    out = Path(args.out) if args.out else Path("runs") / plan.name
+    out = absolute_root(args.out or Path("runs") / plan.name)
     table = run_ablation(plan, out, address=args.address)
     print()
     if table.is_empty():
@@ -231,7 +259,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     for row in table.iter_rows(named=True):
         std = f"{row['std']:.3f}" if row["std"] is not None else "-"
         print(f"  {row['variant']:<24} n={row['n']:<3} mean {row['mean']:.3f}  std {std}  vs baseline {row['paired_diff']:+.3f}")
-    print(f"results: {out.resolve()}")
+    print(f"results: {out}")
     return 0
 
 
@@ -246,8 +274,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    dirs = [Path(d) for d in args.dirs]
-    if len(dirs) == 1 and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
+    from .search._store import Location
+
+    dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
+    if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
         print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None)}")
@@ -259,8 +289,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             raise ConfigError("--serve shows one experiment folder at a time")
         serve(dirs[0], host=args.host, port=args.port)
         return 0
-    from dashboards import write_dashboard
+    from dashboards import load_experiment, write_dashboard
 
+    from .search import ExperimentStore
+
+    for folder in dirs:  # the page would show a problem in place of the data: refuse before writing it
+        ExperimentStore.open(folder)  # not an experiment, corrupt, or a newer schema
+        problems = load_experiment(folder).problems
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise DataError(f"{problems[0]}{more}; no dashboard written")
     print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None)}")
     return 0
 
@@ -308,15 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="hyperparameter search with Ray Tune + Optuna")
     p.add_argument("space", nargs="?", help="a YAML space file, or the name of a shipped one (quickstart, ...)")
-    p.add_argument("--out", help="experiment folder (default: runs/NAME)")
+    p.add_argument("--out", help="experiment folder, local or a URI such as s3://bucket/prefix (default: runs/NAME)")
     p.add_argument("--trials", type=int, help="override search.trials")
     p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
-    p.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR (a folder or a URI)")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("ablate", help="run an ablation plan: variants on paired seeds and folds")
     p.add_argument("plan", help="a YAML plan file, or the name of a shipped one (ablation_fusion)")
-    p.add_argument("--out", help="experiment folder (default: runs/NAME); rerun to finish an interrupted plan")
+    p.add_argument("--out", help="experiment folder, local or a URI (default: runs/NAME); rerun to finish an interrupted plan")
     p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
     p.set_defaults(func=_cmd_ablate)
 
@@ -326,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("dashboard", help="one offline HTML file of experiments (or of one training run), or a live view")
-    p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders (searches, ablations) or a `tacfn train --out` folder")
-    p.add_argument("--out", help="HTML file to write")
+    p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders or URIs (searches, ablations), or a `tacfn train --out` folder")
+    p.add_argument("--out", help="HTML file to write (default: in the first folder; in this folder for a URI)")
     p.add_argument("--serve", action="store_true", help="serve a live view that follows a running search")
     p.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default: this machine only)")
     p.add_argument("--port", type=int, default=8050)

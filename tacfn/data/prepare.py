@@ -9,6 +9,7 @@ as the current one. The layout is described in :mod:`tacfn.data.prepared`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -69,7 +70,9 @@ def prepare_ravdess(
         raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
     scan = scan_ravdess(src_dir)
     skipped = list(scan.rejected)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    done = False
     final = {name: out_dir / name for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE)}
     temp = {name: out_dir / f".{name}.{os.getpid()}.tmp" for name in final}
     try:
@@ -97,9 +100,13 @@ def prepare_ravdess(
         final[MANIFEST_FILE].unlink(missing_ok=True)  # no manifest: not a dataset, mid-swap
         for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE):
             os.replace(temp[name], final[name])
+        done = True
     finally:
         for path in temp.values():
             path.unlink(missing_ok=True)
+        if created and not done:  # a failed first run leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
     if centre_cropped:
         warnings.warn(
             f"{len(centre_cropped)} of {prepared} clips had no usable facial landmarks and were "

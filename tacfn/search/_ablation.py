@@ -42,9 +42,9 @@ from ..config import load_yaml, parse_run_config
 from ..errors import ConfigError
 from ..tasks import default_cache_dir
 from ..training import EpochRecord, train
-from ._runner import StoreCallback, init_ray
-from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides
-from ._store import ExperimentStore
+from ._runner import StoreCallback, check_ray_address, init_ray
+from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
+from ._store import ExperimentStore, absolute_root
 from ._trainable import count_parameters
 
 _FOLDS_PER_PROTOCOL = {"6fold": 6, "paper5": 5}
@@ -63,6 +63,11 @@ class AblationPlan(BaseModel):
     folds: list[int] = Field(default_factory=lambda: [0])
     concurrency: int = Field(1, ge=1)
     resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        return check_folder_name(name)
 
     @field_validator("variants")
     @classmethod
@@ -158,21 +163,24 @@ def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants
     tune.report({**last, **static, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions_json": json.dumps(result.predictions)})
 
 
-def run_ablation(plan: AblationPlan, out: Path, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:
-    """Run every variant on every seed and fold into the experiment folder ``out``."""
-    out = Path(out).resolve()
+def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:
+    """Run every variant on every seed and fold into the experiment folder ``out`` (a local
+    folder or a URI such as ``s3://bucket/prefix``, where Ray keeps its experiment too)."""
+    out = absolute_root(out)
     base = dict(plan.base)
     if "cache_dir" not in base.get("data", {}):
         base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
     spec = {**plan.model_dump(mode="json"), "base": base}
+    # An unreachable cluster or missing data fails before anything is written. Synthetic
+    # data is written once here, not raced for by the first trials.
+    from ..tasks import load_task
+
+    check_ray_address(address)
+    load_task(parse_run_config(base, "base"), progress=not quiet)
     store = ExperimentStore.create(out, "ablation", plan.name, spec, hardware={"gpus": plan.resources.gpu})
     done = {(r["variant"], r["seed"], r["fold"]) for r in store.trials().to_pylist() if r["status"] == "completed"}
     runs = [r for r in _runs(plan) if (r["variant"], r["train.seed"], r["data.fold"]) not in done]
     init_ray(address)
-    # Synthetic data is written once here, not raced for by the first trials.
-    from ..tasks import load_task
-
-    load_task(parse_run_config(base, "base"), progress=not quiet)
     trainable = tune.with_parameters(run_ablation_trial, base=base, variants=plan.variants)
     trainable = tune.with_resources(trainable, {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu})
 

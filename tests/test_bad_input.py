@@ -1,0 +1,480 @@
+"""Bad input, end to end: every case exits non-zero with one line on stderr that names the
+problem, no traceback, and leaves what was on disk as it was.
+
+Each case builds its input under ``tmp_path`` and names a guard folder (the output or results
+folder, or the folder an output would go in); the guard's files (path -> sha256) must be the
+same after the command, so nothing was changed, added or removed. The command line runs in
+this process (``tacfn.cli.main``); a few cases run it as a subprocess for the exit status.
+No case starts Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import pytest
+import torch
+import yaml
+
+from tacfn.cli import main
+from tacfn.search._space import parse_space
+from tacfn.search._store import ExperimentStore
+
+ERROR = "tacfn: error: "
+
+
+@dataclass
+class Env:
+    """What a case builds on: a scratch folder and the shared synthetic datasets."""
+
+    tmp: Path
+    raw: Path  # synthetic RAVDESS tree (read-only: copy before changing)
+    prepared: Path  # its lite preparation (read-only)
+
+
+@dataclass
+class Case:
+    """A command, the words its error line must hold, and the folder that must not change."""
+
+    argv: list[str]
+    needles: tuple[str, ...]
+    guard: Path
+    noisy: bool = False  # a progress bar may precede the error line on stderr
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder``: relative path -> sha256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def error_line(err: str, noisy: bool = False) -> str:
+    """The one ``tacfn: error:`` line of ``err``; fails on a traceback or any other line."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(ERROR)]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    if not noisy:
+        assert lines == errors, f"stderr holds more than the error line: {err!r}"
+    return errors[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def work(env: Env) -> Path:
+    """A folder holding an earlier run's files: the guard of cases that must write nothing."""
+    folder = env.tmp / "work"
+    (folder / "earlier").mkdir(parents=True, exist_ok=True)
+    (folder / "earlier" / "result.json").write_text('{"status": "completed"}\n')
+    return folder
+
+
+def empty(env: Env) -> Path:
+    folder = env.tmp / "empty"
+    folder.mkdir()
+    return folder
+
+
+def text_file(env: Env, name: str, text: str) -> str:
+    path = env.tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+def config(env: Env, sections: dict | None = None, name: str = "run.yaml") -> str:
+    """A valid lite run config on the prepared data, with ``sections`` merged in."""
+    data = {"model": {"preset": "lite"}, "data": {"path": str(env.prepared), "cache_dir": str(env.tmp / "cache")},
+            "train": {"epochs": 1, "batch_size": 8}}
+    for key, value in (sections or {}).items():
+        data[key] = {**data.get(key, {}), **value}
+    return text_file(env, name, yaml.safe_dump(data))
+
+
+def space_map(env: Env, **changes) -> dict:
+    """A valid small search space (finetune, so loading it encodes nothing), with ``changes``."""
+    space = {
+        "name": "tiny",
+        "base": {"model": {"preset": "lite"}, "data": {"path": str(env.prepared), "cache_dir": str(env.tmp / "cache")},
+                 "train": {"epochs": 1, "batch_size": 8}},
+        "space": {"train.lr": {"float": [1.0e-4, 1.0e-2], "log": True}},
+        "search": {"trials": 2, "scheduler": "none"},
+    }
+    return {**space, **changes}
+
+
+def space(env: Env, axes: dict | None = None, name: str = "space.yaml", **changes) -> str:
+    data = space_map(env, **changes)
+    if axes is not None:
+        data["space"] = axes
+    return text_file(env, name, yaml.safe_dump(data))
+
+
+def plan(env: Env, variants: dict, name: str = "plan.yaml", **changes) -> str:
+    data = {"name": "abl", "base": {"model": {"preset": "lite"}, "train": {"epochs": 1}}, "baseline": "tacfn",
+            "variants": variants, "seeds": [0], **changes}
+    return text_file(env, name, yaml.safe_dump(data))
+
+
+def ravdess_with(env: Env, name: str, make: Callable[[Path], None]) -> str:
+    """A RAVDESS tree whose only clip, Actor_01/01-01-03-01-01-01-01.mp4, ``make`` writes."""
+    clip = env.tmp / name / "Actor_01" / "01-01-03-01-01-01-01.mp4"
+    clip.parent.mkdir(parents=True)
+    make(clip)
+    return str(clip.parents[1])
+
+
+def audio_only(env: Env, clip: Path) -> None:
+    """The audio stream of a synthetic clip, remuxed alone into ``clip``."""
+    source = next((env.raw / "Actor_01").glob("01-01-*.mp4"))
+    with av.open(str(source)) as src, av.open(str(clip), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.audio[0])
+        for packet in src.demux(src.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+
+
+def prepared_copy(env: Env) -> Path:
+    """A copy of the prepared dataset: an existing output a failed prepare must not touch."""
+    out = env.tmp / "prepared"
+    shutil.copytree(env.prepared, out)
+    return out
+
+
+def search_store(env: Env) -> Path:
+    """A search folder as ``tacfn search`` writes it, with one recorded trial."""
+    spec = parse_space(space_map(env))
+    root = env.tmp / "exp"
+    store = ExperimentStore.create(root, "search", spec.name, spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    store.record_trial({"trial_id": "t0", "status": "completed", "val_score": 0.5}, [{"epoch": 1, "val_score": 0.5}])
+    return root
+
+
+def truncated_store(env: Env) -> Path:
+    root = search_store(env)
+    table = root / "trials.parquet"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    return root
+
+
+def newer_store(env: Env) -> Path:
+    root = search_store(env)
+    experiment = json.loads((root / "experiment.json").read_text())
+    (root / "experiment.json").write_text(json.dumps({**experiment, "schema_version": 99}))
+    return root
+
+
+def corrupt_store(env: Env) -> Path:
+    root = search_store(env)
+    (root / "experiment.json").write_text('{"schema_version": 1,')
+    return root
+
+
+def ablation_store(env: Env) -> Path:
+    root = env.tmp / "abl"
+    ExperimentStore.create(root, "ablation", "abl", {"baseline": "tacfn"})
+    return root
+
+
+def run_folder(env: Env, checkpoint: Callable[[Path], None] | None = None, result: str | None = None) -> Path:
+    """A ``tacfn train --out`` folder with the given ``checkpoints/last.pt`` and ``result.json``."""
+    root = env.tmp / "run"
+    (root / "checkpoints").mkdir(parents=True)
+    if checkpoint:
+        checkpoint(root / "checkpoints" / "last.pt")
+    if result is not None:
+        (root / "result.json").write_text(result)
+    return root
+
+
+def iemocap_pickle(env: Env, name: str, obj: object) -> str:
+    path = env.tmp / name
+    path.write_bytes(pickle.dumps(obj))
+    return str(path)
+
+
+def iemocap_out(env: Env) -> Path:
+    """An existing conversion folder a failed conversion must leave alone."""
+    out = env.tmp / "iemocap"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"format": "tacfn-iemocap-mult"}\n')
+    return out
+
+
+# --- the corpus ---------------------------------------------------------------------------------
+
+
+def _cases() -> dict[str, Callable[[Env], Case]]:
+    def out(env: Env) -> str:
+        return str(work(env) / "new")
+
+    return {
+        # run configs (`tacfn train`)
+        "malformed YAML": lambda e: Case(
+            ["train", text_file(e, "bad.yaml", "model: {preset: lite\n"), "--out", out(e)],
+            ("bad.yaml", "malformed YAML at line 2"), work(e)),
+        "duplicate YAML key": lambda e: Case(
+            ["train", text_file(e, "dup.yaml", "model: {preset: lite}\nmodel: {preset: paper}\n"), "--out", out(e)],
+            ("dup.yaml", "duplicate key 'model'"), work(e)),
+        "unknown key": lambda e: Case(
+            ["train", config(e, {"model": {"presett": "lite"}}), "--out", out(e)],
+            ("run.yaml", "model.presett: unknown key"), work(e)),
+        "unknown fusion block": lambda e: Case(
+            ["train", config(e, {"model": {"fusion": {"name": "nope"}}}), "--out", out(e)],
+            ("unknown fusion block 'nope'", "valid: ["), work(e)),
+        "heads not dividing d": lambda e: Case(
+            ["train", config(e, {"model": {"fusion": {"heads": 3}}}), "--out", out(e)],
+            ("`heads` must divide `d`",), work(e)),
+        "negative epochs": lambda e: Case(
+            ["train", config(e, {"train": {"epochs": -1}}), "--out", out(e)],
+            ("train.epochs", "greater than or equal to 1"), work(e)),
+        "missing config file": lambda e: Case(
+            ["train", str(e.tmp / "absent.yaml"), "--out", out(e)], ("absent.yaml", "cannot read"), work(e)),
+        "config not a mapping": lambda e: Case(
+            ["train", text_file(e, "list.yaml", "- model\n- train\n"), "--out", out(e)],
+            ("list.yaml", "expected a mapping"), work(e)),
+        "--set unknown key": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.nope=3"], ("train.nope: unknown key",), work(e)),
+        "--set bad value": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.epochs=many"], ("train.epochs", "valid integer"), work(e)),
+        "--set not YAML": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.lr=["], ("--set train.lr", "not a plain YAML value"), work(e)),
+        "--set without =": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.epochs"], ("--set expects KEY=VALUE",), work(e)),
+        "--workers 0": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--workers", "0"], ("--workers >= 1", "--workers 0"), work(e)),
+        "missing data folder": lambda e: Case(
+            ["train", config(e, {"data": {"path": str(e.tmp / "nodata")}}), "--out", out(e)],
+            ("no prepared dataset at", "nodata"), work(e)),
+        "raw RAVDESS folder as data": lambda e: Case(
+            ["train", config(e, {"data": {"path": str(e.raw)}}), "--out", out(e)],
+            ("is a raw RAVDESS folder", "tacfn data prepare"), work(e)),
+        "--resume without a checkpoint": lambda e: Case(
+            ["train", config(e), "--out", str(run_folder(e)), "--resume"],
+            ("checkpoints/last.pt does not exist", "drop --resume"), e.tmp / "run"),
+        "--resume without --out": lambda e: Case(
+            ["train", config(e), "--resume"], ("--resume", "no --out was given"), work(e)),
+        "corrupt checkpoint": lambda e: Case(
+            ["train", config(e), "--out", str(run_folder(e, lambda p: p.write_bytes(b"PK\x03\x04 truncated"))), "--resume"],
+            ("last.pt: not a readable checkpoint",), e.tmp / "run"),
+        "checkpoint of another model": lambda e: Case(
+            ["train", config(e), "--out", str(run_folder(e, lambda p: torch.save(
+                {"version": 1, "model": {"w": torch.zeros(2)}, "optimizer": {}, "torch_rng": torch.get_rng_state(), "history": [],
+                 "best_epoch": None, "best_score": 0.0, "best_model": None}, p))), "--resume"],
+            ("last.pt: the checkpoint does not fit this config's model",), e.tmp / "run"),
+        # models
+        "unknown preset": lambda e: Case(["model", "info", "huge"], ("unknown preset 'huge'", "valid:"), work(e)),
+        "unknown fusion block (model info)": lambda e: Case(
+            ["model", "info", "lite", "--fusion", "nope"], ("unknown fusion block 'nope'",), work(e)),
+        # search spaces (`tacfn search`)
+        "space: heads not dividing d": lambda e: Case(
+            ["search", space(e, {"model.fusion.heads": {"choice": [3, 4]}}), "--out", out(e)],
+            ("space.model.fusion.heads", "`heads` must divide `d`", "heads=3"), work(e)),
+        "space: low > high": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [0.1, 0.01]}}), "--out", out(e)],
+            ("space.train.lr", "`low <= high` must hold", "low=0.1, high=0.01"), work(e)),
+        "space: empty choice list": lambda e: Case(
+            ["search", space(e, {"train.lr": {"choice": []}}), "--out", out(e)], ("space.train.lr", "empty choice list"), work(e)),
+        "space: unknown fusion block": lambda e: Case(
+            ["search", space(e, {"model.fusion.name": {"choice": ["tacfn", "nope"]}}), "--out", out(e)],
+            ("space.model.fusion.name", "unknown fusion block 'nope'"), work(e)),
+        "space: when names an unknown key": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1e-4, 1e-2]}, "train.batch_size": {"choice": [8, 16], "when": {"train.nope": [1]}}}),
+             "--out", out(e)],
+            ("space.train.batch_size.when.train.nope", "not an axis of this space"), work(e)),
+        "space: choice of the wrong type": lambda e: Case(
+            ["search", space(e, {"train.lr": {"choice": ["fast", 0.01]}}), "--out", out(e)],
+            ("space.train.lr", "choice 'fast' is not a number"), work(e)),
+        "space: unknown top-level key": lambda e: Case(
+            ["search", space(e, serach={"trials": 3}), "--out", out(e)], ("serach: unknown key", "valid:"), work(e)),
+        "space: negative epochs in base": lambda e: Case(
+            ["search", space(e, base={"train": {"epochs": -2}}), "--out", out(e)], ("base.train.epochs",), work(e)),
+        "space: duplicate key": lambda e: Case(
+            ["search", text_file(e, "dup.yaml", "name: a\nname: b\nspace: {}\n"), "--out", out(e)],
+            ("duplicate key 'name'",), work(e)),
+        "unknown space name": lambda e: Case(["search", "no_such_space"], ("unknown search space 'no_such_space'",), work(e)),
+        "--trials 0": lambda e: Case(["search", space(e), "--out", out(e), "--trials", "0"], ("`trials >= 1`", "trials=0"), work(e)),
+        "search: missing data folder": lambda e: Case(
+            ["search", space(e, base={"model": {"preset": "lite"}, "data": {"path": str(e.tmp / "nodata")}}), "--out", out(e)],
+            ("no prepared dataset at", "nodata"), work(e)),
+        "search: folder holds an experiment": lambda e: Case(
+            ["search", space(e), "--out", str(search_store(e))], ("already holds an experiment", "--resume"), e.tmp / "exp"),
+        "unreachable --address": lambda e: Case(
+            ["search", space(e), "--out", out(e), "--address", f"127.0.0.1:{closed_port()}"],
+            ("cannot reach the Ray cluster at '127.0.0.1:", "Connection refused"), work(e)),
+        "malformed --address": lambda e: Case(
+            ["search", space(e), "--out", out(e), "--address", "head-node"], ("Ray address 'head-node'", "HOST:PORT"), work(e)),
+        # results folders
+        "--resume on a folder that is no experiment": lambda e: Case(
+            ["search", "--resume", str(work(e))], ("is not a tacfn experiment folder",), work(e)),
+        "--resume on an ablation": lambda e: Case(
+            ["search", "--resume", str(ablation_store(e))], ("kind 'ablation', not a search",), e.tmp / "abl"),
+        "--resume on a newer schema": lambda e: Case(
+            ["search", "--resume", str(newer_store(e))], ("schema_version 99 is newer", "upgrade tacfn"), e.tmp / "exp"),
+        "--resume on a truncated Parquet table": lambda e: Case(
+            ["search", "--resume", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file",), e.tmp / "exp"),
+        "dashboard: truncated Parquet table": lambda e: Case(
+            ["dashboard", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file", "no dashboard written"), e.tmp / "exp"),
+        "dashboard: newer schema": lambda e: Case(
+            ["dashboard", str(newer_store(e))], ("schema_version 99 is newer",), e.tmp / "exp"),
+        "dashboard: corrupt experiment.json": lambda e: Case(
+            ["dashboard", str(corrupt_store(e)), "--out", str(work(e) / "d.html")], ("unreadable experiment file",), e.tmp),
+        "dashboard: folder without results": lambda e: Case(["dashboard", str(work(e))], ("is not a tacfn experiment folder",), work(e)),
+        "dashboard: corrupt result.json": lambda e: Case(
+            ["dashboard", str(run_folder(e, result='{"status"'))], ("result.json is unreadable or corrupt",), e.tmp / "run"),
+        "dashboard: result.json not a result": lambda e: Case(
+            ["dashboard", str(run_folder(e, result="[]"))], ("result.json is not a training result",), e.tmp / "run"),
+        # ablation plans (`tacfn ablate`)
+        "plan: variant with an unknown block": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "odd": {"model.fusion.name": "nope"}}), "--out", out(e)],
+            ("variant odd", "unknown fusion block 'nope'"), work(e)),
+        "plan: no variant but the baseline": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}}), "--out", out(e)], ("variants", "at least one other variant"), work(e)),
+        "plan: no variants": lambda e: Case(
+            ["ablate", plan(e, {}), "--out", out(e)], ("variants", "at least one other variant"), work(e)),
+        "plan: duplicate variant names": lambda e: Case(
+            ["ablate", text_file(e, "dup.yaml", "name: p\nbaseline: a\nvariants:\n  a: {}\n  a: {train.lr: 0.1}\n"), "--out", out(e)],
+            ("duplicate key 'a'",), work(e)),
+        "plan: baseline not a variant": lambda e: Case(
+            ["ablate", plan(e, {"a": {}, "b": {"model.fusion.name": "concat"}}), "--out", out(e)],
+            ("baseline 'tacfn' is not a variant",), work(e)),
+        "plan: fold that does not exist": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, folds=[7]), "--out", out(e)],
+            ("folds [7] do not exist",), work(e)),
+        "unknown plan name": lambda e: Case(["ablate", "no_such_plan"], ("ablation plan 'no_such_plan' not found",), work(e)),
+        # data (`tacfn data prepare`, `tacfn data iemocap`)
+        "prepare: missing folder": lambda e: Case(
+            ["data", "prepare", str(e.tmp / "absent"), out(e)], ("RAVDESS folder", "absent does not exist"), work(e)),
+        "prepare: empty folder": lambda e: Case(
+            ["data", "prepare", str(empty(e)), out(e)], ("no Actor_NN folders",), work(e)),
+        "prepare: wrong file names": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "names", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("*.mp4")), p.with_name("clip 1.mp4"))),
+             str(prepared_copy(e))],
+            ("rejected", "clip 1.mp4", "seven two-digit fields"), e.tmp / "prepared"),
+        "prepare: zero-byte mp4": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "zero", lambda p: p.write_bytes(b"")), str(prepared_copy(e)), "--workers", "1"],
+            ("01-01-03-01-01-01-01.mp4: empty file (0 bytes)",), e.tmp / "prepared", noisy=True),
+        "prepare: corrupt mp4": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "corrupt", lambda p: p.write_bytes(next((e.raw / "Actor_01").glob("01-*.mp4")).read_bytes()[:400])),
+             out(e), "--workers", "1"],
+            ("01-01-03-01-01-01-01.mp4", "no clip", "could be prepared"), work(e), noisy=True),
+        "prepare: audio-only file where AV is expected": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "audio", lambda p: audio_only(e, p)), out(e), "--workers", "1"],
+            ("no video stream (audio-only file)",), work(e), noisy=True),
+        "prepare: preset without media": lambda e: Case(
+            ["data", "prepare", str(e.raw), out(e), "--preset", "iemocap"], ("preset 'iemocap' does not read RAVDESS media",), work(e)),
+        "iemocap: not a pickle": lambda e: Case(
+            ["data", "iemocap", text_file(e, "f.pkl", "not a pickle\n"), str(iemocap_out(e))], ("f.pkl is not a readable pickle",),
+            e.tmp / "iemocap"),
+        "iemocap: not a dict of splits": lambda e: Case(
+            ["data", "iemocap", iemocap_pickle(e, "l.pkl", [1, 2]), str(iemocap_out(e))], ("must hold a dict of splits",), e.tmp / "iemocap"),
+        "iemocap: split without audio": lambda e: Case(
+            ["data", "iemocap", iemocap_pickle(e, "s.pkl", {"train": {"text": [[[0.0] * 300]]}}), str(iemocap_out(e))],
+            ("split 'train' has no key 'audio'",), e.tmp / "iemocap"),
+        "iemocap: not a .pkl file": lambda e: Case(
+            ["data", "iemocap", text_file(e, "f.csv", "a,b\n"), str(iemocap_out(e))], ("f.csv: expected MulT's feature file, a .pkl",), e.tmp / "iemocap"),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.fixture
+def env(tmp_path: Path, synthetic_ravdess: Path, prepared_lite: Path) -> Env:
+    return Env(tmp_path, synthetic_ravdess, prepared_lite)
+
+
+def test_the_corpus_is_large():
+    assert len(CASES) >= 24
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name: str, env: Env, capsys, monkeypatch):
+    monkeypatch.chdir(env.tmp)  # default outputs (runs/NAME) land in the scratch folder
+    monkeypatch.delenv("TACFN_DEBUG", raising=False)
+    case = CASES[name](env)
+    shared = snapshot(env.prepared), snapshot(env.raw)
+    before = snapshot(case.guard)
+    code = main(case.argv)
+    _, err = capsys.readouterr()
+    assert code != 0
+    line = error_line(err, case.noisy)
+    for needle in case.needles:
+        assert needle in line, line
+    assert snapshot(case.guard) == before, "the command changed files it must leave alone"
+    assert not (env.tmp / "runs").exists()
+    assert (snapshot(env.prepared), snapshot(env.raw)) == shared
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's signature)
+        """Its own stderr lines would hide the one under test."""
+
+
+def test_a_wrong_address_fails_in_seconds(env: Env, capsys):
+    """Ray retries an address for minutes; tacfn checks it first, in a few seconds: nothing
+    listens, a black hole (or, behind a proxy, anything that answers), an HTTP server."""
+    import tacfn.search  # noqa: F401  (Ray's import time is not what is measured)
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        addresses = {
+            f"127.0.0.1:{closed_port()}": "cannot reach the Ray cluster at",
+            f"ray://127.0.0.1:{closed_port()}": "cannot reach the Ray cluster at",
+            "10.255.255.1:6379": "",
+            f"127.0.0.1:{web.server_address[1]}": "accepts connections but does not answer as a Ray cluster's head",
+        }
+        for address, message in addresses.items():
+            started = time.perf_counter()
+            code = main(["search", space(env), "--out", str(env.tmp / "exp"), "--address", address])
+            seconds = time.perf_counter() - started
+            line = error_line(capsys.readouterr().err)
+            assert code == 2 and repr(address) in line and message in line
+            assert seconds < 10, f"{address}: {seconds:.1f} s"
+            assert not (env.tmp / "exp").exists()
+        web.shutdown()
+
+
+def _tacfn(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tacfn.cli", *argv], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_exit_status_end_to_end(env: Env):
+    """The console entry point: status 2 and one stderr line, in a fresh interpreter."""
+    bad = text_file(env, "bad.yaml", "train: {epochs: [\n")
+    proc = _tacfn("train", bad, cwd=env.tmp)
+    assert proc.returncode == 2 and "malformed YAML" in error_line(proc.stderr)
+
+    root = newer_store(env)
+    before = snapshot(root)
+    proc = _tacfn("search", "--resume", str(root), cwd=env.tmp)
+    assert proc.returncode == 2 and "schema_version 99 is newer" in error_line(proc.stderr)
+    assert snapshot(root) == before
+
+    started = time.perf_counter()
+    proc = _tacfn("search", space(env), "--out", str(env.tmp / "new"), "--address", f"127.0.0.1:{closed_port()}", cwd=env.tmp)
+    assert proc.returncode == 2 and "cannot reach the Ray cluster" in error_line(proc.stderr)
+    assert time.perf_counter() - started < 60 and not (env.tmp / "new").exists()
