@@ -7,13 +7,14 @@ searches the same space with the same budget per trial. The figure: the epochs T
 summed over its trials in the order they ran, until a trial that completed the budget scored
 within 1 point (0.01 accuracy) of the grid's best, as a percentage of the grid's epochs.
 Goal <= 30%. Only completed trials count: a search chooses among them, never a pruned one.
-TPE+ASHA gets twice as many trials as the grid has points (10 with --quick); if none gets
-there, it says so. The full run validates on 4 actors x 16 clips, where one clip is 1.6 points,
+TPE+ASHA gets up to twice as many trials as the grid has points (10 with --quick); if none
+gets there, it says so. It never trains a configuration twice (see PrunableOptunaSearch), so
+it ends early once TPE proposes only configurations it has run. The full run validates on 4 actors x 16 clips, where one clip is 1.6 points,
 so "within 1 point" means matching the grid's best.
 
 Both go through ``run_search``, so a config trains identically in both (same process kind,
-one torch thread per trial). The grid's points are queued in the Optuna study ``run_search``
-loads (it takes no list of points itself) and run without a scheduler, concurrency equal to
+one torch thread per trial). The grid's points go to ``run_search`` as its points to evaluate
+and run without a scheduler, concurrency equal to
 the cores. TPE+ASHA runs one trial at a time: with several, what TPE has seen when it samples
 and which results an ASHA rung holds depend on timing. The sampler is seeded and training is
 deterministic on a CPU, so reruns agree.

@@ -19,9 +19,8 @@
    memory; across nodes the object store also brings one copy to each node, where the cache
    file may not exist at all.
 
-``run_search`` takes no list of points to evaluate, so (b) queues the 16 configs in the Optuna
-study it is about to load: Ray's OptunaSearch opens an existing study of the same name in the
-storage file, and Optuna hands out queued trials before it samples any.
+(b) gives the 16 configs to ``run_search`` as its points to evaluate, which Optuna hands out
+before it samples any.
 
 The synthetic dataset and its features live under $TACFN_HOME (default ~/.cache/tacfn), as for
 ``tacfn search``; they are built before anything is timed. Linux only (reads /proc/self/status).
@@ -90,7 +89,7 @@ def check_trials(store: ExperimentStore, spec: SearchSpec, points: list[dict[str
     keys = list(spec.space)
     ran = sorted(tuple(row[f"config.{key}"] for key in keys) for row in rows)
     if ran != sorted(tuple(point[key] for key in keys) for point in points):
-        raise RuntimeError("the search did not run exactly the queued trial configs")
+        raise RuntimeError("the search did not run exactly the given trial configs")
     if any(row["status"] != "completed" for row in rows):
         raise RuntimeError(f"not every search trial completed: {[row['status'] for row in rows]}")
     return rows

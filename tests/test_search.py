@@ -157,3 +157,32 @@ def test_shipped_spaces_load():
         from tacfn.search import find_space
 
         assert load_space(find_space(name)).name
+
+
+def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Path):
+    """Two possible configs and six trials: TPE's repeats are told the earlier result, and the
+    search ends once it proposes nothing new."""
+    space = tmp_path / "two.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "two",
+        "base": {
+            "model": {"preset": "lite", "backbone": "frozen"},
+            "data": {"path": str(prepared_lite), "cache_dir": str(tmp_path / "cache")},
+            "train": {"epochs": 2, "batch_size": 8},
+        },
+        "space": {"model.fusion.name": {"choice": ["concat", "late_average"]}},
+        "search": {"trials": 6, "concurrency": 1, "scheduler": "none", "seed": 0},
+    }))
+    out = tmp_path / "exp"
+    proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TPE proposed only configurations already run" in proc.stdout
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert sorted(trials["config.model.fusion.name"]) == ["concat", "late_average"]
+    study = optuna.load_study(study_name="two", storage=f"sqlite:///{out / 'optuna.db'}")
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert repeats and len(study.trials) == 2 + len(repeats)
+    by_number = {t.number: t for t in study.trials}
+    for t in repeats:
+        original = by_number[t.user_attrs["repeat_of"]]
+        assert t.params == original.params and t.value == original.value

@@ -8,9 +8,11 @@ keeping completed trials once and rerunning unfinished ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import grpc
 import optuna
 import ray
 from ray import tune
@@ -25,30 +28,86 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ..config import parse_run_config
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import Trainer, score_checkpoint
 from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
 from ._space import SearchSettings, SearchSpace, SearchSpec, compile_space, config_hash
-from ._store import ExperimentStore, flatten_config
+from ._store import ExperimentStore, Location, absolute_root, flatten_config
 from ._trainable import encoder_identity, run_trial, trial_run_config
 
 RAY_DIR = "ray"
 OPTUNA_FILE = "optuna.db"
+RAY_CLIENT_PORT = 10001  # a ray:// address without a port
 TRIAL_DRIVER_MEMORY = 1 << 20  # what a multi-worker trial's own process reserves (see _trial_trainable)
 
 
 class PrunableOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna the truth about trials that did not run to the end.
+    """OptunaSearch that tells Optuna the truth about trials that did not run to the end,
+    and does not train a configuration twice.
 
     Ray's OptunaSearch records a trial stopped by ASHA as COMPLETE with its truncated score,
     which misleads TPE. A trial's last result says whether it ran all its epochs
     (``finished``) and how it ended (``status``): unfinished trials are PRUNED, diverged
     ones FAILED, and finished ones COMPLETE with the best validation epoch's score (the
     epoch model selection keeps), where Ray would tell the last epoch's.
+
+    On a discrete space TPE proposes the best configurations again and again; training is
+    seeded, so a repeat would only reproduce a known result. A proposal equal to a finished
+    trial's is told that trial's outcome at once (Optuna's recipe for duplicated samples,
+    marked with the user attribute ``repeat_of``) and Optuna is asked again. After
+    ``MAX_REPEATS`` repeats in a row the sampler has converged: the search creates no more
+    trials (``converged`` turns true) and ends when the running ones do.
     """
 
+    MAX_REPEATS = 20
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.converged = False
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        for _ in range(self.MAX_REPEATS):
+            config = super().suggest(trial_id)
+            earlier = self._finished_with(self._ot_trials[trial_id]) if isinstance(config, dict) else None
+            if earlier is None:
+                return config
+            repeat = self._ot_trials.pop(trial_id)
+            repeat.set_user_attr("repeat_of", earlier.number)
+            if earlier.state == optuna.trial.TrialState.COMPLETE:
+                self._ot_study.tell(repeat, earlier.values if len(earlier.values) > 1 else earlier.value)
+            else:
+                self._ot_study.tell(repeat, state=earlier.state)
+        self.converged = True
+        return self.FINISHED
+
+    def _finished_with(self, proposal: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The first trial that completed or was pruned with exactly ``proposal``'s parameters.
+
+        Failed trials do not count: a crash (a lost node, say) says nothing of the config.
+        """
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for trial in self._ot_study.get_trials(deepcopy=False, states=finished):
+            if trial.params == proposal.params and "repeat_of" not in trial.user_attrs:
+                return trial
+        return None
+
+    # A resumed search may rerun a trial whose outcome Optuna's file got just before the
+    # driver died, after Tune's last snapshot: Optuna keeps that first outcome.
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        try:
+            self._tell(trial_id, result, error)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)
+
+    def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         if error or not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         state = None
@@ -72,7 +131,12 @@ def _now() -> datetime:
 
 
 class StoreCallback(tune.Callback):
-    """Writes each trial to the results store as it ends (driver side), and prints progress."""
+    """Writes each trial to the results store as it ends (driver side), and prints progress.
+
+    A store write that fails (a full disk, a folder gone) ends the search with its DataError
+    at the next step: Tune only logs an error raised where a trial ends, and would go on
+    with results that the store no longer records.
+    """
 
     def __init__(
         self,
@@ -91,6 +155,7 @@ class StoreCallback(tune.Callback):
         self.epochs: dict[str, dict[int, dict[str, Any]]] = {}
         self.started: dict[str, datetime] = {}
         self.ended = len(store.trials())
+        self.failure: DataError | None = None
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, _now())
@@ -101,6 +166,10 @@ class StoreCallback(tune.Callback):
             row = {k: result[k] for k in ("epoch", "train_loss", "train_score", "val_loss", "val_score", "val_weighted_f1", "seconds") if k in result}
             self.epochs.setdefault(trial.trial_id, {})[int(result["epoch"])] = row
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if self.failure is not None:
+            raise self.failure  # raised here, it ends Tuner.fit
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, error=None)
 
@@ -108,6 +177,8 @@ class StoreCallback(tune.Callback):
         self._record(trial, error=_error_line(trial))
 
     def _record(self, trial, error: str | None) -> None:
+        if self.failure is not None:  # the search is ending
+            return
         result = trial.last_result or {}
         epochs = list(self.epochs.pop(trial.trial_id, {}).values())
         if error:
@@ -121,10 +192,15 @@ class StoreCallback(tune.Callback):
         row["started_at"] = self.started.pop(trial.trial_id, None)
         row["finished_at"] = _now()
         row["node"] = result.get("node_ip")
+        row["node_id"] = result.get("node_id")  # several nodes may share one IP
         row["worker"] = f"{result.get('node_ip')}:{result.get('pid')}" if result.get("pid") else None
         # Predictions travel as a JSON string: Tune's loggers would try to plot a list.
         predictions = json.loads(result["predictions_json"]) if result.get("predictions_json") else {}
-        self.store.record_trial(row, epochs, prediction_rows(predictions))
+        try:
+            self.store.record_trial(row, epochs, prediction_rows(predictions))
+        except DataError as err:
+            self.failure = err
+            return
         self.ended += 1
         if not self.quiet:
             score = row.get("val_score")
@@ -183,7 +259,7 @@ def _without_empty(value: Any) -> Any:
 class SearchSummary:
     """What a finished search found."""
 
-    path: Path
+    path: Path | str
     trials: int
     completed: int
     best_trial: str | None
@@ -192,15 +268,63 @@ class SearchSummary:
     test_score: float | None
 
 
+def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
+    """Fail fast when no Ray cluster answers at ``address``: Ray itself would retry for minutes.
+
+    ``HOST:PORT`` must accept a TCP connection and answer a GCS call (a cluster with token
+    authentication refuses it, which still proves a GCS); ``ray://HOST[:PORT]`` (Ray Client)
+    must accept a TCP connection; ``auto`` and ``local`` are left to Ray.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address.startswith("ray://") and not sep:
+        host, port = target, str(RAY_CLIENT_PORT)
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"Ray address {address!r}: expected HOST:PORT of a head node (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r} within {timeout:g} s ({err.strerror or err}); "
+            "is `ray start --head` running there?"
+        ) from None
+    if not address.startswith("ray://"):
+        answer = _gcs_answer(f"{host}:{port}", timeout)
+        if answer not in (grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            raise ConfigError(
+                f"{address!r} accepts connections but does not answer as a Ray cluster's head ({answer.name}); "
+                "give the GCS port of `ray start --head` (6379 by default)"
+            )
+
+
+def _gcs_answer(target: str, timeout: float) -> grpc.StatusCode:
+    """How a GCS ``GetClusterId`` call to ``target`` ends."""
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        except grpc.RpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
 def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | None = None) -> None:
-    """Connect to a cluster (``address``) or start a local Ray runtime."""
+    """Connect to a cluster (``address``, checked first: see :func:`check_ray_address`) or
+    start a local Ray runtime, its dashboard bound to 127.0.0.1."""
+    check_ray_address(address)
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # Trials checkpoint every epoch and the store is the record of progress: Tune's warning
     # about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "log_to_driver": False}
+    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1", "log_to_driver": False}
     if address:
         kwargs = {"address": address, "log_to_driver": False}
     elif num_cpus:
@@ -211,7 +335,33 @@ def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | No
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}") from None
 
 
-def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskData, identity: str, out: Path):
+def _optuna_file(out: Path | str, resume: bool) -> Path:
+    """Where the search's Optuna SQLite file lives while it runs: SQLite needs a local file.
+
+    In a local ``out``, ``out/optuna.db``. For a URI, a staging copy under
+    ``$TACFN_HOME/staging`` named by the URI (a resumed search's unpickled searcher finds it
+    at the same path), fetched from ``out`` to resume on another machine, and copied back to
+    ``out`` by :func:`_upload_optuna_file` when the search ends or stops.
+    """
+    if isinstance(out, Path):
+        return out / OPTUNA_FILE
+    staged = default_cache_dir() / "staging" / hashlib.sha256(out.encode()).hexdigest()[:16] / OPTUNA_FILE
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    location = Location(out)
+    if not resume:
+        staged.unlink(missing_ok=True)  # an earlier experiment's study at the same URI
+    elif not staged.exists() and location.exists(OPTUNA_FILE):
+        staged.write_bytes(location.read_bytes(OPTUNA_FILE))
+    return staged
+
+
+def _upload_optuna_file(staged: Path, out: Path | str) -> None:
+    """Copy a staged Optuna file to the URI ``out`` (a local ``out`` holds it already)."""
+    if isinstance(out, str) and staged.exists():
+        Location(out).write(OPTUNA_FILE, lambda f: f.write(staged.read_bytes()))
+
+
+def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskData, identity: str, out: Path | str):
     """``run_trial`` with its shared data and resources.
 
     A trial on one worker reserves ``resources`` itself. A trial on several workers only
@@ -226,7 +376,7 @@ def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskD
             run_trial, base=base, shared=task, shared_identity=identity, measure_latency="latency_ms" in settings.objectives
         )
         return tune.with_resources(trainable, {"cpu": resources["CPU"], "gpu": resources["GPU"]})
-    workers = TrialWorkers(settings.workers, resources, str(out / TRAIN_DIR))
+    workers = TrialWorkers(settings.workers, resources, str(Location(out).child(TRAIN_DIR)), settings.max_failures)
     trainable = tune.with_parameters(
         run_trial,
         base=base,
@@ -250,7 +400,7 @@ def _shared_task(base: dict[str, Any], progress: bool) -> tuple[TaskData, str]:
 
 def run_search(
     spec: SearchSpec,
-    out: Path,
+    out: Path | str,
     *,
     address: str | None = None,
     resume: bool = False,
@@ -263,11 +413,15 @@ def run_search(
     ``points`` are parameter sets (dotted keys) to evaluate first, before TPE samples.
     With ``search.objectives`` the search is multi-objective (validation score against
     parameters or latency): Optuna gets every objective and the store marks the Pareto front.
+    ``out`` is a local folder or a URI (``s3://bucket/prefix``): Ray keeps its experiment and
+    checkpoints there too, and the Optuna file is staged locally (see :func:`_optuna_file`).
     """
-    out = Path(out).resolve()
+    out = absolute_root(out)
     info = compile_space(spec)
     settings = spec.search
     if trials is not None:
+        if trials < 1:
+            raise ConfigError(f"`trials >= 1` must hold, but got trials={trials}")
         settings = settings.model_copy(update={"trials": trials})
     if settings.objectives and settings.scheduler == "asha":
         raise ConfigError(
@@ -279,13 +433,17 @@ def run_search(
         base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
     dump = {"mode": "json", "by_alias": True, "exclude_none": True}
     spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
+    # Bad input (an unreachable cluster, missing data, an unreadable store) fails before Ray
+    # starts, and the first two before anything is written.
+    check_ray_address(address)
+    task, identity = _shared_task(base, progress=not quiet)
     store = ExperimentStore.create(out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu})
+    callback = StoreCallback(store, base, settings.trials, quiet=quiet)
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
-    task, identity = _shared_task(base, progress=not quiet)
     trainable = _trial_trainable(settings, base, task, identity, out)
-    callback = StoreCallback(store, base, settings.trials, quiet=quiet)
-    ray_path = out / RAY_DIR
+    ray_path = Location(out).child(RAY_DIR)
+    optuna_file = _optuna_file(out, resume)
     if resume:
         if not tune.Tuner.can_restore(str(ray_path)):
             raise ConfigError(f"{out} holds no restorable Ray experiment (looked for {ray_path})")
@@ -297,7 +455,7 @@ def run_search(
             mode=["max", *["min"] * len(settings.objectives)] if settings.objectives else "max",
             points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=settings.seed),
-            storage=optuna.storages.RDBStorage(f"sqlite:///{out / OPTUNA_FILE}"),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_file}"),
             study_name=spec.name,
         )
         epochs = parse_run_config(base, "base").train.epochs
@@ -322,11 +480,18 @@ def run_search(
                 storage_path=str(out),
                 callbacks=[callback],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                 verbose=0,
             ),
         )
     t0 = time.perf_counter()
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        _upload_optuna_file(optuna_file, out)
+    if not resume and searcher.converged and not quiet:
+        print(f"TPE proposed only configurations already run ({searcher.MAX_REPEATS} in a row): "
+              f"the search stopped after {len(grid)} of {settings.trials} trials")
     return _finish(store, grid, base, task, identity, time.perf_counter() - t0, quiet)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._spec import FusionSpec, ModalitySpec
-from ._layers import check_shape
+from ._layers import check_shape, to_positions
 
 
 class ModalityPool(nn.Module):
@@ -33,9 +33,10 @@ class ModalityPool(nn.Module):
         """
         check_shape(x, self.modality)
         if alpha is not None and self.dropout is None:
-            flat = x.flatten(2)  # (B, C, P)
-            weighted = torch.bmm(flat, alpha.reshape(len(x), -1, 1)).squeeze(2) / flat.shape[2]
-            return weighted + flat.mean(dim=2) if residual else weighted
+            positions = to_positions(x, self.modality)  # (B, P, C), contiguous for channels-last features
+            weights = alpha.reshape(len(x), 1, -1) / positions.shape[1]
+            weighted = torch.bmm(weights, positions).squeeze(1)  # a row vector times a matrix: one pass
+            return weighted + positions.mean(dim=1) if residual else weighted
         if alpha is not None:
             reinforced = x * alpha.unsqueeze(1)
             x = reinforced + x if residual else reinforced
