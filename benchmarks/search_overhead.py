@@ -8,7 +8,9 @@
    Prints (b) / ((a) / concurrency); goal <= 1.10. (a) runs with as many torch threads as a
    trial gets (one per trial CPU), so the ratio measures what the search layer adds, not how
    well a small model uses several threads. Ray's start-up is reported on its own line and is
-   not in (b).
+   not in (b). A third run, (a'), splits the trials over concurrency bare processes started
+   at once: its ratio to (a) / concurrency is what this machine loses running trials side by
+   side (shared caches and memory bandwidth, start-up), before any search layer.
 2. Peak resident memory (VmHWM) of a trial process that reads frozen-encoder features from
    Ray's object store, as a search's trials do, against one that loads its own copy from the
    feature-cache file. The features are the paper preset's encoder outputs (video
@@ -31,9 +33,11 @@ The synthetic dataset and its features live under $TACFN_HOME (default ~/.cache/
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,26 @@ def check_trials(store: ExperimentStore, spec: SearchSpec, points: list[dict[str
     return rows
 
 
+def _bare_share(base: dict[str, Any], points: list[dict[str, Any]], threads: int) -> None:
+    """(a') one process's share of the trials: bare PyTorch, the cached features loaded once."""
+    torch.set_num_threads(threads)
+    cfg = parse_run_config(base, "base")
+    task = Trainer(cfg, load_task(cfg)).task
+    for point in points:
+        train(trial_run_config(base, point), task=task, evaluate_test=False)
+
+
+def bare_in_parallel(base: dict[str, Any], points: list[dict[str, Any]], threads: int, processes: int) -> float:
+    """Seconds for ``processes`` bare processes to share ``points`` round robin: what the
+    machine gives several trials at once, with no search layer at all."""
+    context = multiprocessing.get_context("spawn")
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        for done in [pool.submit(_bare_share, base, points[k::processes], threads) for k in range(processes)]:
+            done.result()
+    return time.perf_counter() - t0
+
+
 def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
     concurrency = os.cpu_count() or 1
     spec = overhead_spec(epochs, synthetic, concurrency)
@@ -114,6 +138,7 @@ def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
         if result.status != "completed":
             raise RuntimeError(f"bare trial {point} ended {result.status}: {result.error}")
     bare_s = time.perf_counter() - t0
+    parallel_s = bare_in_parallel(base, points, threads, concurrency)
 
     t0 = time.perf_counter()
     init_ray(None)
@@ -133,6 +158,9 @@ def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
     print(f"(1) {len(points)} trials of {epochs} epochs: (a) bare PyTorch back to back {bare_s:.1f} s "
           f"({threads} torch thread{'s' if threads > 1 else ''}), (b) run_search with concurrency {concurrency} "
           f"{search_s:.1f} s -> (b) / ((a) / {concurrency}) = {ratio:.2f} (goal <= 1.10)")
+    print(f"    (a') the same trials in {concurrency} bare processes at once (spawned, features loaded in each): "
+          f"{parallel_s:.1f} s = {parallel_s / (bare_s / concurrency):.2f} x (a) / {concurrency}: what running "
+          f"{concurrency} trials at once costs on this machine before any search layer; (b) / (a') = {search_s / parallel_s:.2f}")
     return ratio
 
 
