@@ -8,9 +8,10 @@
    Prints (b) / ((a) / concurrency); goal <= 1.10. (a) runs with as many torch threads as a
    trial gets (one per trial CPU), so the ratio measures what the search layer adds, not how
    well a small model uses several threads. Ray's start-up is reported on its own line and is
-   not in (b). A third run, (a'), splits the trials over concurrency bare processes started
-   at once: its ratio to (a) / concurrency is what this machine loses running trials side by
-   side (shared caches and memory bandwidth, start-up), before any search layer.
+   not in (b). A third run, (a'), hands the trials to concurrency bare processes started at
+   once, the next trial to whichever is free: its ratio to (a) / concurrency is what this
+   machine loses running trials side by side (process start-up, shared caches and memory
+   bandwidth, the last trial running alone), before any search layer.
 2. Peak resident memory (VmHWM) of a trial process that reads frozen-encoder features from
    Ray's object store, as a search's trials do, against one that loads its own copy from the
    feature-cache file. The features are the paper preset's encoder outputs (video
@@ -99,23 +100,30 @@ def check_trials(store: ExperimentStore, spec: SearchSpec, points: list[dict[str
     return rows
 
 
-def _bare_share(base: dict[str, Any], points: list[dict[str, Any]], threads: int) -> None:
-    """(a') one process's share of the trials: bare PyTorch, the cached features loaded once."""
+_worker_task = None  # (a'): each worker process's task, loaded once by its initializer
+
+
+def _load_task(base: dict[str, Any], threads: int) -> None:
+    global _worker_task
     torch.set_num_threads(threads)
     cfg = parse_run_config(base, "base")
-    task = Trainer(cfg, load_task(cfg)).task
-    for point in points:
-        train(trial_run_config(base, point), task=task, evaluate_test=False)
+    _worker_task = Trainer(cfg, load_task(cfg)).task
+
+
+def _bare_trial(base: dict[str, Any], point: dict[str, Any]) -> str:
+    return train(trial_run_config(base, point), task=_worker_task, evaluate_test=False).status
 
 
 def bare_in_parallel(base: dict[str, Any], points: list[dict[str, Any]], threads: int, processes: int) -> float:
-    """Seconds for ``processes`` bare processes to share ``points`` round robin: what the
-    machine gives several trials at once, with no search layer at all."""
+    """Seconds for ``processes`` bare processes (spawned, the cached features loaded in
+    each) to run ``points``, each taking the next trial when it is free as a search's trial
+    processes do: what the machine gives several trials at once, with no search layer."""
     context = multiprocessing.get_context("spawn")
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        for done in [pool.submit(_bare_share, base, points[k::processes], threads) for k in range(processes)]:
-            done.result()
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_load_task, initargs=(base, threads)) as pool:
+        statuses = list(pool.map(_bare_trial, [base] * len(points), points))
+    if set(statuses) != {"completed"}:
+        raise RuntimeError(f"not every bare trial completed: {statuses}")
     return time.perf_counter() - t0
 
 

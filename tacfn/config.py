@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig, configure
@@ -75,10 +75,11 @@ class RunConfig(_Section):
 
     @field_validator("model")
     @classmethod
-    def _model_builds(cls, section: ModelSection) -> ModelSection:
+    def _model_builds(cls, section: ModelSection, info: ValidationInfo) -> ModelSection:
         # Build on the meta device: every architecture rule is checked, no memory is used.
-        with torch.device("meta"):
-            TACFN(_configure(section))
+        if (info.context or {}).get("check_model", True):
+            with torch.device("meta"):
+                TACFN(_configure(section))
         return section
 
     def architecture(self, input_lengths: dict[str, int] | None = None) -> TACFNConfig:
@@ -109,14 +110,21 @@ def _format_validation_error(err: ValidationError) -> str:
     return f"{where}: {message}{more}"
 
 
-def parse_run_config(data: Any, source: str = "<config>") -> RunConfig:
-    """Validate a mapping as a :class:`RunConfig`; raises ConfigError naming key and rule."""
+def parse_run_config(data: Any, source: str = "<config>", *, check_model: bool = True) -> RunConfig:
+    """Validate a mapping as a :class:`RunConfig`; raises ConfigError naming key and rule.
+
+    ``check_model`` builds the model on the meta device, which catches every architecture
+    rule, but its first use in a process imports ``torch._dynamo`` (about 2 s: torch's
+    meta kernels for in-place initialisers live there). Code that builds the real model
+    next (a search trial, a Ray Train worker) or re-reads a config that already trained
+    passes False.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (model, data, train), got {type(data).__name__}")
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"check_model": check_model})
     except ValidationError as err:
         raise ConfigError(f"{source}: {_format_validation_error(err)}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +23,18 @@ def ray_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}
+
+
+def tune_results(out: Path) -> list[dict]:
+    """Every result a search's trials reported so far (Tune's ``result.json`` per trial folder)."""
+    rows = []
+    for path in (out / "ray").glob("*/result.json"):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line being written
+                break
+    return rows
 
 
 def tacfn(*args: str) -> list[str]:

@@ -7,7 +7,6 @@ multi-node cluster lost, a loss that becomes NaN, and the results folder's disk 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,22 +19,10 @@ import optuna
 import polars as pl
 import pytest
 
-from _cluster import ray_env, space_file, start_cluster, stop_cluster, tacfn
+from _cluster import ray_env, space_file, start_cluster, stop_cluster, tacfn, tune_results
 from tacfn.search import ExperimentStore, read_table
 
 pytestmark = pytest.mark.slow
-
-
-def _reported(out: Path) -> list[dict]:
-    """Every result the trials reported so far (Tune's ``result.json`` per trial folder)."""
-    rows = []
-    for path in (out / "ray").glob("*/result.json"):
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line being written
-                break
-    return rows
 
 
 def _wait_for(what: str, found: Callable[[], object], driver: subprocess.Popen, timeout: float = 300) -> object:
@@ -78,12 +65,12 @@ def _every_trial_once(out: Path, trials: int, epochs: int) -> pl.DataFrame:
 @pytest.mark.timeout(420)
 def test_a_killed_trial_process_restarts_from_its_checkpoint(prepared_lite: Path, tmp_path: Path):
     epochs = 8
-    space = space_file(tmp_path, prepared_lite, trials=2, epochs=epochs, backbone="finetune", name="killed_trial")
+    space = space_file(tmp_path, prepared_lite, trials=2, epochs=epochs, backbone="finetune", name="killed_trial", checkpoint_interval_s=0)
     out = tmp_path / "exp"
     log = tmp_path / "driver.log"
 
     def running_trial() -> dict | None:
-        return next((r for r in _reported(out) if 2 <= r["epoch"] < epochs - 2), None)
+        return next((r for r in tune_results(out) if 2 <= r["epoch"] < epochs - 2), None)
 
     with _driver(["search", str(space), "--out", str(out)], log) as driver:
         victim = _wait_for("a trial reached epoch 2", running_trial, driver)
@@ -93,9 +80,15 @@ def test_a_killed_trial_process_restarts_from_its_checkpoint(prepared_lite: Path
     trials = _every_trial_once(out, trials=2, epochs=epochs)
     row = trials.filter(pl.col("trial_id") == victim["trial_id"]).row(0, named=True)
     assert not row["worker"].endswith(f":{victim['pid']}"), "the trial finished in a new process"
-    after = [r["epoch"] for r in _reported(out) if r["trial_id"] == victim["trial_id"] and r["pid"] != victim["pid"]]
+    after = [r["epoch"] for r in tune_results(out) if r["trial_id"] == victim["trial_id"] and r["pid"] != victim["pid"]]
     assert after and after[0] > victim["epoch"], f"resumed after epoch {victim['epoch']}, not from scratch: {after}"
     assert after == list(range(after[0], epochs + 1))
+    # The restarted process's model selection remembers the epochs before the kill.
+    scores = pl.from_arrow(ExperimentStore.open(out).epochs()).filter(pl.col("trial_id") == victim["trial_id"]).sort("epoch")
+    best_so_far = scores["val_score"].cum_max().to_list()
+    for r in tune_results(out):
+        if r["trial_id"] == victim["trial_id"] and r["pid"] != victim["pid"]:
+            assert r["best_val_score"] == best_so_far[r["epoch"] - 1]
 
 
 @pytest.mark.timeout(420)
@@ -152,11 +145,11 @@ def test_a_lost_node_s_trials_are_retried_on_the_others(prepared_lite: Path, tmp
     cluster = start_cluster(workers=1, cpus=1, state_dir=tmp_path, **health)
     try:
         epochs = 20
-        space = space_file(tmp_path, prepared_lite, trials=2, epochs=epochs, backbone="finetune", name="lost_node")
+        space = space_file(tmp_path, prepared_lite, trials=2, epochs=epochs, backbone="finetune", name="lost_node", checkpoint_interval_s=0)
         out, log = tmp_path / "exp", tmp_path / "driver.log"
 
         def two_nodes_busy() -> set[str]:
-            running = {r["node_id"] for r in _reported(out) if 1 <= r["epoch"] < epochs - 5}
+            running = {r["node_id"] for r in tune_results(out) if 1 <= r["epoch"] < epochs - 5}
             return running if len(running) == 2 else set()
 
         # Both trial processes start at once, one on each node.
@@ -171,7 +164,7 @@ def test_a_lost_node_s_trials_are_retried_on_the_others(prepared_lite: Path, tmp
     trials = _every_trial_once(out, trials=2, epochs=epochs)
     assert trials["node_id"].n_unique() == 1, "every trial ended on the remaining node"
     survivor = trials["node_id"][0]
-    reported = _reported(out)
+    reported = tune_results(out)
     moved = {r["trial_id"] for r in reported if r["node_id"] != survivor}
     assert moved, "a trial was running on the lost node"
     for trial_id in moved:

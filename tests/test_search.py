@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
+from _cluster import tune_results
 from tacfn.search import ExperimentStore, load_space
 
 pytestmark = pytest.mark.timeout(600)
@@ -44,7 +45,7 @@ def _tacfn(*args: str) -> list[str]:
 
 
 def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_path: Path):
-    space = _space_file(tmp_path, prepared_lite, trials=6)
+    space = _space_file(tmp_path, prepared_lite, trials=6, checkpoint_interval_s=3600)
     out = tmp_path / "exp"
     proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -71,6 +72,12 @@ def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_p
     assert pl.from_arrow(store.predictions()).filter(pl.col("trial_id") == chosen["trial_id"][0]).height > 0
     no_attention = trials.filter(pl.col("config.model.fusion.name") != "tacfn")
     assert no_attention["config.model.fusion.heads"].null_count() == no_attention.height, "heads only for attention blocks"
+
+    # An hour between checkpoints: a completed trial saves one only after its last epoch (the
+    # chosen trial's is what got scored), a pruned trial none.
+    completed_ids = set(trials.filter(pl.col("status") == "completed")["trial_id"])
+    saved = {(r["trial_id"], r["epoch"]) for r in tune_results(out) if r["checkpoint_dir_name"]}
+    assert saved == {(t, 3) for t in completed_ids}
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
     states = {t.state.name for t in study.trials}

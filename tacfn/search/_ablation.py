@@ -45,7 +45,6 @@ from ..training import EpochRecord, train
 from ._runner import StoreCallback, check_ray_address, init_ray
 from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
 from ._store import ExperimentStore, absolute_root
-from ._trainable import count_parameters
 
 _FOLDS_PER_PROTOCOL = {"6fold": 6, "paper5": 5}
 
@@ -140,10 +139,9 @@ def _params(plan_variants: dict[str, dict[str, Any]], run: dict[str, Any]) -> di
 def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants: dict[str, dict[str, Any]]) -> None:
     """One (variant, seed, fold): train, select on validation, score the test fold once."""
     run = config["run"]
-    cfg = parse_run_config(apply_overrides(base, _params(variants, run)), f"variant {run['variant']}")
-    total, trainable = count_parameters(cfg, None)
+    cfg = parse_run_config(apply_overrides(base, _params(variants, run)), f"variant {run['variant']}", check_model=False)
     workdir = Path(tempfile.mkdtemp(prefix="tacfn-ablation-"))
-    static = {"num_parameters": total, "trainable_parameters": trainable, "target_epochs": cfg.train.epochs}
+    static = {"target_epochs": cfg.train.epochs}
 
     def report(record: EpochRecord) -> None:
         tune.report({**asdict(record), **static, "status": "running", "finished": False})
@@ -160,7 +158,8 @@ def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants
             "test_weighted_f1": result.test["weighted_f1"],
             **{f"test_missing_{m}": s for m, s in result.test_missing_modality.items()},
         }
-    tune.report({**last, **static, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions_json": json.dumps(result.predictions)})
+    sizes = {"num_parameters": result.num_parameters, "trainable_parameters": result.trainable_parameters}
+    tune.report({**last, **static, **sizes, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions_json": json.dumps(result.predictions)})
 
 
 def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:

@@ -79,7 +79,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     load the data here), ``extra`` (constant metrics added to every report),
     ``evaluate_test`` (score the test split at the end) and ``callbacks``.
     """
-    cfg = parse_run_config(config["cfg"], "run config")
+    cfg = parse_run_config(config["cfg"], "run config", check_model=False)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     shared: SharedTask | None = config["task"]

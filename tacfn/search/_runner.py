@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ..config import parse_run_config
 from ..errors import ConfigError, DataError
 from ..tasks import TaskData, default_cache_dir, load_task
-from ..training import Trainer, score_checkpoint
+from ..training import LAST_CHECKPOINT, Trainer, score_checkpoint
 from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
 from ._space import SearchSettings, SearchSpace, SearchSpec, compile_space, config_hash
 from ._store import ExperimentStore, Location, absolute_root, flatten_config
@@ -58,15 +58,22 @@ class PrunableOptunaSearch(OptunaSearch):
     marked with the user attribute ``repeat_of``) and Optuna is asked again. After
     ``MAX_REPEATS`` repeats in a row the sampler has converged: the search creates no more
     trials (``converged`` turns true) and ends when the running ones do.
+
+    It starts ``budget`` trials in all, counting those a resumed Tune lost but ``store``
+    recorded (see :meth:`_started`).
     """
 
     MAX_REPEATS = 20
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, budget: int, store: ExperimentStore, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.budget = budget
+        self.store = store
         self.converged = False
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self._started() >= self.budget:
+            return self.FINISHED
         for _ in range(self.MAX_REPEATS):
             config = super().suggest(trial_id)
             earlier = self._finished_with(self._ot_trials[trial_id]) if isinstance(config, dict) else None
@@ -81,6 +88,15 @@ class PrunableOptunaSearch(OptunaSearch):
         self.converged = True
         return self.FINISHED
 
+    def _started(self) -> int:
+        """The trials this search has started: those Tune knows and those the store recorded.
+
+        After a resume, Tune knows the trials of its last snapshot of the experiment; a
+        trial that started and ended after it is in the store and counts against the
+        budget, so the resumed search does not replace it.
+        """
+        return len(set(self._ot_trials) | set(self.store.trials().column("trial_id").to_pylist()))
+
     def _finished_with(self, proposal: optuna.Trial) -> optuna.trial.FrozenTrial | None:
         """The first trial that completed or was pruned with exactly ``proposal``'s parameters.
 
@@ -92,14 +108,13 @@ class PrunableOptunaSearch(OptunaSearch):
                 return trial
         return None
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Nothing: per-epoch values stay out of the study. ASHA stops trials, not an Optuna
+        pruner, and the store keeps every epoch; each value would cost the driver a SQLite
+        commit per epoch of every trial."""
+
     # A resumed search may rerun a trial whose outcome Optuna's file got just before the
     # driver died, after Tune's last snapshot: Optuna keeps that first outcome.
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        try:
-            super().on_trial_result(trial_id, result)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         try:
@@ -154,8 +169,13 @@ class StoreCallback(tune.Callback):
         self.describe = describe or (lambda config: (dict(config), {}))
         self.epochs: dict[str, dict[int, dict[str, Any]]] = {}
         self.started: dict[str, datetime] = {}
-        self.ended = len(store.trials())
+        self.recorded: set[str] = set()
         self.failure: DataError | None = None
+
+    def setup(self, **info) -> None:
+        # A resumed search reruns a trial the store recorded after Tune's last snapshot of the
+        # experiment: the store keeps the first record, as Optuna keeps the first outcome.
+        self.recorded = set(self.store.trials().column("trial_id").to_pylist())
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, _now())
@@ -177,10 +197,13 @@ class StoreCallback(tune.Callback):
         self._record(trial, error=_error_line(trial))
 
     def _record(self, trial, error: str | None) -> None:
-        if self.failure is not None:  # the search is ending
+        buffered = list(self.epochs.pop(trial.trial_id, {}).values())
+        if self.failure is not None or trial.trial_id in self.recorded:  # the search is ending, or a rerun
             return
         result = trial.last_result or {}
-        epochs = list(self.epochs.pop(trial.trial_id, {}).values())
+        # A trial restarted from a checkpoint sends its whole history at the end: this driver
+        # may not have seen its first epochs.
+        epochs = json.loads(result["history_json"]) if result.get("history_json") else buffered
         if error:
             status = "failed"
         elif result.get("status") == "diverged":
@@ -201,12 +224,12 @@ class StoreCallback(tune.Callback):
         except DataError as err:
             self.failure = err
             return
-        self.ended += 1
+        self.recorded.add(trial.trial_id)
         if not self.quiet:
             score = row.get("val_score")
             shown = f"{score:.3f}" if isinstance(score, float) and not math.isnan(score) else "-"
             params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in {**extra, **params}.items())
-            print(f"[{self.ended}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {params}", flush=True)
+            print(f"[{len(self.recorded)}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {params}", flush=True)
 
 
 def _short(value: Any) -> str:
@@ -224,7 +247,7 @@ def _error_line(trial) -> str:
 
 def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], result: dict, status: str, error: str | None) -> dict[str, Any]:
     """A trials.parquet row: flattened config, metrics at the best validation epoch."""
-    cfg = trial_run_config(base, params)
+    cfg = trial_run_config(base, params, check_model=False)  # the trial built it
     full = _without_empty(cfg.model_dump(mode="json"))
     best = max(epochs, key=lambda e: (e["val_score"], -e["epoch"])) if epochs else None
     return {
@@ -324,7 +347,16 @@ def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | No
     # Trials checkpoint every epoch and the store is the record of progress: Tune's warning
     # about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1", "log_to_driver": False}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": dashboard,
+        "dashboard_host": "127.0.0.1",
+        "log_to_driver": False,
+        # Tune starts every trial process with its own runtime environment (environment
+        # variables), so the idle workers Ray prestarts for the driver never run a trial:
+        # they only cost CPU to start and again to stop (2 s each on 2 cores) just as the
+        # first trials start.
+        "_system_config": {"prestart_worker_first_driver": False},
+    }
     if address:
         kwargs = {"address": address, "log_to_driver": False}
     elif num_cpus:
@@ -373,7 +405,12 @@ def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskD
     resources = {"CPU": settings.resources.cpu, "GPU": settings.resources.gpu}
     if settings.workers == 1:
         trainable = tune.with_parameters(
-            run_trial, base=base, shared=task, shared_identity=identity, measure_latency="latency_ms" in settings.objectives
+            run_trial,
+            base=base,
+            shared=task,
+            shared_identity=identity,
+            measure_latency="latency_ms" in settings.objectives,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
         )
         return tune.with_resources(trainable, {"cpu": resources["CPU"], "gpu": resources["GPU"]})
     workers = TrialWorkers(settings.workers, resources, str(Location(out).child(TRAIN_DIR)), settings.max_failures)
@@ -457,6 +494,8 @@ def run_search(
             sampler=optuna.samplers.TPESampler(seed=settings.seed),
             storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_file}"),
             study_name=spec.name,
+            budget=settings.trials,
+            store=store,
         )
         epochs = parse_run_config(base, "base").train.epochs
         scheduler = (
@@ -492,11 +531,18 @@ def run_search(
     if not resume and searcher.converged and not quiet:
         print(f"TPE proposed only configurations already run ({searcher.MAX_REPEATS} in a row): "
               f"the search stopped after {len(grid)} of {settings.trials} trials")
-    return _finish(store, grid, base, task, identity, time.perf_counter() - t0, quiet)
+    return _finish(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
 
 
-def _finish(store: ExperimentStore, grid, base: dict, task: TaskData, identity: str, seconds: float, quiet: bool) -> SearchSummary:
-    """Pick the best completed trial on validation and score it on the test split, once."""
+def _finish(
+    store: ExperimentStore, grid, base: dict, task: TaskData, identity: str, gpu: float, seconds: float, quiet: bool
+) -> SearchSummary:
+    """Pick the best completed trial on validation and score it on the test split, once.
+
+    A CPU trial's choice is scored here, in the driver, which holds the data already: a
+    Ray task would start a process and import torch first, seconds on a small machine. A
+    GPU trial's is scored by a Ray task holding a GPU (at most one) as the trial did.
+    """
     trials = store.trials().to_pylist()
     completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
     if not completed:
@@ -509,12 +555,16 @@ def _finish(store: ExperimentStore, grid, base: dict, task: TaskData, identity: 
     best = max(completed, key=lambda t: t["val_score"])
     result = next(r for r in grid if r.metrics and r.metrics.get("trial_id") == best["trial_id"])
     params = result.config
-    cfg = trial_run_config(base, params)
+    cfg = trial_run_config(base, params, check_model=False)
     checkpoint = result.checkpoint or tune.Checkpoint(checkpoint_dir(result.metrics))  # DDP trials: Train's own
+    shared = task if encoder_identity(cfg) == identity else None
     with checkpoint.as_directory() as path:
-        test, missing, predictions = ray.get(
-            _score_remote.remote(cfg.model_dump(mode="json"), task if encoder_identity(cfg) == identity else None, str(Path(path) / "last.pt"))
-        )
+        weights = Path(path) / LAST_CHECKPOINT
+        if gpu:
+            scored = _score_remote.options(num_gpus=min(gpu, 1)).remote(cfg.model_dump(mode="json"), shared, str(weights))
+            test, missing, predictions = ray.get(scored)
+        else:
+            test, missing, predictions = score_checkpoint(cfg, shared or load_task(cfg), weights)
     row = {
         **best,
         "chosen": True,
@@ -547,7 +597,7 @@ def _mark_pareto(store: ExperimentStore, completed: list[dict[str, Any]], object
 
 @ray.remote
 def _score_remote(cfg_map: dict, task: TaskData | None, checkpoint: str):
-    cfg = parse_run_config(cfg_map, "chosen config")
+    cfg = parse_run_config(cfg_map, "chosen config", check_model=False)
     task = task if task is not None else load_task(cfg)
     return score_checkpoint(cfg, task, Path(checkpoint))
 

@@ -196,7 +196,9 @@ class SearchSettings(_Strict):
     """How to search: objective, budget, scheduler, seed, resources and failure policy.
 
     ``max_failures`` is how many times a trial whose process or node dies is restarted
-    from its last checkpoint before it is recorded as failed.
+    from its last checkpoint before it is recorded as failed. A trial checkpoints when
+    ``checkpoint_interval_s`` have passed since its last checkpoint (0: after every epoch)
+    and after its last epoch.
     """
 
     metric: Metric = "val_score"
@@ -209,6 +211,7 @@ class SearchSettings(_Strict):
     workers: int = Field(1, ge=1)
     objectives: list[Objective] = Field(default_factory=list)
     max_failures: int = Field(2, ge=0)
+    checkpoint_interval_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> SearchSettings:

@@ -1,8 +1,9 @@
 """The Tune function trainable: one trial is one training run.
 
-A trial on one worker (or a fraction of a GPU) runs :func:`tacfn.training.train` directly
-in the trial's process; every epoch is reported to Tune with a checkpoint, so a restored
-trial continues from its last epoch. A trial on several workers launches a Ray Train
+A trial on one worker (or a fraction of a GPU) runs :func:`tacfn.training.run_epochs`
+directly in the trial's process; every epoch is reported to Tune, with a checkpoint at most every
+``search.checkpoint_interval_s`` and after the last epoch, so a restored trial continues from
+its last checkpoint. A trial on several workers launches a Ray Train
 TorchTrainer from the trial's process instead (:func:`._distributed.fit_trial`); its Train
 run keeps its own checkpoints, and a restored trial resumes that run. Data shared by every
 trial (the prepared dataset, or the frozen encoders' features) arrives once through Ray's
@@ -11,9 +12,10 @@ object store.
 
 from __future__ import annotations
 
+import json
 import shutil
-import time
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,8 @@ from ray import tune
 
 from ..config import RunConfig, parse_run_config
 from ..model import TACFN
-from ..tasks import TaskData
-from ..training import EpochRecord, train
+from ..tasks import TaskData, load_task
+from ..training import LAST_CHECKPOINT, RunState, Trainer, run_epochs
 from ._distributed import SharedTask, TrialWorkers, fit_trial
 from ._space import apply_overrides
 
@@ -37,9 +39,10 @@ def encoder_identity(cfg: RunConfig) -> str:
     return repr((m.preset, m.modalities, m.backbone, sorted(m.checkpoints.items()), cfg.train.seed, cfg.data.model_dump(mode="json")))
 
 
-def trial_run_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
-    """The run config of a trial: the base mapping with the sampled dotted keys applied."""
-    return parse_run_config(apply_overrides(base, params), "trial config")
+def trial_run_config(base: dict[str, Any], params: dict[str, Any], *, check_model: bool = True) -> RunConfig:
+    """The run config of a trial: the base mapping with the sampled dotted keys applied
+    (``check_model``: see :func:`tacfn.config.parse_run_config`)."""
+    return parse_run_config(apply_overrides(base, params), "trial config", check_model=check_model)
 
 
 def count_parameters(cfg: RunConfig, input_lengths: dict[str, int] | None) -> tuple[int, int]:
@@ -69,59 +72,62 @@ def run_trial(
     shared_identity: str | None,
     workers: TrialWorkers | None = None,
     measure_latency: bool = False,
+    checkpoint_interval_s: float = 0.0,
 ) -> None:
     """Train the trial's configuration, reporting each epoch (and the final status) to Tune.
 
-    With ``workers`` (several Ray Train workers per trial), ``shared`` is a SharedTask.
+    A report carries a checkpoint when ``checkpoint_interval_s`` have passed since the
+    trial's last one (0: every epoch) and after the last epoch, whose checkpoint holds the
+    weights the search scores if it chooses this trial. Saving and persisting a checkpoint
+    costs tens of milliseconds, more than a lite epoch on cached features; a restarted trial
+    repeats at most the epochs since its last checkpoint. With ``workers`` (several Ray
+    Train workers per trial), ``shared`` is a SharedTask and Ray Train checkpoints each epoch.
     """
-    cfg = trial_run_config(base, params)
+    cfg = trial_run_config(base, params, check_model=False)  # a bad combination fails building the model
     task = shared if shared is not None and encoder_identity(cfg) == shared_identity else None
-    total, trainable = count_parameters(cfg, shared.input_lengths if shared else None)
-    static = {
-        "num_parameters": total,
-        "trainable_parameters": trainable,
-        "target_epochs": cfg.train.epochs,
-        "node_id": ray.get_runtime_context().get_node_id(),
-    }
+    static: dict[str, Any] = {"target_epochs": cfg.train.epochs, "node_id": ray.get_runtime_context().get_node_id()}
     if measure_latency:
         static["latency_ms"] = inference_latency_ms(cfg, shared.input_lengths if shared else None)
     if workers is not None:
-        fit_trial(cfg, task=task, workers=workers, name=tune.get_context().get_trial_id(), extra=static)
+        total, trainable = count_parameters(cfg, shared.input_lengths if shared else None)
+        extra = {**static, "num_parameters": total, "trainable_parameters": trainable}
+        fit_trial(cfg, task=task, workers=workers, name=tune.get_context().get_trial_id(), extra=extra)
         return
-    workdir = Path(tempfile.mkdtemp(prefix="tacfn-trial-"))
-    ckpt_dir = workdir / "checkpoints"
-    resume = False
+    trainer = Trainer(cfg, task or load_task(cfg))
+    static["num_parameters"], static["trainable_parameters"] = trainer.model.num_parameters()
+    state = RunState()
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as path:
-            shutil.copytree(path, ckpt_dir)
-        resume = True
-
-    best = {"val_score": -float("inf")}
-
-    def report(record: EpochRecord) -> None:
-        best["val_score"] = max(best["val_score"], record.val_score)
-        metrics = {
-            **asdict(record),
-            **static,
-            "best_val_score": best["val_score"],  # what model selection (and Optuna) sees
-            "status": "running",
-            "finished": record.epoch == cfg.train.epochs,
-        }
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))
-
+            state = trainer.restore(Path(path) / LAST_CHECKPOINT)
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="tacfn-trial-"))
+    saved_at = time.monotonic()
     try:
-        result = train(cfg, task=task, out_dir=workdir, on_epoch=report, resume=resume, evaluate_test=False)
-        if result.status != "completed":
-            last = result.history[-1] if result.history else None
-            tune.report(
-                {
-                    **(asdict(last) if last else {"epoch": 0, "val_score": 0.0}),
-                    **static,
-                    "status": result.status,
-                    "error": result.error,
-                    "finished": True,
-                }
-            )
+        for record in run_epochs(trainer, state):
+            metrics = {
+                **asdict(record),
+                **static,
+                "best_val_score": state.best_score,  # what model selection (and Optuna) sees
+                "status": "running",
+                "finished": record.epoch == cfg.train.epochs,
+            }
+            checkpoint = None
+            if metrics["finished"]:
+                metrics["history_json"] = _history_json(state)
+            if metrics["finished"] or time.monotonic() - saved_at >= checkpoint_interval_s:
+                trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, trainer.checkpoint_state(state))
+                checkpoint = tune.Checkpoint.from_directory(ckpt_dir)
+                saved_at = time.monotonic()
+            tune.report(metrics, checkpoint=checkpoint)
+        if state.status != "completed":
+            last = asdict(state.history[-1]) if state.history else {"epoch": 0, "val_score": 0.0}
+            ending = {"status": state.status, "error": state.error, "finished": True, "history_json": _history_json(state)}
+            tune.report({**last, **static, **ending})
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _history_json(state: RunState) -> str:
+    """Every epoch of the run, restored ones included, as JSON (Tune's loggers would try to
+    plot a list)."""
+    return json.dumps([asdict(record) for record in state.history])
