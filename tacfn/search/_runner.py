@@ -169,13 +169,16 @@ class StoreCallback(tune.Callback):
         self.describe = describe or (lambda config: (dict(config), {}))
         self.epochs: dict[str, dict[int, dict[str, Any]]] = {}
         self.started: dict[str, datetime] = {}
-        self.recorded: set[str] = set()
+        self.recorded = self._recorded()  # an unreadable store fails here, before Ray starts
         self.failure: DataError | None = None
+
+    def _recorded(self) -> set[str]:
+        return set(self.store.trials().column("trial_id").to_pylist())
 
     def setup(self, **info) -> None:
         # A resumed search reruns a trial the store recorded after Tune's last snapshot of the
         # experiment: the store keeps the first record, as Optuna keeps the first outcome.
-        self.recorded = set(self.store.trials().column("trial_id").to_pylist())
+        self.recorded = self._recorded()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, _now())
@@ -344,23 +347,20 @@ def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | No
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # Trials checkpoint every epoch and the store is the record of progress: Tune's warning
-    # about frequent experiment snapshots is noise here.
+    # Trials may checkpoint every epoch and the store is the record of progress: Tune's
+    # warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    kwargs: dict[str, Any] = {
-        "include_dashboard": dashboard,
-        "dashboard_host": "127.0.0.1",
-        "log_to_driver": False,
-        # Tune starts every trial process with its own runtime environment (environment
-        # variables), so the idle workers Ray prestarts for the driver never run a trial:
-        # they only cost CPU to start and again to stop (2 s each on 2 cores) just as the
-        # first trials start.
-        "_system_config": {"prestart_worker_first_driver": False},
-    }
+    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1", "log_to_driver": False}
     if address:
         kwargs = {"address": address, "log_to_driver": False}
-    elif num_cpus:
-        kwargs["num_cpus"] = num_cpus
+    elif not os.environ.get("RAY_ADDRESS"):  # set for a driver `ray job submit` started on a cluster
+        # A new local runtime. Tune starts every trial process with its own runtime
+        # environment (environment variables), so the idle workers Ray prestarts for the
+        # driver never run a trial: they only cost CPU to start and again to stop (2 s each
+        # on 2 cores) just as the first trials start.
+        kwargs["_system_config"] = {"prestart_worker_first_driver": False}
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
