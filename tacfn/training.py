@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from .allocator import keep_freed_memory
 from .config import RunConfig
 from .errors import DataError
 from .metrics import classification_metrics, multitask_metrics
@@ -135,6 +136,7 @@ class Trainer:
         device: torch.device | None = None,
         shard: tuple[int, int] = (0, 1),
     ) -> None:
+        keep_freed_memory()  # every step would page-fault its batch and activations in again
         self.cfg = cfg
         self.shard = shard  # (rank, world size): each rank trains on its share of every epoch
         self.device = device or _device(cfg.train.device)
