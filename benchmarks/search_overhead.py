@@ -11,7 +11,9 @@
    not in (b). A third run, (a'), hands the trials to concurrency bare processes started at
    once, the next trial to whichever is free: its ratio to (a) / concurrency is what this
    machine loses running trials side by side (process start-up, shared caches and memory
-   bandwidth, the last trial running alone), before any search layer.
+   bandwidth, the last trial running alone), before any search layer. A last line sums the
+   trials' epoch times in (a), (a') and (b): how much slower the same epochs run side by side
+   on this machine, which bounds the ratio from below whatever the search layer does.
 2. Peak resident memory (VmHWM) of a trial process that reads frozen-encoder features from
    Ray's object store, as a search's trials do, against one that loads its own copy from the
    feature-cache file. The features are the paper preset's encoder outputs (video
@@ -110,21 +112,25 @@ def _load_task(base: dict[str, Any], threads: int) -> None:
     _worker_task = Trainer(cfg, load_task(cfg)).task
 
 
-def _bare_trial(base: dict[str, Any], point: dict[str, Any]) -> str:
-    return train(trial_run_config(base, point), task=_worker_task, evaluate_test=False).status
+def _bare_trial(base: dict[str, Any], point: dict[str, Any]) -> tuple[str, float]:
+    """A trial's status and the seconds its epochs took."""
+    result = train(trial_run_config(base, point), task=_worker_task, evaluate_test=False)
+    return result.status, sum(record.seconds for record in result.history)
 
 
-def bare_in_parallel(base: dict[str, Any], points: list[dict[str, Any]], threads: int, processes: int) -> float:
+def bare_in_parallel(base: dict[str, Any], points: list[dict[str, Any]], threads: int, processes: int) -> tuple[float, float]:
     """Seconds for ``processes`` bare processes (spawned, the cached features loaded in
     each) to run ``points``, each taking the next trial when it is free as a search's trial
-    processes do: what the machine gives several trials at once, with no search layer."""
+    processes do: what the machine gives several trials at once, with no search layer.
+    Also returns the seconds the trials' epochs took, summed over trials."""
     context = multiprocessing.get_context("spawn")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_load_task, initargs=(base, threads)) as pool:
-        statuses = list(pool.map(_bare_trial, [base] * len(points), points))
+        outcomes = list(pool.map(_bare_trial, [base] * len(points), points))
+    statuses = [status for status, _ in outcomes]
     if set(statuses) != {"completed"}:
         raise RuntimeError(f"not every bare trial completed: {statuses}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, sum(seconds for _, seconds in outcomes)
 
 
 def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
@@ -141,12 +147,14 @@ def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     task = Trainer(base_cfg, load_task(base_cfg)).task  # the cached features, loaded once
+    bare_epochs_s = 0.0
     for point in points:
         result = train(trial_run_config(base, point), task=task, evaluate_test=False)
         if result.status != "completed":
             raise RuntimeError(f"bare trial {point} ended {result.status}: {result.error}")
+        bare_epochs_s += sum(record.seconds for record in result.history)
     bare_s = time.perf_counter() - t0
-    parallel_s = bare_in_parallel(base, points, threads, concurrency)
+    parallel_s, parallel_epochs_s = bare_in_parallel(base, points, threads, concurrency)
 
     t0 = time.perf_counter()
     init_ray(None)
@@ -157,7 +165,9 @@ def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
         t0 = time.perf_counter()
         run_search(spec, out, quiet=True, points=points)
         search_s = time.perf_counter() - t0
-        rows = check_trials(ExperimentStore(out), spec, points)
+        store = ExperimentStore(out)
+        rows = check_trials(store, spec, points)
+        search_epochs_s = sum(store.epochs().column("seconds").to_pylist())
     processes = len({row["worker"] for row in rows})
 
     ratio = search_s / (bare_s / concurrency)
@@ -169,6 +179,10 @@ def figure_1_search_vs_bare(epochs: int, synthetic: dict[str, int]) -> float:
     print(f"    (a') the same trials in {concurrency} bare processes at once (spawned, features loaded in each): "
           f"{parallel_s:.1f} s = {parallel_s / (bare_s / concurrency):.2f} x (a) / {concurrency}: what running "
           f"{concurrency} trials at once costs on this machine before any search layer; (b) / (a') = {search_s / parallel_s:.2f}")
+    print(f"    the trials' epochs, summed: (a) {bare_epochs_s:.1f} s, (a') {parallel_epochs_s:.1f} s, (b) {search_epochs_s:.1f} s: "
+          f"run side by side, the same epochs take {parallel_epochs_s / bare_epochs_s:.2f}x (a') and "
+          f"{search_epochs_s / bare_epochs_s:.2f}x (b) as long as back to back: with no start-up, gaps or idle tail at all, "
+          f"(b) / ((a) / {concurrency}) would be {search_epochs_s / bare_epochs_s:.2f}")
     return ratio
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -181,12 +182,22 @@ def figures_2_3_paper(root: Path, actors: int, clips_per_actor: int, finetune_ba
           f"{_time_epochs(plain, frozen_epochs) * 1e3:.0f} ms, against {epoch_s * 1e3:.0f} ms with them")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), which the figures depend on: PyTorch draws dropout masks
+    with MKL's vectorised generator on Intel CPUs only, one number at a time elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller datasets, fewer batches (a smoke run)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_cpu_model() or platform.machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         figure_1_prepared_vs_decoding(root, actors=6, clips_per_actor=8 if args.quick else 16)
