@@ -7,7 +7,9 @@
 3. For a frozen-mode epoch of the paper preset, the FLOP/s achieved (FLOPs counted with
    torch.utils.flop_counter) divided by the FLOP/s torch reaches running the epoch's own matrix
    multiplications (same shapes, same count) back to back. Goal >= 0.5: the epoch is bound by
-   arithmetic, not by Python overhead or data loading.
+   arithmetic, not by Python overhead or data loading. A last line gives the same epoch and
+   ratio with the paper's dropouts at 0: on a CPU whose dropout masks PyTorch draws one
+   random number at a time (any but Intel's), they take a large share of the epoch.
 
     python benchmarks/training_throughput.py [--quick]
 """
@@ -178,8 +180,13 @@ def figures_2_3_paper(root: Path, actors: int, clips_per_actor: int, finetune_ba
     plain = Trainer(cfg, load_task(cfg))
     for e in range(3):
         plain.train_epoch(e)
+    plain_s = _time_epochs(plain, frozen_epochs)
+    # The same arithmetic: dropout adds no FLOPs, and the fused attention kernel does the
+    # unfused path's matmuls (flop_counter has no formula for the CPU kernel, so count those).
+    plain_rate = epoch_flops / plain_s
     print(f"    the same epoch with the paper's dropouts set to 0 (a diagnosis, not the paper's model): "
-          f"{_time_epochs(plain, frozen_epochs) * 1e3:.0f} ms, against {epoch_s * 1e3:.0f} ms with them")
+          f"{plain_s * 1e3:.0f} ms, against {epoch_s * 1e3:.0f} ms with them -> {plain_rate / 1e9:.1f} GFLOP/s, "
+          f"ratio {plain_rate / matmul_rate:.2f}")
 
 
 def _cpu_model() -> str:
