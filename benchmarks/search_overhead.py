@@ -13,7 +13,7 @@
    machine loses running trials side by side (process start-up, shared caches and memory
    bandwidth, the last trial running alone), before any search layer. A last line sums the
    trials' epoch times in (a), (a') and (b): how much slower the same epochs run side by side
-   on this machine, which bounds the ratio from below whatever the search layer does.
+   on this machine, the part of the ratio that start-up, gaps and an idle tail do not explain.
 2. Peak resident memory (VmHWM) of a trial process that reads frozen-encoder features from
    Ray's object store, as a search's trials do, against one that loads its own copy from the
    feature-cache file. The features are the paper preset's encoder outputs (video

@@ -181,8 +181,9 @@ def figures_2_3_paper(root: Path, actors: int, clips_per_actor: int, finetune_ba
     for e in range(3):
         plain.train_epoch(e)
     plain_s = _time_epochs(plain, frozen_epochs)
-    # The same arithmetic: dropout adds no FLOPs, and the fused attention kernel does the
-    # unfused path's matmuls (flop_counter has no formula for the CPU kernel, so count those).
+    # The same arithmetic as the epoch with dropout, so its FLOP count holds: dropout adds no
+    # FLOPs, and the fused CPU attention kernel (which flop_counter cannot count) does the
+    # unfused path's matmuls.
     plain_rate = epoch_flops / plain_s
     print(f"    the same epoch with the paper's dropouts set to 0 (a diagnosis, not the paper's model): "
           f"{plain_s * 1e3:.0f} ms, against {epoch_s * 1e3:.0f} ms with them -> {plain_rate / 1e9:.1f} GFLOP/s, "
