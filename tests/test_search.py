@@ -117,6 +117,45 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     assert trials.filter(pl.col("chosen")).height == 1
     epochs = pl.from_arrow(ExperimentStore.open(out).epochs())
     assert epochs.group_by(["trial_id", "epoch"]).len()["len"].max() == 1
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"], "no Optuna trial left running"
+
+
+def test_resume_fails_the_optuna_trials_tunes_snapshot_lost(tmp_path: Path):
+    """An Optuna trial started after Tune's last searcher snapshot and still running when the
+    driver died is marked FAIL on restore; the snapshot's running trials stay RUNNING, for
+    Tune reruns them and tells their outcome."""
+    from tacfn.search._runner import PrunableOptunaSearch
+    from tacfn.search._space import SearchSpace, compile_space, parse_space
+
+    spec = parse_space({
+        "name": "lost",
+        "base": {"model": {"preset": "lite"}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+        "search": {"trials": 6},
+    }, "lost.yaml")
+    store = ExperimentStore.create(tmp_path / "exp", "search", "lost", {"name": "lost"})
+
+    def searcher() -> PrunableOptunaSearch:
+        return PrunableOptunaSearch(
+            space=SearchSpace(compile_space(spec)), metric="val_score", mode="max",
+            sampler=optuna.samplers.TPESampler(seed=0), storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"),
+            study_name="lost", budget=6, store=store,
+        )
+
+    before = searcher()
+    for trial_id in ("done", "running"):
+        assert isinstance(before.suggest(trial_id), dict)
+    before.on_trial_complete("done", {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
+    before.save(str(tmp_path / "snapshot.pkl"))
+    assert isinstance(before.suggest("after-snapshot"), dict)  # then the driver dies
+
+    after = searcher()
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    study = optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING", "FAIL"]
+    after.on_trial_complete("running", {"val_score": 0.7, "best_val_score": 0.7, "finished": True, "status": "completed"})
+    assert optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[1].value == 0.7
 
 
 def test_multi_objective_search_marks_the_pareto_front(prepared_lite: Path, tmp_path: Path):

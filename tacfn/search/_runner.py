@@ -108,6 +108,23 @@ class PrunableOptunaSearch(OptunaSearch):
                 return trial
         return None
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore Tune's snapshot of the searcher, then fail the study's orphaned trials.
+
+        An Optuna trial the driver created after that snapshot, still running when the
+        driver died, belongs to no Tune trial: the resumed search never reruns or tells it,
+        so it would read as running forever in ``optuna.load_study`` and optuna-dashboard.
+        It is marked FAIL, as Optuna's own ``fail_stale_trials`` marks a trial whose process
+        died, and the resumed search starts another in its place. The snapshot's trials stay
+        as they are: Tune reruns those that were unfinished and tells their outcome.
+        """
+        super().restore(checkpoint_path)
+        known = {trial.number for trial in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for orphan in running:
+            if orphan.number not in known:
+                self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Nothing: per-epoch values stay out of the study. ASHA stops trials, not an Optuna
         pruner, and the store keeps every epoch; each value would cost the driver a SQLite
