@@ -272,8 +272,9 @@ def run_epochs(trainer: Trainer, state: RunState) -> Iterator[EpochRecord]:
     """Train the epochs after ``state.last_epoch``, yielding each one's record.
 
     ``state`` is updated before each yield (history, best epoch and its weights), so a
-    caller can checkpoint or report it there. A non-finite loss ends the epochs with
-    ``state.status`` set to ``diverged``.
+    caller can checkpoint or report it there. A non-finite training loss, or a non-finite
+    validation loss after an epoch (a last step that left the weights non-finite), ends the
+    epochs with ``state.status`` set to ``diverged``; such an epoch is never the best.
     """
     for epoch in range(state.last_epoch + 1, trainer.cfg.train.epochs + 1):
         t0 = time.perf_counter()
@@ -283,6 +284,10 @@ def run_epochs(trainer: Trainer, state: RunState) -> Iterator[EpochRecord]:
             state.status, state.error = "diverged", str(err)
             return
         val_metrics, _, val_loss = trainer.evaluate(trainer.task.val)
+        if not math.isfinite(val_loss):  # the epoch's last steps left non-finite weights
+            state.status = "diverged"
+            state.error = f"non-finite validation loss ({val_loss}) after epoch {epoch}"
+            return
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,

@@ -14,7 +14,7 @@ from tacfn.data.prepare import prepare_ravdess
 from tacfn.data.preprocessing import LITE_PREPROCESS
 from tacfn.data.synth import write_synthetic_ravdess
 from tacfn.tasks import load_task
-from tacfn.training import train
+from tacfn.training import RunState, Trainer, conclude, run_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,30 @@ def test_non_finite_loss_stops_run_as_diverged(prepared_lite: Path, tmp_path: Pa
     assert result.status == "diverged"
     assert "non-finite loss" in result.error
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_non_finite_weights_after_an_epoch_end_the_run_as_diverged(prepared_lite: Path, tmp_path: Path):
+    """Epoch 2's last step leaves non-finite weights behind a finite training loss: its
+    validation loss is NaN, the run diverged there, and epoch 1 stays the best."""
+    cfg = _cfg(prepared_lite, tmp_path, train={"epochs": 3})
+    trainer = Trainer(cfg, load_task(cfg))
+    train_epoch = trainer.train_epoch
+
+    def poisoned(epoch: int) -> tuple[float, float]:
+        losses = train_epoch(epoch)
+        if epoch == 2:
+            with torch.no_grad():
+                for param in trainer.model.trainable_parameters():
+                    param.fill_(float("nan"))
+        return losses
+
+    trainer.train_epoch = poisoned
+    state = RunState()
+    assert [record.epoch for record in run_epochs(trainer, state)] == [1]
+    assert state.status == "diverged" and "non-finite validation loss (nan) after epoch 2" in state.error
+    result = conclude(trainer, state)
+    assert result.status == "diverged" and result.best_epoch == 1
+    assert np.isfinite(result.val["score"]) and result.val["score"] == pytest.approx(state.history[0].val_score)
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(prepared_lite: Path, tmp_path: Path):
