@@ -7,6 +7,7 @@ data path the embedded synthetic RAVDESS dataset is written (once) under the cac
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -49,13 +50,18 @@ class SplitData:
 
 @dataclass(frozen=True)
 class TaskData:
-    """The three splits of one run, with what the metrics need to know."""
+    """The three splits of one run, with what the metrics need to know.
+
+    ``content_digest`` identifies the data the splits come from (a digest of the dataset
+    files' bytes): features cached per clip id are keyed on it too.
+    """
 
     dataset: str
     train: SplitData
     val: SplitData
     test: SplitData
     class_names: tuple[str, ...]
+    content_digest: str
     task_names: tuple[str, ...] = ()
     input_lengths: dict[str, int] | None = None
     features: bool = False
@@ -123,6 +129,7 @@ def _ravdess_task(cfg: RunConfig, arch: TACFNConfig, cache_dir: Path, progress: 
         val=split(fold.val_actors),
         test=split(fold.test_actors),
         class_names=EMOTIONS,
+        content_digest=dataset.content_digest,
         description=f"{description}, {cfg.data.protocol} fold {cfg.data.fold}",
     )
 
@@ -161,6 +168,7 @@ def _iemocap_task(cfg: RunConfig, cache_dir: Path) -> TaskData:
         val=split(splits["valid"], "valid"),
         test=split(splits["test"], "test"),
         class_names=("no", "yes"),
+        content_digest=hashlib.sha256("".join(splits[name].content_digest for name in sorted(splits)).encode()).hexdigest(),
         task_names=IEMOCAP_EMOTIONS,
         input_lengths=lengths,
         description=description,
@@ -179,8 +187,9 @@ def load_task(cfg: RunConfig, *, progress: bool = False) -> TaskData:
 def with_cached_features(task: TaskData, model: TACFN, cache_root: Path, *, batch_size: int = 32) -> TaskData:
     """Replace raw inputs by the frozen encoders' outputs, computed once and cached.
 
-    The cache key covers each encoder's name and weights hash and the preprocessing, so a
-    different checkpoint or preprocessing never reuses stale features.
+    The cache key covers each encoder's name and weights hash, the preprocessing and the
+    dataset's content digest, so a different checkpoint, preprocessing or dataset (even one
+    with the same clip ids) never reuses stale features.
     """
     from .model.checkpoints import weights_hash
 
@@ -188,7 +197,7 @@ def with_cached_features(task: TaskData, model: TACFN, cache_root: Path, *, batc
     # Constructor arguments change outputs without changing weights (e.g. stem_relu): key on both.
     names = "+".join(f"{m.name}:{m.encoder}{sorted(m.encoder_kwargs.items())}" for m in arch.modalities)
     prep_key = arch.preprocess.key() if arch.preprocess else "seq"
-    key = cache_key(names, weights_hash(model.encoders), f"{prep_key}-{task.dataset}")
+    key = cache_key(names, weights_hash(model.encoders), f"{prep_key}-{task.dataset}-{task.content_digest}")
     cache = FeatureCache(cache_root)
     device = next(model.parameters()).device
     splits = {"train": task.train, "val": task.val, "test": task.test}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -323,12 +324,23 @@ def test_container_without_frame_count_decodes_the_same(synthetic_ravdess: Path,
 # --- preparation and the prepared dataset ----------------------------------------------
 
 
+def test_a_dataset_prepared_before_the_digest_was_recorded_is_hashed_on_load(prepared_lite: Path, tmp_path: Path):
+    old = tmp_path / "old"
+    shutil.copytree(prepared_lite, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    recorded = manifest.pop("clips_sha256")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert PreparedDataset(old).content_digest == recorded
+
+
 def test_prepare_writes_arrow_manifest_and_skipped(prepared_lite: Path, synthetic_ravdess: Path):
     cfg = LITE_PREPROCESS
     manifest = json.loads((prepared_lite / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and manifest["num_clips"] == 48
     assert manifest["preprocess"] == asdict(cfg) and manifest["preprocess_key"] == cfg.key()
     assert manifest["source"] == str(synthetic_ravdess.resolve())
+    assert manifest["clips_sha256"] == hashlib.sha256((prepared_lite / "clips.arrow").read_bytes()).hexdigest()
+    assert PreparedDataset(prepared_lite).content_digest == manifest["clips_sha256"]
 
     table = _arrow(prepared_lite)
     schema = table.schema

@@ -298,3 +298,33 @@ def test_encoder_shape_change_between_batches_is_refused(tmp_path: Path) -> None
 def test_empty_batches_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="the batches were empty"):
         encode_to_cache(CountingEncoder(), [], FeatureCache(tmp_path), KEY)
+
+
+def _frozen_task(data: Path, cache_dir: Path):
+    from tacfn.config import parse_run_config
+    from tacfn.tasks import load_task
+    from tacfn.training import Trainer
+
+    cfg = parse_run_config({
+        "model": {"preset": "lite", "backbone": "frozen"},
+        "data": {"path": str(data), "cache_dir": str(cache_dir)},
+        "train": {"epochs": 1},
+    })
+    return Trainer(cfg, load_task(cfg)).task
+
+
+def test_datasets_with_the_same_clip_ids_do_not_share_features(prepared_lite: Path, tmp_path: Path) -> None:
+    """Every RAVDESS tree has the same file names: a frozen run on another dataset encodes its
+    own clips instead of reading the first dataset's features under the same clip ids."""
+    from tacfn.data.prepare import prepare_ravdess
+    from tacfn.data.synth import write_synthetic_ravdess
+
+    other = tmp_path / "prepared-seed1"
+    prepare_ravdess(write_synthetic_ravdess(tmp_path / "raw-seed1", actors=6, clips_per_actor=8, seed=1), other, LITE_PREPROCESS, workers=2)
+    first, second = _frozen_task(prepared_lite, tmp_path / "cache"), _frozen_task(other, tmp_path / "cache")
+    assert first.train.ids == second.train.ids
+    rows = np.arange(6)
+    assert not torch.equal(first.train.batch(rows)["audio"], second.train.batch(rows)["audio"])
+    alone = _frozen_task(other, tmp_path / "cache-alone")
+    for name in ("video", "audio"):
+        assert torch.equal(second.train.batch(rows)[name], alone.train.batch(rows)[name])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -94,6 +95,9 @@ def test_convert_writes_arrow_files_and_manifest(converted: Path, source: Path) 
     assert manifest["modalities"] == {"text": [6, 300], "audio": [9, 74], "vision": [11, 35]}
     assert manifest["splits"] == {"train": 24, "valid": 8, "test": 10}
     assert manifest["source"] == source.name
+    for split in ("train", "valid", "test"):
+        digest = hashlib.sha256((converted / f"{split}.arrow").read_bytes()).hexdigest()
+        assert manifest["sha256"][split] == digest == IemocapDataset(converted, split).content_digest
 
 
 def test_dataset_shapes_labels_and_values(converted: Path, source: Path) -> None:

@@ -2,8 +2,9 @@
 
 With ``backbone="frozen"`` the encoders do not change during a search, so their outputs
 are computed once and stored in one Arrow IPC file per key. The key names the encoder,
-a hash of its weights and the preprocessing settings (``PreprocessConfig.key()``);
-changing any of them gives another file, so stale features are never reused.
+a hash of its weights and what it reads: the preprocessing settings
+(``PreprocessConfig.key()``) and the dataset's content digest. Changing any of them gives
+another file, so stale features are never reused.
 
 A file has a ``clip_id`` string column and one fixed-size-list column per modality
 (float16 or float32), with the per-sample shapes in the schema metadata. Features of
@@ -44,13 +45,14 @@ ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 _COPY_ROWS = 256  # rows per record batch when carrying old rows into a rebuilt file
 
 
-def cache_key(encoder: str, weights_hash: str, preprocess_key: str) -> str:
-    """A file-name-safe key, unique per (encoder, weights hash, preprocessing key).
+def cache_key(encoder: str, weights_hash: str, inputs_key: str) -> str:
+    """A file-name-safe key, unique per (encoder, weights hash, inputs key).
 
-    The key reads as ``<encoder>-<digest>``: the name for people, the digest of all
-    three parts for uniqueness.
+    ``inputs_key`` says what the encoder reads: the preprocessing key and the dataset's
+    content digest. The key reads as ``<encoder>-<digest>``: the name for people, the
+    digest of all three parts for uniqueness.
     """
-    parts = {"encoder": encoder, "weights_hash": weights_hash, "preprocess_key": preprocess_key}
+    parts = {"encoder": encoder, "weights_hash": weights_hash, "inputs_key": inputs_key}
     for name, value in parts.items():
         if not isinstance(value, str) or not value:
             raise ValueError(f"`{name}` must be a non-empty string, but got {value!r}")

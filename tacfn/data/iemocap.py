@@ -29,6 +29,7 @@ import pyarrow as pa
 import torch
 
 from ..errors import DataError
+from .digest import file_sha256
 
 IEMOCAP_EMOTIONS = ("neutral", "happy", "sad", "angry")
 IEMOCAP_SPLITS = ("train", "valid", "test")
@@ -75,6 +76,7 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
         "splits": counts,
         "has_ids": all("id" in arrays for arrays in splits.values()),
         "source": src.name,
+        "sha256": {split: file_sha256(out_dir / f"{split}.arrow") for split in IEMOCAP_SPLITS},
     }
     payload = json.dumps(manifest, indent=2).encode()
     _atomic_write(out_dir / MANIFEST_NAME, lambda f: f.write(payload))
@@ -109,6 +111,8 @@ class IemocapDataset:
         self._features = {m: _column_view(file, table, m, shape, pa.float32()) for m, shape in shapes.items()}
         self._labels = _column_view(file, table, "label", (len(IEMOCAP_EMOTIONS),), pa.int64())
         self.ids = _ids(table) if "id" in table.column_names else None
+        # What feature caches key on: recorded at conversion, or hashed now for an older folder.
+        self.content_digest: str = manifest.get("sha256", {}).get(split) or file_sha256(file)
 
     def __len__(self) -> int:
         return len(self._labels)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import DataError, MediaError
+from .digest import file_sha256
 from .media import ClipArrays, LandmarkFallbackWarning, read_clip
 from .prepared import CLIPS_FILE, FORMAT_VERSION, INT_COLUMNS, MANIFEST_FILE, SKIPPED_FILE, clips_schema
 from .preprocessing import PreprocessConfig
@@ -95,6 +96,7 @@ def prepare_ravdess(
             "source": str(src_dir.resolve()),
             "tacfn_version": __version__,
             "centre_cropped": [clip.clip_id for clip in centre_cropped],
+            "clips_sha256": file_sha256(temp[CLIPS_FILE]),  # what feature caches key on
         }
         temp[MANIFEST_FILE].write_text(json.dumps(manifest, indent=1))
         final[MANIFEST_FILE].unlink(missing_ok=True)  # no manifest: not a dataset, mid-swap

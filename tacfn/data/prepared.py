@@ -7,8 +7,8 @@
   ``statement``, ``repetition`` int8; ``video`` fixed_size_list<uint8>[T*S*S*3] in
   (T, S, S, 3) layout; ``mfcc`` fixed_size_list<float32>[n_mfcc*L] in (n_mfcc, L) layout;
 - ``manifest.json``: format version, the preprocessing settings and their key, the
-  number of clips, the source folder and the tacfn version; written last, so a folder
-  without it is not a dataset;
+  number of clips, the source folder, the tacfn version and the SHA-256 of
+  ``clips.arrow``; written last, so a folder without it is not a dataset;
 - ``skipped.json``: every file that was rejected or could not be decoded, with why.
 
 :class:`PreparedDataset` reads it back without copying: :meth:`PreparedDataset.batch`
@@ -17,6 +17,7 @@ gathers rows straight from the memory-mapped buffers and converts them in one st
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ import pyarrow.ipc as ipc
 import torch
 
 from ..errors import DataError
+from .digest import file_sha256
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from .ravdess import EMOTIONS
 
@@ -74,6 +76,12 @@ class PreparedDataset:
 
     def __len__(self) -> int:
         return self._table.num_rows
+
+    @functools.cached_property
+    def content_digest(self) -> str:
+        """SHA-256 of ``clips.arrow``, which feature caches key on: recorded in the manifest
+        when the folder was prepared, or hashed now for a folder prepared before that."""
+        return self.manifest.get("clips_sha256") or file_sha256(self.root / CLIPS_FILE)
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.root)!r}, clips={len(self)}, preprocess={self.preprocess.key()})"
