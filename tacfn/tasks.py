@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .config import RunConfig, SyntheticSection
 from .data.feature_cache import FeatureCache, cache_key, encode_to_cache
-from .data.iemocap import IEMOCAP_EMOTIONS, IemocapDataset, convert_iemocap, write_synthetic_iemocap
+from .data.iemocap import IEMOCAP_EMOTIONS, IemocapDataset, convert_iemocap, is_converted_from, write_synthetic_iemocap
 from .data.prepare import prepare_ravdess
 from .data.prepared import PreparedDataset
 from .data.preprocessing import PreprocessConfig
@@ -147,9 +147,9 @@ def _iemocap_task(cfg: RunConfig, cache_dir: Path) -> TaskData:
     else:
         path = Path(cfg.data.path)
         description = str(path)
-        if path.suffix == ".pkl":  # the user named a pickle explicitly: convert it once
+        if path.suffix == ".pkl":  # the user named a pickle explicitly: convert it, again when it changes
             out = path.with_name(path.stem + "-arrow")
-            if not (out / "manifest.json").exists():
+            if not is_converted_from(out, path):
                 convert_iemocap(path, out, allow_pickle=True)
             path = out
     splits = {name: IemocapDataset(path, name) for name in ("train", "valid", "test")}

@@ -16,7 +16,9 @@ import pyarrow.ipc as ipc
 import pytest
 import torch
 
+from tacfn.cli import main
 from tacfn.data import prepare as prepare_module
+from tacfn.data import synth as synth_module
 from tacfn.data.media import (
     LandmarkFallbackWarning,
     read_clip,
@@ -123,6 +125,18 @@ def test_scan_rejects_each_bad_file_with_its_reason(synthetic_ravdess: Path, tmp
     assert all(clip.landmarks == root / "Landmarks" / f"{clip.clip_id}.csv" for clip in scan.clips)
 
 
+def test_scan_lists_ravdess_wav_files_as_skipped(synthetic_ravdess: Path, tmp_path: Path):
+    """RAVDESS's audio-only release (03-*.wav) unpacked alongside is reported, not silently dropped."""
+    src = _copy_actors(synthetic_ravdess, tmp_path / "src", [1])
+    wav = src / "Actor_01/03-01-01-01-01-01-01.wav"
+    wav.write_bytes(b"RIFF")
+    (src / "Actor_01/notes.wav").write_bytes(b"RIFF")  # not a RAVDESS name: ignored like any other file
+    scan = scan_ravdess(src)
+    reasons = dict(scan.rejected)
+    assert reasons[wav] == "audio-only .wav file; TACFN needs full audio-video clips (.mp4, modality 01)"
+    assert sorted(path.suffix for path in reasons) == [".mp4", ".wav"]
+
+
 def test_scan_errors_name_the_folder(synthetic_ravdess: Path, tmp_path: Path):
     with pytest.raises(DataError, match="does not exist"):
         scan_ravdess(tmp_path / "missing")
@@ -181,6 +195,53 @@ def test_synthesis_rejects_bad_arguments(tmp_path: Path):
     (tmp_path / "c" / "keep.txt").write_text("x")
     with pytest.raises(DataError, match="not empty"):
         write_synthetic_ravdess(tmp_path / "c", actors=1, clips_per_actor=1)
+
+
+def test_synthesis_rejects_a_negative_seed_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "sx"
+    assert main(["data", "synth", str(out), "--actors", "6", "--clips-per-actor", "2", "--seed", "-5"]) == 2
+    assert capsys.readouterr().err == "tacfn: error: `seed >= 0` must hold, but got seed=-5\n"
+    assert not out.exists()
+
+
+def test_failed_synthesis_leaves_the_folder_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An interrupted run removes its partial tree, so writing it again works."""
+    calls = []
+
+    def interrupted(*args: object) -> None:
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(*args)
+
+    real = synth_module._synthesise_clip
+    monkeypatch.setattr(synth_module, "_synthesise_clip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_ravdess(tmp_path / "new", actors=2, clips_per_actor=2, workers=1)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_ravdess(tmp_path / "empty", actors=2, clips_per_actor=2, workers=1)
+    assert list((tmp_path / "empty").iterdir()) == []
+    monkeypatch.setattr(synth_module, "_synthesise_clip", real)
+    write_synthetic_ravdess(tmp_path / "empty", actors=1, clips_per_actor=1, workers=1)
+    assert len(list((tmp_path / "empty" / "Actor_01").glob("*.mp4"))) == 2
+
+
+@pytest.mark.parametrize("command", ["synth", "prepare"])
+def test_output_path_that_is_a_file_is_refused_before_any_work(
+    command: str, synthetic_ravdess: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    argv = ["data", "synth", str(afile)] if command == "synth" else ["data", "prepare", str(synthetic_ravdess), str(afile)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"tacfn: error: {afile} exists and is not a folder; " + (
+        "write a synthetic tree into a new or empty folder\n" if command == "synth"
+        else "name a new or existing folder for the dataset\n"
+    )
+    assert afile.read_text() == "keep me\n" and sorted(tmp_path.iterdir()) == [afile]
 
 
 def test_planted_signal_is_recoverable(prepared_lite: Path, synthetic_ravdess: Path):
@@ -421,8 +482,12 @@ def test_prepare_skips_bad_files_and_output_is_independent_of_workers_and_batchi
     video_size = 8 * 64 * 64 * 3 + 4 * 13 * 106
     monkeypatch.setattr(prepare_module, "_BATCH_BYTES", 3 * video_size)  # 3 rows per record batch
 
-    with pytest.warns(LandmarkFallbackWarning, match="1 of 16 clips"):
+    with pytest.warns(LandmarkFallbackWarning) as caught:
         report = prepare_ravdess(src, tmp_path / "out", LITE_PREPROCESS, workers=1)
+    assert [str(w.message) for w in caught] == [
+        f"1 of 16 clips had no usable facial landmarks and were centre-cropped (no face detector is installed): "
+        f"{no_landmarks.stem}; all are listed under centre_cropped in {tmp_path / 'out' / 'manifest.json'}"
+    ]
     assert report.prepared == 16 and report.centre_cropped == (no_landmarks,)
     reasons = dict(report.skipped)
     for path, reason in bad.items():
@@ -440,6 +505,39 @@ def test_prepare_skips_bad_files_and_output_is_independent_of_workers_and_batchi
     cropped = ds.clip_ids.index(no_landmarks.stem)
     for row, i in enumerate(order):
         assert torch.equal(ours["video"][row], theirs["video"][row]) == (i != cropped)
+
+
+def _rewrite_landmarks(csv: Path, rows: slice | list[int], column: str, value: str) -> None:
+    """Set ``column`` to ``value`` in the given data rows of an OpenFace CSV."""
+    header, *lines = csv.read_text().splitlines()
+    col = header.split(",").index(column)
+    for i in range(len(lines))[rows] if isinstance(rows, slice) else rows:
+        cells = lines[i].split(",")
+        cells[col] = value
+        lines[i] = ",".join(cells)
+    csv.write_text("\n".join([header, *lines]) + "\n")
+
+
+def test_non_finite_landmarks_count_as_untracked_frames(synthetic_ravdess: Path, tmp_path: Path):
+    """NaN or inf points never abort a dataset: such frames fall back like tracking failures."""
+    src = _copy_actors(synthetic_ravdess, tmp_path / "src", [1])
+    all_nan = src / "Actor_01/01-01-02-01-01-01-01.mp4"
+    _rewrite_landmarks(all_nan.with_suffix(".csv"), slice(None), "x_5", "nan")
+    some_inf = src / FIRST_CLIP
+    _rewrite_landmarks(some_inf.with_suffix(".csv"), slice(0, None, 2), "y_30", "inf")  # every sampled frame's row among them
+    untracked = tmp_path / "untracked.csv"  # the same rows marked as OpenFace tracking failures
+    shutil.copy(synthetic_ravdess / FIRST_CLIP.replace(".mp4", ".csv"), untracked)
+    _rewrite_landmarks(untracked, slice(0, None, 2), "success", "0")
+
+    with pytest.warns(LandmarkFallbackWarning, match="1 of 8 clips"):
+        report = prepare_ravdess(src, tmp_path / "out", LITE_PREPROCESS, workers=1)
+    assert report.prepared == 8 and report.centre_cropped == (all_nan,)
+    manifest = json.loads(report.manifest_path.read_text())
+    assert manifest["centre_cropped"] == [all_nan.stem]
+    table = _arrow(tmp_path / "out")
+    row = table.column("clip_id").to_pylist().index(some_inf.stem)
+    video = table.column("video")[row].values.to_numpy().reshape(8, 64, 64, 3)
+    np.testing.assert_array_equal(video, read_clip(some_inf, untracked, LITE_PREPROCESS).video)
 
 
 def test_failed_prepare_keeps_the_previous_dataset(prepared_lite: Path, tmp_path: Path):

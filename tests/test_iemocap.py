@@ -17,7 +17,10 @@ from tacfn.data.iemocap import (
     convert_iemocap,
     write_synthetic_iemocap,
 )
+from tacfn.cli import main
+from tacfn.config import parse_run_config
 from tacfn.errors import DataError
+from tacfn.tasks import load_task
 
 LENGTHS = (6, 9, 11)
 
@@ -166,6 +169,8 @@ def _corrupt(data: dict, split: str, key: str, kind: str) -> None:
         del data[split][key]
     elif kind == "text":
         data[split][key] = np.full(data[split][key].shape, "x")
+    elif kind == "scalar":
+        data[split][key] = 3
     elif kind == "nan":
         data[split][key] = data[split][key].copy()
         data[split][key][0, 0, 0] = np.nan
@@ -177,6 +182,7 @@ def _corrupt(data: dict, split: str, key: str, kind: str) -> None:
         ("valid", "audio", "dim", r"split 'valid', key 'audio' must have shape \(N, L, 74\)"),
         ("test", "vision", "rows", r"split 'test', key 'vision' must have shape \(N, L, 35\) with N=10"),
         ("train", "labels", "dim", r"split 'train', key 'labels' must have shape \(N, 4, 2\)"),
+        ("valid", "labels", "scalar", r"split 'valid', key 'labels' must have shape \(N, 4, 2\).*got \(\)"),
         ("train", "text", "missing", r"split 'train' has no key 'text'"),
         ("valid", "labels", "text", r"split 'valid', key 'labels' must be numeric"),
         ("test", "text", "nan", r"split 'test', key 'text' has 1 non-finite"),
@@ -237,3 +243,49 @@ def test_corrupt_arrow_file_raises_data_error_naming_it(converted: Path, tmp_pat
 def test_folder_without_manifest_raises(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no manifest\.json"):
         IemocapDataset(tmp_path, "train")
+
+
+def test_empty_split_is_refused_naming_it(source: Path, tmp_path: Path) -> None:
+    data = _load(source)
+    data["valid"] = {key: value[:0] for key, value in data["valid"].items()}
+    bad = _dump(data, tmp_path / "bad.pkl")
+    with pytest.raises(DataError, match=r"bad\.pkl: split 'valid' has no rows"):
+        convert_iemocap(bad, tmp_path / "out", allow_pickle=True)
+
+
+def test_labels_that_are_not_one_hot_are_refused(source: Path, tmp_path: Path) -> None:
+    """A pair with no 1 would silently become class 0 under MulT's argmax."""
+    data = _load(source)
+    data["train"]["labels"][[3, 7], 2] = 0.0
+    bad = _dump(data, tmp_path / "bad.pkl")
+    with pytest.raises(DataError, match=r"split 'train', key 'labels' has 2 of 24 rows that are not one-hot.*row 3"):
+        convert_iemocap(bad, tmp_path / "out", allow_pickle=True)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_output_path_that_is_a_file_is_refused(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    assert main(["data", "iemocap", str(source), str(afile)]) == 2
+    assert capsys.readouterr().err == (
+        f"tacfn: error: {afile} exists and is not a folder; name a new or existing folder for the conversion\n"
+    )
+    assert afile.read_text() == "keep me\n"
+
+
+def test_a_named_pickle_is_converted_again_when_it_changes(source: Path, tmp_path: Path) -> None:
+    """``data.path: x.pkl`` converts to ``x-arrow`` once, and again after the pickle changes."""
+    pkl = tmp_path / "good.pkl"
+    pkl.write_bytes(source.read_bytes())
+    cfg = parse_run_config({"model": {"preset": "iemocap"}, "data": {"path": str(pkl)}})
+    manifest = tmp_path / "good-arrow" / "manifest.json"
+    first = load_task(cfg)
+    converted_at = manifest.stat().st_mtime_ns
+    assert load_task(cfg).content_digest == first.content_digest
+    assert manifest.stat().st_mtime_ns == converted_at  # unchanged source: the conversion is reused
+    write_synthetic_iemocap(pkl, n_train=24, n_valid=8, n_test=10, lengths=LENGTHS, seed=4)
+    assert pkl.stat().st_size == source.stat().st_size  # same size, other data: the mtime tells
+    second = load_task(cfg)
+    assert second.content_digest != first.content_digest
+    fresh = convert_iemocap(pkl, tmp_path / "fresh", allow_pickle=True)
+    np.testing.assert_array_equal(second.train.labels, IemocapDataset(fresh, "train").labels)

@@ -47,7 +47,8 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
     Writes ``train.arrow``, ``valid.arrow``, ``test.arrow`` (one row per utterance:
     float32 features, int64 labels of shape (4,) after the argmax, ids when the source
     has them) and then ``manifest.json``, each under a temporary name renamed into
-    place, so a folder with a manifest is always complete. An existing conversion in
+    place, so a folder with a manifest is always complete. The manifest records the
+    source's size and mtime (see :func:`is_converted_from`). An existing conversion in
     ``out_dir`` is replaced. Returns ``out_dir``.
 
     ``allow_pickle`` must be True: unpickling runs code from the file, so only do it
@@ -60,6 +61,9 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
             "pass allow_pickle=True (on the command line: name the .pkl file explicitly) "
             "only for a file you trust"
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the conversion")
+    source_stat = _source_stat(src)  # before reading: a change during the read shows next time
     splits, lengths = _load_splits(src, _read_pickle(src))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # the folder is incomplete until the end
@@ -76,6 +80,7 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
         "splits": counts,
         "has_ids": all("id" in arrays for arrays in splits.values()),
         "source": src.name,
+        "source_stat": source_stat,
         "sha256": {split: file_sha256(out_dir / f"{split}.arrow") for split in IEMOCAP_SPLITS},
     }
     payload = json.dumps(manifest, indent=2).encode()
@@ -138,6 +143,19 @@ class IemocapDataset:
         out["label"] = torch.from_numpy(np.take(self._labels, rows, axis=0))
         out["index"] = torch.from_numpy(rows)
         return out
+
+
+def is_converted_from(out_dir: Path, src: Path) -> bool:
+    """Whether ``out_dir`` holds a conversion of ``src`` as it is now (same size and mtime).
+
+    False for a missing, unreadable or older conversion that recorded no source, so the
+    caller converts again.
+    """
+    try:
+        recorded = read_manifest(out_dir).get("source_stat")
+    except DataError:
+        return False
+    return recorded is not None and recorded == _source_stat(src)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -214,6 +232,15 @@ def write_synthetic_iemocap(
     return path
 
 
+def _source_stat(src: Path) -> dict[str, int] | None:
+    """The source file's size and modification time, or None when it cannot be read."""
+    try:
+        stat = src.stat()
+    except OSError:
+        return None
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def _read_pickle(src: Path) -> Mapping[str, Any]:
     if not src.is_file():
         raise DataError(f"IEMOCAP file {src} does not exist")
@@ -266,8 +293,9 @@ def _load_split(src: Path, split: str, raw: Mapping[str, Any]) -> dict[str, np.n
                 f"{src}: split {split!r}, key {key!r} must be numeric, but has dtype {value.dtype}"
             )
         arrays[key] = value.astype(np.float32)
-    n = len(arrays["labels"])
-    for key, array in arrays.items():
+    n = len(arrays["labels"]) if arrays["labels"].ndim else 0  # a scalar fails the shape check below
+    for key in ("labels", *IEMOCAP_DIMS):  # labels first: they define N
+        array = arrays[key]
         expected = (n, *_LABEL_SHAPE) if key == "labels" else (n, None, IEMOCAP_DIMS[key])
         if array.ndim != 3 or any(
             e is not None and e != got for e, got in zip(expected, array.shape, strict=True)
@@ -277,12 +305,23 @@ def _load_split(src: Path, split: str, raw: Mapping[str, Any]) -> dict[str, np.n
                 f"{src}: split {split!r}, key {key!r} must have shape {shape} with N={n} "
                 f"(the number of labels), but got {array.shape}"
             )
+    if n == 0:
+        raise DataError(f"{src}: split {split!r} has no rows; every split needs at least one utterance")
     arrays["audio"][arrays["audio"] == -np.inf] = 0.0  # MulT's rule for COVAREP's log(0)
     for key, array in arrays.items():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise DataError(f"{src}: split {split!r}, key {key!r} has {bad} non-finite values (NaN or inf)")
-    arrays["label"] = arrays.pop("labels").argmax(axis=-1).astype(np.int64)
+    labels = arrays.pop("labels")
+    # Each emotion's pair is one-hot; anything else would pass argmax as a silent class 0.
+    one_hot = (np.isin(labels, (0.0, 1.0)) & (labels.sum(axis=-1, keepdims=True) == 1)).all(axis=(1, 2))
+    if not one_hot.all():
+        raise DataError(
+            f"{src}: split {split!r}, key 'labels' has {int(np.count_nonzero(~one_hot))} of {n} rows that "
+            f"are not one-hot per emotion (each of the 4 pairs must be (1, 0) or (0, 1)), "
+            f"e.g. row {int(np.argmin(one_hot))}"
+        )
+    arrays["label"] = labels.argmax(axis=-1).astype(np.int64)
     if "id" in raw:
         ids = np.asarray(raw["id"], dtype=object)
         if len(ids) != n:

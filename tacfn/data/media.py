@@ -4,9 +4,9 @@ Video: ``cfg.num_frames`` frames evenly spaced over the whole clip (the centre o
 of ``num_frames`` equal segments), each cropped to the face's bounding box from that
 frame's facial landmarks (made square with a margin of :data:`FACE_MARGIN` per side,
 kept inside the image) and resized to ``cfg.crop_size``. A frame whose landmark
-tracking failed uses the nearest frame that succeeded. Without landmarks the crop is
-the centre square of the frame, with a :class:`LandmarkFallbackWarning` (no face
-detector is installed).
+tracking failed (``success`` 0, or a NaN or infinite point) uses the nearest frame that
+succeeded. Without landmarks, or with no tracked frame, the crop is the centre square of
+the frame, with a :class:`LandmarkFallbackWarning` (no face detector is installed).
 
 Audio: mono, resampled to ``cfg.sample_rate``, ``cfg.duration_s`` seconds from
 ``cfg.offset_s``, zero-padded if the clip ends sooner, then ``cfg.n_mfcc`` MFCCs with
@@ -88,7 +88,9 @@ class FaceBoxes(NamedTuple):
 def read_face_boxes(csv_path: str | Path) -> FaceBoxes | None:
     """Per-frame landmark bounding boxes from an OpenFace CSV; None if no frame was tracked.
 
-    OpenFace numbers frames from 1; the boxes are indexed from 0 like decoded frames.
+    A frame counts as tracked when its ``success`` is set (if the column exists) and its
+    frame number and points are all finite, so a NaN never reaches the crop. OpenFace
+    numbers frames from 1; the boxes are indexed from 0 like decoded frames.
     """
     csv_path = Path(csv_path)
     try:
@@ -109,6 +111,7 @@ def read_face_boxes(csv_path: str | Path) -> FaceBoxes | None:
         raise MediaError(f"{csv_path}: malformed landmark file ({exc})") from exc
     if "success" in header:
         table = table[table[:, -1] > 0, :-1]
+    table = table[np.isfinite(table).all(axis=1)]  # a NaN or inf point: the frame was not tracked
     if len(table) == 0:
         return None
     table = table[np.argsort(table[:, 0], kind="stable")]

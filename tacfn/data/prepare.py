@@ -34,6 +34,7 @@ from .preprocessing import PreprocessConfig
 from .ravdess import RavdessClip, scan_ravdess
 
 _BATCH_BYTES = 64 * 2**20
+_NAMED_CLIPS = 5  # centre-cropped clips the warning names; the manifest lists them all
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,16 @@ def prepare_ravdess(
 
     Rejected and undecodable files are skipped and listed in the report and in
     ``skipped.json``; clips without usable landmarks are centre-cropped, listed in the
-    report and announced by one :class:`LandmarkFallbackWarning`. ``workers`` processes
-    decode (default: one per CPU; 1 decodes in this process). Raises DataError if no
-    clip could be prepared.
+    report and the manifest, and announced by one :class:`LandmarkFallbackWarning`.
+    ``workers`` processes decode (default: one per CPU; 1 decodes in this process).
+    Raises DataError if no clip could be prepared.
     """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the dataset")
     scan = scan_ravdess(src_dir)
     skipped = list(scan.rejected)
     created = not out_dir.exists()
@@ -110,9 +113,12 @@ def prepare_ravdess(
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
     if centre_cropped:
+        names = ", ".join(clip.clip_id for clip in centre_cropped[:_NAMED_CLIPS])
+        more = f" and {len(centre_cropped) - _NAMED_CLIPS} more" if len(centre_cropped) > _NAMED_CLIPS else ""
         warnings.warn(
             f"{len(centre_cropped)} of {prepared} clips had no usable facial landmarks and were "
-            f"centre-cropped (no face detector is installed); see PrepareReport.centre_cropped",
+            f"centre-cropped (no face detector is installed): {names}{more}; all are listed under "
+            f"centre_cropped in {final[MANIFEST_FILE]}",
             LandmarkFallbackWarning,
             stacklevel=2,
         )

@@ -72,7 +72,7 @@ class RavdessClip:
 
 @dataclass(frozen=True)
 class RavdessScan:
-    """What :func:`scan_ravdess` found: usable clips, and every other mp4 with the reason."""
+    """What :func:`scan_ravdess` found: usable clips, and every other mp4 or RAVDESS wav with the reason."""
 
     clips: list[RavdessClip]
     rejected: list[tuple[Path, str]] = field(default_factory=list)
@@ -103,7 +103,8 @@ def scan_ravdess(root: str | Path) -> RavdessScan:
     Every ``*.mp4`` in an ``Actor_NN`` folder (at any depth, so per-actor archives
     unpacked side by side work) is either selected or rejected with a reason: a
     malformed name, video-only, audio-only, song, an actor field that disagrees with its
-    folder, or a duplicate of a clip already seen. Other files are ignored.
+    folder, or a duplicate of a clip already seen. RAVDESS-named ``*.wav`` files (its
+    audio-only release) are rejected too; other files are ignored.
     """
     root = Path(root)
     if not root.is_dir():
@@ -123,7 +124,11 @@ def scan_ravdess(root: str | Path) -> RavdessScan:
     rejected: list[tuple[Path, str]] = []
     for folder_actor, folder in actor_dirs:
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() != ".mp4" or not path.is_file():
+            suffix = path.suffix.lower()
+            if suffix == ".wav" and _NAME.match(path.stem) and path.is_file():
+                rejected.append((path, "audio-only .wav file; TACFN needs full audio-video clips (.mp4, modality 01)"))
+                continue
+            if suffix != ".mp4" or not path.is_file():
                 continue
             try:
                 clip = parse_ravdess_name(path)

@@ -36,9 +36,11 @@ seed gives the same decoded frames and samples, whatever the tree size or write 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -87,6 +89,7 @@ def write_synthetic_ravdess(
     intensity, statement and repetition follow RAVDESS's own combinations (neutral has
     no strong intensity), so at most 60 clips per actor exist, as in RAVDESS. Clips are
     encoded by ``workers`` processes (default: one per CPU); the output does not depend on it.
+    A failed or interrupted run removes what it wrote, so the folder can be written again.
     """
     if not 1 <= actors <= MAX_ACTORS:
         raise ValueError(f"`1 <= actors <= {MAX_ACTORS}` must hold, but got actors={actors}")
@@ -95,30 +98,55 @@ def write_synthetic_ravdess(
             f"`1 <= clips_per_actor <= {len(_SPEECH_FIELDS)}` must hold (RAVDESS's speech clips "
             f"per actor), but got clips_per_actor={clips_per_actor}"
         )
+    if seed < 0:  # numpy seeds generators with non-negative integers only
+        raise ValueError(f"`seed >= 0` must hold, but got seed={seed}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} exists and is not a folder; write a synthetic tree into a new or empty folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir} is not empty; write a synthetic tree into a new or empty folder")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
-    jobs = []
-    for actor in range(1, actors + 1):
-        folder = out_dir / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True)
-        for i, fields in enumerate(_SPEECH_FIELDS[:clips_per_actor]):
-            # RAVDESS's video-only file is the same recording without sound.
-            jobs.append((folder, seed, actor, fields, i == 0))
+    created = not out_dir.exists()
+    folders = [out_dir / f"Actor_{actor:02d}" for actor in range(1, actors + 1)]
+    jobs = [
+        # RAVDESS's video-only file is the same recording without sound.
+        (folder, seed, actor, fields, i == 0)
+        for actor, folder in enumerate(folders, start=1)
+        for i, fields in enumerate(_SPEECH_FIELDS[:clips_per_actor])
+    ]
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True)
+        _synthesise_all(jobs, workers, progress)
+    except BaseException:  # a failed or interrupted run leaves no partial tree to trip the next one
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+    return out_dir
+
+
+def _synthesise_all(jobs: list[tuple], workers: int, progress: bool) -> None:
+    """Run :func:`_synthesise_clip` on every job; on an error or interrupt, queued jobs are dropped."""
     with tqdm(total=len(jobs), desc="synthesising", unit="clip", disable=not progress) as bar:
         if workers == 1:
             for job in jobs:
                 _synthesise_clip(*job)
                 bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for future in as_completed([pool.submit(_synthesise_clip, *job) for job in jobs]):
+            return
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(_synthesise_clip, *job) for job in jobs]
+            try:
+                for future in as_completed(futures):
                     future.result()
                     bar.update()
-    return out_dir
+            except BaseException:  # stop now, not after every queued clip
+                pool.shutdown(cancel_futures=True)
+                raise
 
 
 def _synthesise_clip(
