@@ -13,8 +13,10 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .data.splits import FOLDS
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig, configure
+from .model.fusion._config import FusionOptions
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
@@ -27,7 +29,7 @@ class ModelSection(_Section):
     """Which network: a preset and what to change in it."""
 
     preset: str = "lite"
-    fusion: dict[str, Any] = Field(default_factory=dict)
+    fusion: FusionOptions = Field(default_factory=dict)  # type: ignore[assignment]
     modalities: list[str] | None = None
     modality_dropout: dict[str, float] = Field(default_factory=dict)
     backbone: Literal["finetune", "frozen"] | None = None
@@ -39,7 +41,7 @@ class SyntheticSection(_Section):
 
     actors: int = Field(24, ge=6, le=24)
     clips_per_actor: int = Field(16, ge=8)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class DataSection(_Section):
@@ -51,6 +53,16 @@ class DataSection(_Section):
     synthetic: SyntheticSection = Field(default_factory=SyntheticSection)
     cache_dir: Path | None = None
 
+    @field_validator("fold")
+    @classmethod
+    def _fold_exists(cls, fold: int, info: ValidationInfo) -> int:
+        # Checked here, not when the data loads: a search or plan fails before it starts.
+        protocol = info.data.get("protocol")  # absent when the protocol itself is invalid
+        if protocol in FOLDS and fold >= FOLDS[protocol]:
+            count = FOLDS[protocol]
+            raise ValueError(f"protocol {protocol!r} has {count} folds (0..{count - 1}), but got fold={fold}")
+        return fold
+
 
 class TrainSection(_Section):
     """Optimisation settings; defaults are the paper's (Adam, lr 1e-3, batch 16, 70 epochs)."""
@@ -61,7 +73,7 @@ class TrainSection(_Section):
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(70, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(False, description="bf16 autocast on CUDA; ignored on CPU")
 
@@ -106,6 +118,8 @@ def _format_validation_error(err: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
+    elif first["type"].endswith("_type"):  # strict types: say what was given ("64" is not 64)
+        message = f"{message}, got {first['input']!r}"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {message}{more}"
 

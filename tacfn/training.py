@@ -31,13 +31,14 @@ from torch import Tensor
 
 from .allocator import keep_freed_memory
 from .config import RunConfig
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
 
 CHECKPOINT_VERSION = 1
 LAST_CHECKPOINT = "last.pt"
+RUN_CONFIG = "config.json"  # the config a run folder trains, so a resume can be checked against it
 
 
 @dataclass
@@ -103,10 +104,12 @@ class Diverged(Exception):
 
 
 def _device(name: str) -> torch.device:
+    """The device ``train.device`` names, on this machine (a search's driver may have no GPU
+    while its trials do, so this is checked where a run starts, not when a config is read)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise ConfigError("train.device: 'cuda', but this machine has no CUDA device; use 'auto' or 'cpu'")
     return torch.device(name)
 
 
@@ -337,12 +340,48 @@ def conclude(trainer: Trainer, state: RunState, *, evaluate_test: bool = True, s
 
 def write_result(result: RunResult, out_dir: Path) -> Path:
     """Write ``out_dir/result.json`` atomically (a reader never sees half a file)."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / "result.json"
+    return _write_json(Path(out_dir) / "result.json", result.to_json())
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2))
+    tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
     return path
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resumable_config(cfg: RunConfig, out_dir: Path) -> None:
+    """Refuse to resume ``out_dir`` with a config other than the one it trained with: the
+    checkpoint's optimizer state would quietly keep the old learning rate, and the other
+    epochs would mix two runs. Only ``train.epochs`` may change. A folder written before
+    runs recorded their config has nothing to compare with, and resumes."""
+    path = Path(out_dir) / RUN_CONFIG
+    if not path.exists():
+        return
+    recorded, current = _flat(json.loads(path.read_text())), _flat(cfg.model_dump(mode="json"))
+    missing = object()
+    differ = sorted(
+        key for key in recorded.keys() | current.keys()
+        if key != "train.epochs" and recorded.get(key, missing) != current.get(key, missing)
+    )
+    if differ:
+        raise ConfigError(
+            f"--resume: {out_dir} trained with another config (differs in {', '.join(differ)}); "
+            "resume with its config (only train.epochs may change) or train into a new --out"
+        )
 
 
 def train(
@@ -357,13 +396,20 @@ def train(
 ) -> RunResult:
     """Train one configuration; checkpoints and ``result.json`` go to ``out_dir`` if given.
 
-    ``resume`` continues from ``out_dir/checkpoints/last.pt`` when it exists.
-    ``evaluate_test=False`` leaves the test split untouched (search trials: only the
-    configuration the search chooses is scored on test, once).
+    ``out_dir`` records the config in ``config.json``; ``resume`` continues from
+    ``out_dir/checkpoints/last.pt`` when it exists, with the config the folder records (see
+    :func:`check_resumable_config`). ``evaluate_test=False`` leaves the test split
+    untouched (search trials: only the configuration the search chooses is scored on
+    test, once).
     """
     started = time.perf_counter()
+    if resume and out_dir:
+        check_resumable_config(cfg, Path(out_dir))
+    device = _device(cfg.train.device)  # before the data loads: a missing GPU fails at once
     task = task or load_task(cfg, progress=progress)
-    trainer = Trainer(cfg, task)
+    trainer = Trainer(cfg, task, device=device)
+    if out_dir:
+        _write_json(Path(out_dir) / RUN_CONFIG, cfg.model_dump(mode="json"))
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir else None
     state = RunState()
     if resume and ckpt_dir and (ckpt_dir / LAST_CHECKPOINT).exists():

@@ -251,6 +251,25 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "negative epochs": lambda e: Case(
             ["train", config(e, {"train": {"epochs": -1}}), "--out", out(e)],
             ("train.epochs", "greater than or equal to 1"), work(e)),
+        "fusion option of the wrong type": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.d=64.5"],
+            ("run.yaml", "model.fusion.d: Input should be a valid integer, got 64.5"), work(e)),
+        "fusion heads as a float": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.heads=4.0"],
+            ("model.fusion.heads: Input should be a valid integer, got 4.0",), work(e)),
+        "fusion switch as a string": lambda e: Case(
+            ["train", config(e, {"model": {"fusion": {"residual": "false"}}}), "--out", out(e)],
+            ("model.fusion.residual: Input should be a valid boolean, got 'false'",), work(e)),
+        "unknown fusion option": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.head=4"], ("model.fusion.head: unknown key",), work(e)),
+        "fold the protocol lacks": lambda e: Case(
+            ["train", config(e, {"data": {"protocol": "paper5", "fold": 5}}), "--out", out(e)],
+            ("data.fold: protocol 'paper5' has 5 folds (0..4), but got fold=5",), work(e)),
+        "negative seed": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.seed=-1"], ("train.seed", "greater than or equal to 0"), work(e)),
+        "tacfn block on one modality": lambda e: Case(
+            ["train", config(e, {"model": {"modalities": ["audio"], "fusion": {"direction": "both"}}}), "--out", out(e)],
+            ("the tacfn block needs at least two modalities", "model.fusion.name: concat"), work(e)),
         "missing config file": lambda e: Case(
             ["train", str(e.tmp / "absent.yaml"), "--out", out(e)], ("absent.yaml", "cannot read"), work(e)),
         "config not a mapping": lambda e: Case(
@@ -298,6 +317,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ("space.train.lr", "`low <= high` must hold", "low=0.1, high=0.01"), work(e)),
         "space: empty choice list": lambda e: Case(
             ["search", space(e, {"train.lr": {"choice": []}}), "--out", out(e)], ("space.train.lr", "empty choice list"), work(e)),
+        "space: fold the protocol lacks": lambda e: Case(
+            ["search", space(e, {"data.fold": {"choice": [0, 6]}}), "--out", out(e)],
+            ("space.data.fold", "choice 6", "protocol '6fold' has 6 folds"), work(e)),
         "space: unknown fusion block": lambda e: Case(
             ["search", space(e, {"model.fusion.name": {"choice": ["tacfn", "nope"]}}), "--out", out(e)],
             ("space.model.fusion.name", "unknown fusion block 'nope'"), work(e)),

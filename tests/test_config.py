@@ -23,6 +23,16 @@ def test_fusion_overrides_apply_over_the_preset():
     assert (arch.fusion.heads, arch.fusion.residual, arch.fusion.layers) == (2, False, 2)
 
 
+def test_fusion_options_take_what_searches_and_yaml_give():
+    """Ints where a float goes (a YAML ``0``, Optuna's ``suggest_int``) and every valid choice."""
+    fusion = {"name": "tacfn", "d": 32, "heads": 4, "attn_dropout": 0, "residual": False, "selection": "mean", "direction": "both"}
+    cfg = parse_run_config({"model": {"fusion": fusion}, "data": {"protocol": "paper5", "fold": 4}})
+    assert cfg.model.fusion == {**fusion, "attn_dropout": 0.0}
+    arch = cfg.architecture()
+    assert (arch.fusion.d, arch.fusion.heads, arch.fusion.residual, arch.fusion.attn_dropout) == (32, 4, False, 0.0)
+    assert parse_run_config({"model": {"modalities": ["audio"], "fusion": {"name": "concat"}}}).architecture().fusion.name == "concat"
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [
@@ -35,6 +45,24 @@ def test_fusion_overrides_apply_over_the_preset():
         ({"model": {"preset": "giant"}}, r"model: unknown preset 'giant'"),
         ({"data": {"protocol": "10fold"}}, r"data\.protocol: Input should be '6fold' or 'paper5'"),
         ({"model": {"modality_dropout": {"audio": 1.5}}}, r"modality_dropout"),
+        # fusion options have exactly their field's type, and no other key is one
+        ({"model": {"fusion": {"d": 64.5}}}, r"model\.fusion\.d: Input should be a valid integer, got 64\.5$"),
+        ({"model": {"fusion": {"d": "64"}}}, r"model\.fusion\.d: Input should be a valid integer, got '64'$"),
+        ({"model": {"fusion": {"heads": 4.0}}}, r"model\.fusion\.heads: Input should be a valid integer, got 4\.0$"),
+        ({"model": {"fusion": {"residual": "false"}}}, r"model\.fusion\.residual: Input should be a valid boolean, got 'false'$"),
+        ({"model": {"fusion": {"layers": True}}}, r"model\.fusion\.layers: Input should be a valid integer, got True$"),
+        ({"model": {"fusion": {"selection": "max"}}}, r"model\.fusion\.selection: Input should be 'transformer', 'mean' or 'none'"),
+        ({"model": {"fusion": {"head": 4}}}, r"model\.fusion\.head: unknown key$"),
+        # a fold the protocol does not have
+        ({"data": {"fold": 9}}, r"data\.fold: protocol '6fold' has 6 folds \(0\.\.5\), but got fold=9$"),
+        ({"data": {"protocol": "paper5", "fold": 5}}, r"data\.fold: protocol 'paper5' has 5 folds \(0\.\.4\), but got fold=5$"),
+        ({"train": {"seed": -1}}, r"train\.seed: Input should be greater than or equal to 0$"),
+        ({"data": {"synthetic": {"seed": -1}}}, r"data\.synthetic\.seed: Input should be greater than or equal to 0$"),
+        # the tacfn block fuses pairs: one modality has none, whatever the direction
+        ({"model": {"modalities": ["audio"]}},
+         r"model: invalid fusion direction 'audio->video': the tacfn block needs at least two modalities .* use model\.fusion\.name: concat"),
+        ({"model": {"modalities": ["video"], "fusion": {"direction": "both"}}},
+         r"model: invalid fusion direction 'both': the tacfn block needs at least two modalities .* got \['video'\]"),
         (["not", "a", "mapping"], r"expected a mapping"),
     ],
 )

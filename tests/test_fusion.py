@@ -342,6 +342,13 @@ def test_invalid_direction_lists_valid_ones() -> None:
         create_fusion_block("tacfn", LITE, direction="text->video")
 
 
+@pytest.mark.parametrize("direction", ["audio->video", "both"])
+def test_tacfn_needs_two_modalities(direction: str) -> None:
+    single = FusionSpec((LITE.modalities[1],), (8,))
+    with pytest.raises(ValueError, match=r"the tacfn block needs at least two modalities .* got \['audio'\]; .* concat"):
+        create_fusion_block("tacfn", single, direction=direction)
+
+
 def test_mult_needs_two_modalities() -> None:
     single = FusionSpec((LITE.modalities[1],), (8,))
     with pytest.raises(ValueError, match="at least 2 modalities"):

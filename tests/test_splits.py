@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tacfn.data.prepared import PreparedDataset
-from tacfn.data.splits import PROTOCOLS, Fold, get_fold, make_folds
+from tacfn.data.splits import FOLDS, PROTOCOLS, Fold, get_fold, make_folds
 
 RAVDESS_ACTORS = list(range(1, 25))
 
@@ -56,6 +56,12 @@ def test_folds_work_on_few_actors_and_per_clip_input(protocol: str):
         assert not set(fold.train_actors) & (set(fold.val_actors) | set(fold.test_actors))
     tested = sorted(actor for fold in folds for actor in fold.test_actors)
     assert tested == (actors if protocol == "6fold" else actors[:5])  # paper5 never tests the last
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_folds_counts_what_config_validation_allows(protocol: str):
+    """Run configs check data.fold against FOLDS before any data loads."""
+    assert len(make_folds(RAVDESS_ACTORS, protocol)) == FOLDS[protocol]
 
 
 def test_get_fold_and_errors():

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from tacfn.cli import main
 from tacfn.config import parse_run_config
 from tacfn.data.prepare import prepare_ravdess
 from tacfn.data.preprocessing import LITE_PREPROCESS
 from tacfn.data.synth import write_synthetic_ravdess
+from tacfn.errors import ConfigError
 from tacfn.tasks import load_task
 from tacfn.training import RunState, Trainer, conclude, run_epochs, train
 
@@ -26,15 +29,26 @@ def learning_data(tmp_path_factory) -> Path:
     return root / "prepared"
 
 
-def _cfg(data: Path, tmp: Path, **sections):
+def _cfg_map(prepared: Path, tmp: Path, **sections) -> dict:
     base = {
         "model": {"preset": "lite"},
-        "data": {"path": str(data), "cache_dir": str(tmp / "cache")},
+        "data": {"path": str(prepared), "cache_dir": str(tmp / "cache")},
         "train": {"epochs": 2, "batch_size": 16, "seed": 0},
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
-    return parse_run_config(base)
+    return base
+
+
+def _cfg(prepared: Path, tmp: Path, **sections):
+    return parse_run_config(_cfg_map(prepared, tmp, **sections))
+
+
+def _error_line(capsys) -> str:
+    """The CLI's stderr, which must be one ``tacfn: error:`` line."""
+    err = capsys.readouterr().err
+    assert err.startswith("tacfn: error: ") and err.count("\n") == 1, err
+    return err
 
 
 def test_splits_are_speaker_independent(prepared_lite: Path, tmp_path: Path):
@@ -105,6 +119,42 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(prepared_lite: Path,
     assert resumed.test["score"] == pytest.approx(straight.test["score"])
     state = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert state["epoch"] == resumed.best_epoch
+
+
+def test_resume_refuses_a_changed_config(prepared_lite: Path, tmp_path: Path, capsys):
+    """The checkpoint's optimizer state would keep the old lr: a run folder records its
+    config, and only train.epochs may change on resume."""
+    out = tmp_path / "run"
+    train(_cfg(prepared_lite, tmp_path, train={"epochs": 1}), out_dir=out)
+    checkpoint = (out / "checkpoints" / "last.pt").read_bytes()
+    changed = _cfg(prepared_lite, tmp_path, data={"fold": 1}, train={"epochs": 2, "lr": 0.01})
+    with pytest.raises(ConfigError, match=r"--resume: .*run trained with another config \(differs in data\.fold, train\.lr\)"):
+        train(changed, out_dir=out, resume=True)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_cfg_map(prepared_lite, tmp_path, train={"epochs": 2})))
+    assert main(["train", str(config), "--out", str(out), "--resume", "--set", "train.weight_decay=0.1"]) == 2
+    assert "differs in train.weight_decay)" in _error_line(capsys)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == checkpoint
+
+    resumed = train(_cfg(prepared_lite, tmp_path, train={"epochs": 2}), out_dir=out, resume=True)
+    assert [r.epoch for r in resumed.history] == [1, 2]
+    (out / "config.json").unlink()  # a folder from before runs recorded their config resumes as before
+    resumed = train(_cfg(prepared_lite, tmp_path, train={"epochs": 3, "lr": 0.01}), out_dir=out, resume=True)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+
+
+def test_cuda_without_cuda_is_one_config_error_line(prepared_lite: Path, tmp_path: Path, monkeypatch, capsys):
+    """Parsing accepts train.device: cuda (a search's driver may have no GPU while its trials
+    do); the run on this machine refuses it, naming the key, before loading any data."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("tacfn.training.load_task", lambda *a, **k: pytest.fail("loaded data"))
+    cfg = _cfg(prepared_lite, tmp_path, train={"device": "cuda"})
+    with pytest.raises(ConfigError, match=r"^train\.device: 'cuda', but this machine has no CUDA device"):
+        train(cfg)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_cfg_map(prepared_lite, tmp_path)))
+    assert main(["train", str(config), "--set", "train.device=cuda"]) == 2
+    assert "train.device: 'cuda'" in _error_line(capsys)
 
 
 def test_frozen_backbone_trains_head_only_and_caches_features(prepared_lite: Path, tmp_path: Path):

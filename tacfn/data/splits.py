@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROTOCOLS = ("6fold", "paper5")
+FOLDS = {"6fold": 6, "paper5": 5}  # protocol -> its number of folds
+PROTOCOLS = tuple(FOLDS)
 MIN_ACTORS = 6
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, get_type_hints
+
+from pydantic import ConfigDict
+from typing_extensions import TypedDict
 
 Selection = Literal["transformer", "mean", "none"]
 SELECTIONS: tuple[str, ...] = ("transformer", "mean", "none")
@@ -63,6 +66,12 @@ class FusionConfig:
         return tuple(f.name for f in fields(cls))
 
 
+# FusionConfig fields as a run config gives them, for pydantic: any subset, each of exactly
+# its field's type (no 64.5 for d, no "false" for residual), and no other key.
+FusionOptions = TypedDict("FusionOptions", get_type_hints(FusionConfig), total=False)  # type: ignore[misc]
+FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
+
+
 def valid_heads(d: int) -> list[int]:
     """Head counts that divide ``d``."""
     return [h for h in range(1, d + 1) if d % h == 0]
@@ -72,8 +81,15 @@ def resolve_direction(direction: str, modalities: tuple[str, ...]) -> tuple[tupl
     """Turn a direction string into (source, target) pairs over ``modalities``.
 
     ``"both"`` (or ``"all"``) means every ordered pair. Raises with the valid forms when a
-    pair names a modality the model does not have, or a modality reinforces itself.
+    pair names a modality the model does not have, or a modality reinforces itself, and
+    for a single modality, which has no pair at all.
     """
+    if len(modalities) < 2:
+        raise ValueError(
+            f"invalid fusion direction {direction!r}: the tacfn block needs at least two modalities "
+            f"(it reinforces one with another), but got {list(modalities)}; for one modality use "
+            "model.fusion.name: concat"
+        )
     if direction in ("both", "all"):
         return tuple((s, t) for t in modalities for s in modalities if s != t)
     pairs = []
