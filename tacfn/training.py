@@ -18,7 +18,7 @@ import json
 import math
 import pickle
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .config import RunConfig
@@ -138,10 +139,12 @@ class Trainer:
         *,
         device: torch.device | None = None,
         shard: tuple[int, int] = (0, 1),
+        progress: bool = False,
     ) -> None:
         keep_freed_memory()  # every step would page-fault its batch and activations in again
         self.cfg = cfg
         self.shard = shard  # (rank, world size): each rank trains on its share of every epoch
+        self.progress = progress  # a bar over an epoch's batches, once it takes a few seconds
         self.device = device or _device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         self.model = TACFN(cfg.architecture(task.input_lengths)).to(self.device)
@@ -171,6 +174,11 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return network(inputs, missing, features=self.task.features)
 
+    def _batches(self, starts: range, desc: str) -> Iterable[int]:
+        """``starts`` with a progress bar when ``self.progress``: shown only once the loop has
+        run for 2 s (a paper-preset finetune step on a CPU takes minutes), gone when it ends."""
+        return tqdm(starts, desc=desc, unit="batch", leave=False, delay=2, disable=not self.progress)
+
     def _sum_over_ranks(self, value: Tensor) -> Tensor:
         """``value`` summed over the ranks of a distributed run (itself in one process)."""
         if self.shard[1] > 1 and dist.is_available() and dist.is_initialized():
@@ -192,7 +200,7 @@ class Trainer:
             order = order[: len(order) // world * world][rank::world]
         bs = self.cfg.train.batch_size
         total_loss, correct, seen = 0.0, 0, 0
-        for step, start in enumerate(range(0, len(order), bs)):
+        for step, start in enumerate(self._batches(range(0, len(order), bs), f"epoch {epoch}")):
             batch = split.batch(order[start : start + bs])
             labels = batch["label"].to(self.device)
             logits = self._logits(self.network, batch)
@@ -217,7 +225,7 @@ class Trainer:
         self.model.eval()
         bs = max(self.cfg.train.batch_size, 64)
         preds, total_loss = [], 0.0
-        for start in range(0, len(split), bs):
+        for start in self._batches(range(0, len(split), bs), "evaluating"):
             batch = split.batch(np.arange(start, min(start + bs, len(split))))
             labels = batch["label"].to(self.device)
             logits = self._logits(self.model, batch, missing)
@@ -407,7 +415,7 @@ def train(
         check_resumable_config(cfg, Path(out_dir))
     device = _device(cfg.train.device)  # before the data loads: a missing GPU fails at once
     task = task or load_task(cfg, progress=progress)
-    trainer = Trainer(cfg, task, device=device)
+    trainer = Trainer(cfg, task, device=device, progress=progress)
     if out_dir:
         _write_json(Path(out_dir) / RUN_CONFIG, cfg.model_dump(mode="json"))
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir else None

@@ -192,3 +192,26 @@ def test_lite_tacfn_learns_and_beats_each_single_modality(learning_data: Path, t
     assert fused.test["score"] >= 3 * chance, fused.test["score"]
     assert fused.test["score"] > audio.test["score"] + 0.1
     assert fused.test["score"] > video.test["score"] + 0.1
+
+
+def test_a_slow_epoch_shows_its_batches_and_a_fast_one_does_not(prepared_lite: Path, tmp_path: Path, capsys):
+    """A paper-preset finetune step on a CPU takes minutes: `tacfn train` shows a bar over the
+    epoch's batches once an epoch has run for 2 s, and nothing for a quick one."""
+    import time
+    from dataclasses import replace
+
+    cfg = _cfg(prepared_lite, tmp_path, model={"backbone": "frozen"}, train={"batch_size": 4})
+    fast = Trainer(cfg, load_task(cfg), progress=True)  # 8 steps on cached features: well under 2 s
+    task = fast.task
+    fast.train_epoch(1)
+    assert "epoch 1" not in capsys.readouterr().err
+
+    def slow_batch(positions):
+        time.sleep(0.5)
+        return task.train.batch(positions)
+
+    slow = replace(task, train=replace(task.train, batch=slow_batch))
+    Trainer(cfg, slow, progress=True).train_epoch(1)
+    assert "epoch 1" in capsys.readouterr().err
+    Trainer(cfg, slow, progress=False).train_epoch(1)
+    assert "epoch 1" not in capsys.readouterr().err
