@@ -219,11 +219,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from .search import ExperimentStore
         from .search._space import parse_space
 
+        ignored = [option for option, given in (("SPACE", args.space), ("--out", args.out)) if given]
+        if ignored:
+            raise ConfigError(f"--resume {args.resume} continues that search with its own space and folder; drop {' and '.join(ignored)}")
         store = ExperimentStore.open(args.resume)  # one-line errors: not an experiment, corrupt, newer schema
         out = store.root
         if store.kind != "search":
             raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not a search")
         spec = parse_space(store.experiment["spec"], str(store.location.child(EXPERIMENT_FILE)))
+        if args.trials is not None:
+            raise ConfigError(f"--trials: a resumed search runs the {spec.search.trials} trials it was started with; drop --trials")
     else:
         if not args.space:
             raise ConfigError("give a SPACE file or name, or --resume DIR")
@@ -384,8 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"tacfn: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("tacfn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a search or ablation says how to go on
+        # Files the interrupted work left open (Ray Tune's trial logs) are closed at exit: not news.
+        warnings.simplefilter("ignore", ResourceWarning)
+        print(f"tacfn: interrupted{f'; {err}' if str(err) else ''}", file=sys.stderr)
         return 130
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -69,3 +72,45 @@ def test_bad_plans_name_the_problem(tmp_path: Path, change, match):
 def test_shipped_plan_loads():
     plan = load_plan("ablation_fusion")
     assert plan.baseline == "tacfn" and {"no_cross_modal", "no_residual"} <= set(plan.variants)
+
+
+def test_a_rerun_keeps_one_row_per_run(prepared_lite: Path, tmp_path: Path):
+    """A run that fails is run again by the next `tacfn ablate`, whose record replaces the
+    failed one's: one row per (variant, seed, fold)."""
+    plan = tmp_path / "plan.yaml"
+    data = {**_plan(prepared_lite, tmp_path), "variants": {"tacfn": {}, "no_data": {"data.path": str(tmp_path / "absent")}}, "seeds": [0]}
+    data["base"]["train"]["epochs"] = 1
+    plan.write_text(yaml.safe_dump(data))
+    out = tmp_path / "exp"
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)], capture_output=True, text=True, timeout=500)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert sorted(zip(trials["variant"], trials["status"])) == [("no_data", "failed"), ("tacfn", "completed")]
+
+
+def test_ctrl_c_stops_the_plan_and_the_same_command_finishes_it(prepared_lite: Path, tmp_path: Path):
+    plan = tmp_path / "plan.yaml"
+    data = {**_plan(prepared_lite, tmp_path), "variants": {"tacfn": {}, "no_cross_modal": {"model.fusion.name": "concat"}}, "concurrency": 1}
+    data["base"]["train"]["epochs"] = 3
+    plan.write_text(yaml.safe_dump(data))
+    out = tmp_path / "exp"
+    command = [sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)]
+    with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
+        driver = subprocess.Popen(command, stdout=stdout, stderr=stderr, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        if (out / "trials.parquet").exists() and ExperimentStore.open(out).trials().num_rows >= 1:
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, "the plan finished before it could be interrupted"
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole process group
+    assert driver.wait(timeout=120) == 130
+    assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; run the same command again to finish the plan in {out}"
+    assert "ablation finished" not in (tmp_path / "stdout").read_text()
+
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert trials.height == 4 and set(trials["status"]) == {"completed"}
+    assert trials.select("variant", "seed", "fold").n_unique() == 4

@@ -103,3 +103,60 @@ def test_console_entry_point_exit_status(tmp_path: Path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("tacfn: error:") and "absent.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _search_folder(path: Path) -> Path:
+    """An experiment folder as `tacfn search` creates it, before its first trial."""
+    from tacfn.search import ExperimentStore
+    from tacfn.search._space import parse_space
+
+    spec = parse_space({
+        "name": "folder",
+        "base": {"model": {"preset": "lite"}, "data": {"path": str(path.parent / "absent-data")}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+        "search": {"trials": 4},
+    }, "folder.yaml")
+    ExperimentStore.create(path, "search", spec.name, spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return path
+
+
+def test_resuming_a_moved_search_folder_is_refused(capsys, tmp_path: Path):
+    """Ray's saved state holds the folder's absolute paths: a copy would write into the original."""
+    original = _search_folder(tmp_path / "original")
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    code, _, err = _run(capsys, "search", "--resume", str(copy))
+    assert code == 2 and err.count("\n") == 1
+    assert f"--resume {copy}: this search was created in {original}" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["quickstart"], "drop SPACE"),
+        (["--out", "elsewhere"], "drop --out"),
+        (["--trials", "5"], "--trials: a resumed search runs the 4 trials it was started with; drop --trials"),
+    ],
+)
+def test_resume_refuses_options_it_would_ignore(capsys, tmp_path: Path, extra, message):
+    folder = _search_folder(tmp_path / "exp")
+    code, _, err = _run(capsys, "search", "--resume", str(folder), *extra)
+    assert code == 2 and err.startswith("tacfn: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "file"),
+    [
+        ("search", {"name": "big", "space": {"train.lr": {"float": [1e-4, 1e-2]}}, "search": {"trials": 2, "resources": {"cpu": 4096}}}),
+        ("ablate", {"name": "big", "baseline": "a", "variants": {"a": {}, "b": {"model.fusion.name": "concat"}}, "resources": {"cpu": 4096}}),
+    ],
+)
+def test_a_trial_larger_than_this_machine_is_refused_before_anything_is_written(capsys, monkeypatch, tmp_path: Path, command, file):
+    """On the local Ray runtime tacfn starts itself, such a trial would wait forever."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = tmp_path / "big.yaml"
+    path.write_text(json.dumps({**file, "base": {"model": {"preset": "lite"}, "data": {"path": str(tmp_path / "absent-data")}}}))
+    code, _, err = _run(capsys, command, str(path), "--out", str(tmp_path / "exp"))
+    assert code == 2 and err.count("\n") == 1
+    assert "a trial needs 4096 CPUs and 0 GPUs, but this machine has" in err
+    assert not (tmp_path / "exp").exists()

@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import polars as pl
 import pytest
 import yaml
+from ray import tune
 
 from _cluster import tune_results
 from tacfn.search import ExperimentStore, load_space
@@ -108,6 +111,7 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
 
     proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, "a rerun trial whose outcome Optuna had is not an error"
     trials = pl.from_arrow(ExperimentStore.open(out).trials())
     assert trials.height == 8 and trials["trial_id"].n_unique() == 8, "no trial lost, none duplicated"
     for before in recorded:
@@ -120,11 +124,60 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{out / 'optuna.db'}")
     assert not [t.number for t in study.trials if t.state.name == "RUNNING"], "no Optuna trial left running"
 
+    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
 
-def test_resume_fails_the_optuna_trials_tunes_snapshot_lost(tmp_path: Path):
-    """An Optuna trial started after Tune's last searcher snapshot and still running when the
-    driver died is marked FAIL on restore; the snapshot's running trials stay RUNNING, for
-    Tune reruns them and tells their outcome."""
+
+def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
+    """Ctrl-C ends with status 130 and how to go on, before the test split is scored;
+    --resume finishes the search and tests one trial; resuming it again tests nothing."""
+    space = _space_file(tmp_path, prepared_lite, trials=6, epochs=3, name="ctrlc", scheduler="none")
+    out = tmp_path / "exp"
+    with (tmp_path / "stderr").open("w") as err:
+        driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        if (out / "trials.parquet").exists() and ExperimentStore.open(out).trials().num_rows >= 1:
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, "the search finished before it could be interrupted"
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole process group
+    assert driver.wait(timeout=120) == 130
+    assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; continue with tacfn search --resume {out}"
+    store = ExperimentStore.open(out)
+    assert store.trials().num_rows < 6 and not any(store.trials()["chosen"].to_pylist())
+    assert store.predictions().num_rows == 0, "nothing scored on the test split"
+
+    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = pl.from_arrow(store.trials())
+    assert trials.height == 6 and trials.filter(pl.col("chosen")).height == 1
+    tested = store.location.stamp("predictions.parquet")
+    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stderr[-2000:]
+    best = [line for line in proc.stdout.splitlines() if line.startswith("best trial")]
+    assert best and best == [line for line in again.stdout.splitlines() if line.startswith("best trial")]
+    assert store.location.stamp("predictions.parquet") == tested, "the test split is not scored again"
+    assert pl.from_arrow(store.trials()).filter(pl.col("chosen")).height == 1
+
+
+def test_asha_lets_a_trial_run_the_epochs_it_sampled(prepared_lite: Path, tmp_path: Path):
+    """ASHA's last rung is the most epochs any trial can have, not the base config's."""
+    path = _space_file(tmp_path, prepared_lite, trials=1, epochs=2, name="longer", concurrency=1)
+    space = yaml.safe_load(path.read_text())
+    space["space"]["train.epochs"] = {"int": [3, 3]}
+    path.write_text(yaml.safe_dump(space))
+    out = tmp_path / "exp"
+    proc = subprocess.run(_tacfn("search", str(path), "--out", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trial = ExperimentStore.open(out).trials().to_pylist()[0]
+    assert (trial["status"], trial["epochs_run"]) == ("completed", 3)
+
+
+def _searcher(tmp_path: Path):
+    """A PrunableOptunaSearch over one float, with its study in ``tmp_path/optuna.db``, built
+    as Tune builds a resumed search's (no Ray)."""
     from tacfn.search._runner import PrunableOptunaSearch
     from tacfn.search._space import SearchSpace, compile_space, parse_space
 
@@ -135,27 +188,91 @@ def test_resume_fails_the_optuna_trials_tunes_snapshot_lost(tmp_path: Path):
         "search": {"trials": 6},
     }, "lost.yaml")
     store = ExperimentStore.create(tmp_path / "exp", "search", "lost", {"name": "lost"})
+    return PrunableOptunaSearch(
+        space=SearchSpace(compile_space(spec)), metric="val_score", mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0), storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"),
+        study_name="lost", budget=6, store=store,
+    )
 
-    def searcher() -> PrunableOptunaSearch:
-        return PrunableOptunaSearch(
-            space=SearchSpace(compile_space(spec)), metric="val_score", mode="max",
-            sampler=optuna.samplers.TPESampler(seed=0), storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"),
-            study_name="lost", budget=6, store=store,
-        )
 
-    before = searcher()
+def _study(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_resume_fails_the_optuna_trials_tunes_snapshot_lost(tmp_path: Path):
+    """An Optuna trial started after Tune's last searcher snapshot and still running when the
+    driver died is marked FAIL on restore; the snapshot's running trials stay RUNNING, for
+    Tune reruns them and tells their outcome."""
+    before = _searcher(tmp_path)
     for trial_id in ("done", "running"):
         assert isinstance(before.suggest(trial_id), dict)
     before.on_trial_complete("done", {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
     before.save(str(tmp_path / "snapshot.pkl"))
     assert isinstance(before.suggest("after-snapshot"), dict)  # then the driver dies
 
-    after = searcher()
+    after = _searcher(tmp_path)
     after.restore(str(tmp_path / "snapshot.pkl"))
-    study = optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING", "FAIL"]
+    assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE", "RUNNING", "FAIL"]
     after.on_trial_complete("running", {"val_score": 0.7, "best_val_score": 0.7, "finished": True, "status": "completed"})
-    assert optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[1].value == 0.7
+    assert _study(tmp_path).trials[1].value == 0.7
+
+
+@pytest.mark.parametrize("first", [
+    {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"},
+    {"val_score": 0.2, "best_val_score": 0.2, "finished": False, "status": "running"},
+])
+def test_a_rerun_of_a_trial_optuna_already_knows_keeps_its_first_outcome(tmp_path: Path, first: dict):
+    """A trial that ended after Tune's last snapshot is rerun by the resumed search: telling
+    its outcome again raises nothing, and Optuna keeps the first one."""
+    before = _searcher(tmp_path)
+    assert isinstance(before.suggest("late"), dict)
+    before.save(str(tmp_path / "snapshot.pkl"))
+    before.on_trial_complete("late", first)  # then the driver dies
+    told = _study(tmp_path).trials[0]
+
+    after = _searcher(tmp_path)
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    after.on_trial_complete("late", {"val_score": 0.9, "best_val_score": 0.9, "finished": True, "status": "completed"})
+    again = _study(tmp_path).trials[0]
+    assert (again.state, again.value) == (told.state, told.value)
+    assert told.state.name == ("COMPLETE" if first["finished"] else "PRUNED")
+
+
+def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, monkeypatch):
+    """Ties on validation go to the trial that started first, whatever the store's row order;
+    a pick already tested is not tested again; a better trial found by a resumed search is
+    then the only chosen one, and the only one with test metrics and predictions."""
+    from tacfn.search import _runner
+    from tacfn.search._trainable import encoder_identity, trial_run_config
+
+    store = ExperimentStore.create(tmp_path / "exp", "search", "ties", {"name": "ties", "search": {}})
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for trial_id, minute in (("later", 5), ("first", 0)):  # the upsert moves a rewritten row last
+        store.record_trial({"trial_id": trial_id, "status": "completed", "val_score": 0.8, "started_at": start + timedelta(minutes=minute), "chosen": False})
+    tested: list[str] = []
+
+    def score(cfg, task, weights):
+        tested.append(cfg.train.lr)
+        return {"score": 0.6, "weighted_f1": 0.5}, {"audio": 0.4}, {"id": ["s1"], "label": [0], "pred": [0]}
+
+    monkeypatch.setattr(_runner, "score_checkpoint", score)
+    base = {"model": {"preset": "lite"}}
+    lrs = {"first": 1e-3, "later": 2e-3, "better": 3e-3}
+    grid = [SimpleNamespace(metrics={"trial_id": t}, config={"train.lr": lr}, checkpoint=tune.Checkpoint(str(tmp_path))) for t, lr in lrs.items()]
+    identity = encoder_identity(trial_run_config(base, {}, check_model=False))
+
+    def finish() -> tuple[str, list[str]]:
+        summary = _runner._finish(store, grid, base, object(), identity, 0, 0.0, quiet=True)
+        chosen = pl.from_arrow(store.trials()).filter(pl.col("chosen"))
+        assert chosen["trial_id"].to_list() == [summary.best_trial] and summary.test_score == chosen["test_score"][0]
+        tested_rows = pl.from_arrow(store.trials()).filter(pl.col("test_score").is_not_null() | pl.col("test_missing_audio").is_not_null())
+        assert tested_rows["trial_id"].to_list() == [summary.best_trial]
+        return summary.best_trial, pl.from_arrow(store.predictions())["trial_id"].unique().to_list()
+
+    assert finish() == ("first", ["first"]) and tested == [1e-3]
+    assert finish() == ("first", ["first"]) and tested == [1e-3], "a resume does not test the pick again"
+    store.record_trial({"trial_id": "better", "status": "completed", "val_score": 0.9, "started_at": start + timedelta(minutes=9), "chosen": False})
+    assert finish() == ("better", ["better"]) and tested == [1e-3, 3e-3]
 
 
 def test_multi_objective_search_marks_the_pareto_front(prepared_lite: Path, tmp_path: Path):

@@ -42,7 +42,7 @@ from ..config import load_yaml, parse_run_config
 from ..errors import ConfigError
 from ..tasks import default_cache_dir
 from ..training import EpochRecord, train
-from ._runner import StoreCallback, check_ray_address, init_ray
+from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
 from ._store import ExperimentStore, absolute_root
 
@@ -132,6 +132,16 @@ def _runs(plan: AblationPlan) -> list[dict[str, Any]]:
     ]
 
 
+def _run_key(run: dict[str, Any]) -> tuple[str, int, int]:
+    """A run's (variant, seed, fold)."""
+    return run["variant"], run["train.seed"], run["data.fold"]
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, int, int]:
+    """The (variant, seed, fold) of a trials.parquet row."""
+    return row["variant"], row["seed"], row["fold"]
+
+
 def _params(plan_variants: dict[str, dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
     return {**plan_variants[run["variant"]], "train.seed": run["train.seed"], "data.fold": run["data.fold"]}
 
@@ -164,21 +174,34 @@ def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants
 
 def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:
     """Run every variant on every seed and fold into the experiment folder ``out`` (a local
-    folder or a URI such as ``s3://bucket/prefix``, where Ray keeps its experiment too)."""
+    folder or a URI such as ``s3://bucket/prefix``, where Ray keeps its experiment too).
+
+    Ctrl-C (SIGINT) stops the plan and raises KeyboardInterrupt; running it again into the
+    same ``out`` runs what did not complete.
+    """
     out = absolute_root(out)
     base = dict(plan.base)
     if "cache_dir" not in base.get("data", {}):
         base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
     spec = {**plan.model_dump(mode="json"), "base": base}
-    # An unreachable cluster or missing data fails before anything is written. Synthetic
-    # data is written once here, not raced for by the first trials.
+    # An unreachable cluster, a run larger than this machine or missing data fails before
+    # anything is written. Synthetic data is written once here, not raced for by the first trials.
     from ..tasks import load_task
 
     check_ray_address(address)
+    if starts_local_ray(address):
+        check_local_capacity(plan.resources, 1, "resources")
     load_task(parse_run_config(base, "base"), progress=not quiet)
     store = ExperimentStore.create(out, "ablation", plan.name, spec, hardware={"gpus": plan.resources.gpu})
-    done = {(r["variant"], r["seed"], r["fold"]) for r in store.trials().to_pylist() if r["status"] == "completed"}
-    runs = [r for r in _runs(plan) if (r["variant"], r["train.seed"], r["data.fold"]) not in done]
+    # A rerun skips the completed runs and runs the others again, each record replacing the
+    # earlier attempt's: one row per (variant, seed, fold).
+    attempts: dict[tuple[str, int, int], list[str]] = {}
+    done: set[tuple[str, int, int]] = set()
+    for row in store.trials().to_pylist():
+        attempts.setdefault(_row_key(row), []).append(row["trial_id"])
+        if row["status"] == "completed":
+            done.add(_row_key(row))
+    runs = [r for r in _runs(plan) if _run_key(r) not in done]
     init_ray(address)
     trainable = tune.with_parameters(run_ablation_trial, base=base, variants=plan.variants)
     trainable = tune.with_resources(trainable, {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu})
@@ -187,15 +210,22 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
         run = config["run"]
         return _params(plan.variants, run), {"variant": run["variant"]}
 
-    callback = StoreCallback(store, base, len(_runs(plan)), quiet=quiet, describe=describe)
+    def replaces(config: dict[str, Any]) -> list[str]:
+        return attempts.get(_run_key(config["run"]), [])
+
+    callback = StoreCallback(store, base, len(_runs(plan)), quiet=quiet, describe=describe, replaces=replaces)
     t0 = time.perf_counter()
     if runs:
-        tune.Tuner(
+        grid = tune.Tuner(
             trainable,
             param_space={"run": tune.grid_search(runs)},
             tune_config=tune.TuneConfig(max_concurrent_trials=plan.concurrency),
             run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=[callback], verbose=0),
         ).fit()
+        earlier = {trial_id for ids in attempts.values() for trial_id in ids}
+        recorded = {_row_key(row) for row in store.trials().to_pylist() if row["trial_id"] not in earlier}
+        if unfinished(grid) or any(_run_key(r) not in recorded for r in runs):
+            raise KeyboardInterrupt(f"run the same command again to finish the plan in {out}")
     table = summarize_ablation(store, plan.baseline)
     if not quiet:
         print(f"ablation finished in {time.perf_counter() - t0:.0f} s")

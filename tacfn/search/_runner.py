@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import optuna
 import ray
+import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -32,7 +33,7 @@ from ..errors import ConfigError, DataError
 from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import LAST_CHECKPOINT, Trainer, score_checkpoint
 from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
-from ._space import SearchSettings, SearchSpace, SearchSpec, compile_space, config_hash
+from ._space import Resources, SearchSettings, SearchSpace, SearchSpec, SpaceInfo, compile_space, config_hash
 from ._store import ExperimentStore, Location, absolute_root, flatten_config
 from ._trainable import encoder_identity, run_trial, trial_run_config
 
@@ -40,6 +41,7 @@ RAY_DIR = "ray"
 OPTUNA_FILE = "optuna.db"
 RAY_CLIENT_PORT = 10001  # a ray:// address without a port
 TRIAL_DRIVER_MEMORY = 1 << 20  # what a multi-worker trial's own process reserves (see _trial_trainable)
+CONVERGED = "converged"  # the study's user attribute: TPE proposed only configurations already run
 
 
 class PrunableOptunaSearch(OptunaSearch):
@@ -57,7 +59,8 @@ class PrunableOptunaSearch(OptunaSearch):
     trial's is told that trial's outcome at once (Optuna's recipe for duplicated samples,
     marked with the user attribute ``repeat_of``) and Optuna is asked again. After
     ``MAX_REPEATS`` repeats in a row the sampler has converged: the search creates no more
-    trials (``converged`` turns true) and ends when the running ones do.
+    trials (the study's user attribute ``converged`` turns true) and ends when the running
+    ones do.
 
     It starts ``budget`` trials in all, counting those a resumed Tune lost but ``store``
     recorded (see :meth:`_started`).
@@ -69,7 +72,6 @@ class PrunableOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.budget = budget
         self.store = store
-        self.converged = False
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self._started() >= self.budget:
@@ -85,7 +87,7 @@ class PrunableOptunaSearch(OptunaSearch):
                 self._ot_study.tell(repeat, earlier.values if len(earlier.values) > 1 else earlier.value)
             else:
                 self._ot_study.tell(repeat, state=earlier.state)
-        self.converged = True
+        self._ot_study.set_user_attr(CONVERGED, True)
         return self.FINISHED
 
     def _started(self) -> int:
@@ -130,16 +132,13 @@ class PrunableOptunaSearch(OptunaSearch):
         pruner, and the store keeps every epoch; each value would cost the driver a SQLite
         commit per epoch of every trial."""
 
-    # A resumed search may rerun a trial whose outcome Optuna's file got just before the
-    # driver died, after Tune's last snapshot: Optuna keeps that first outcome.
-
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        try:
-            self._tell(trial_id, result, error)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            self._completed_trials.add(trial_id)
+        """Tell Optuna how the trial ended.
 
-    def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
+        A resumed search may rerun a trial whose outcome Optuna's file got just before the
+        driver died, after Tune's last snapshot: Optuna keeps that first outcome
+        (``skip_if_finished``), as the store keeps the first record.
+        """
         if error or not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         state = None
@@ -152,9 +151,9 @@ class PrunableOptunaSearch(OptunaSearch):
             metrics = self.metric if isinstance(self.metric, list) else [self.metric]
             score = result["best_val_score"] if metrics[0] == "val_score" else result.get(metrics[0])
             values = [score, *(result[m] for m in metrics[1:])]
-            self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+            self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0], skip_if_finished=True)
         else:
-            self._ot_study.tell(ot_trial, state=state)
+            self._ot_study.tell(ot_trial, state=state, skip_if_finished=True)
         self._completed_trials.add(trial_id)
 
 
@@ -177,6 +176,7 @@ class StoreCallback(tune.Callback):
         total: int,
         quiet: bool = False,
         describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None,
+        replaces: Callable[[dict[str, Any]], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.base = base
@@ -184,6 +184,8 @@ class StoreCallback(tune.Callback):
         self.quiet = quiet
         # A trial's Tune config -> (dotted run-config params, extra columns such as `variant`).
         self.describe = describe or (lambda config: (dict(config), {}))
+        # A trial's Tune config -> the ids of earlier attempts its record replaces (an ablation's rerun).
+        self.replaces = replaces or (lambda config: [])
         self.epochs: dict[str, dict[int, dict[str, Any]]] = {}
         self.started: dict[str, datetime] = {}
         self.recorded = self._recorded()  # an unreadable store fails here, before Ray starts
@@ -240,7 +242,7 @@ class StoreCallback(tune.Callback):
         # Predictions travel as a JSON string: Tune's loggers would try to plot a list.
         predictions = json.loads(result["predictions_json"]) if result.get("predictions_json") else {}
         try:
-            self.store.record_trial(row, epochs, prediction_rows(predictions))
+            self.store.record_trial(row, epochs, prediction_rows(predictions), replaces=self.replaces(trial.config))
         except DataError as err:
             self.failure = err
             return
@@ -357,6 +359,24 @@ def _gcs_answer(target: str, timeout: float) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+def starts_local_ray(address: str | None) -> bool:
+    """Whether :func:`init_ray` starts a Ray runtime on this machine rather than joining one."""
+    return not address and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+
+
+def check_local_capacity(resources: Resources, workers: int, what: str) -> None:
+    """A trial needing more CPUs or GPUs than this machine has would wait forever on a local
+    Ray runtime: say so before anything is written. (A cluster may add nodes: not checked.)"""
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    cpu, gpu = workers * resources.cpu, workers * resources.gpu
+    if cpu > cpus or gpu > gpus:
+        per = f" ({workers} workers)" if workers > 1 else ""
+        raise ConfigError(
+            f"{what}: a trial needs {cpu:g} CPUs and {gpu:g} GPUs{per}, but this machine has {cpus} CPUs and {gpus} GPUs; "
+            "ask for less, or give --address of a larger Ray cluster"
+        )
+
+
 def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | None = None) -> None:
     """Connect to a cluster (``address``, checked first: see :func:`check_ray_address`) or
     start a local Ray runtime, its dashboard bound to 127.0.0.1."""
@@ -382,6 +402,18 @@ def init_ray(address: str | None, *, dashboard: bool = False, num_cpus: int | No
         ray.init(**kwargs)
     except ConnectionError as err:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}") from None
+
+
+def _check_in_place(out: Path | str) -> None:
+    """Refuse to resume a search folder that was copied or moved: Ray's saved experiment and
+    searcher hold the absolute paths of the folder the search was created in, so the resumed
+    search would write there. (Folders from before ``location`` was recorded: not checked.)"""
+    created = ExperimentStore.open(out).experiment.get("location")
+    if created is not None and created != str(out):
+        raise ConfigError(
+            f"--resume {out}: this search was created in {created}, and Ray's saved state writes there; "
+            f"resume it from {created} (move the folder back), or start a new search"
+        )
 
 
 def _optuna_file(out: Path | str, resume: bool) -> Path:
@@ -469,6 +501,8 @@ def run_search(
     parameters or latency): Optuna gets every objective and the store marks the Pareto front.
     ``out`` is a local folder or a URI (``s3://bucket/prefix``): Ray keeps its experiment and
     checkpoints there too, and the Optuna file is staged locally (see :func:`_optuna_file`).
+    Ctrl-C (SIGINT) stops the search resumably and raises KeyboardInterrupt; the test split
+    is scored only once every trial has ended.
     """
     out = absolute_root(out)
     info = compile_space(spec)
@@ -487,9 +521,13 @@ def run_search(
         base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
     dump = {"mode": "json", "by_alias": True, "exclude_none": True}
     spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
-    # Bad input (an unreachable cluster, missing data, an unreadable store) fails before Ray
-    # starts, and the first two before anything is written.
+    # Bad input (an unreachable cluster, a trial larger than this machine, missing data, an
+    # unreadable store) fails before Ray starts, and all but the last before anything is written.
     check_ray_address(address)
+    if starts_local_ray(address):
+        check_local_capacity(settings.resources, settings.workers, "search.resources")
+    if resume:
+        _check_in_place(out)
     task, identity = _shared_task(base, progress=not quiet)
     store = ExperimentStore.create(out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu})
     callback = StoreCallback(store, base, settings.trials, quiet=quiet)
@@ -514,7 +552,7 @@ def run_search(
             budget=settings.trials,
             store=store,
         )
-        epochs = parse_run_config(base, "base").train.epochs
+        epochs = _max_epochs(info, parse_run_config(base, "base").train.epochs)
         scheduler = (
             ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=settings.asha.grace_period, reduction_factor=settings.asha.reduction_factor)
             if settings.scheduler == "asha"
@@ -545,16 +583,40 @@ def run_search(
         grid = tuner.fit()
     finally:
         _upload_optuna_file(optuna_file, out)
-    if not resume and searcher.converged and not quiet:
-        print(f"TPE proposed only configurations already run ({searcher.MAX_REPEATS} in a row): "
-              f"the search stopped after {len(grid)} of {settings.trials} trials")
+    converged = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{optuna_file}").user_attrs.get(CONVERGED, False)
+    # A search that ran to its end recorded every trial it started, `trials` of them unless TPE
+    # converged: the grid alone misses a Ctrl-C in the step where the last running trial ended.
+    if unfinished(grid) or (store.trials().num_rows < settings.trials and not converged):
+        raise KeyboardInterrupt(f"continue with tacfn search --resume {out}")
+    if converged and not quiet:
+        print(f"TPE proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
+              f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")
     return _finish(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
+
+
+def _max_epochs(info: SpaceInfo, base_epochs: int) -> int:
+    """The most epochs a trial can run: ASHA stops every trial at its ``max_t``."""
+    for axis in info.axes:
+        if axis.key == "train.epochs":
+            return max(base_epochs, int(max(axis.choices) if axis.kind == "choice" else axis.high))
+    return base_epochs
+
+
+def unfinished(grid: tune.ResultGrid) -> bool:
+    """Whether Tune's run ended with trials still to finish: Tune catches Ctrl-C (SIGINT)
+    itself, saves the experiment and returns from ``fit`` as if it were done."""
+    return grid.num_terminated + grid.num_errors < len(grid)
 
 
 def _finish(
     store: ExperimentStore, grid, base: dict, task: TaskData, identity: str, gpu: float, seconds: float, quiet: bool
 ) -> SearchSummary:
     """Pick the best completed trial on validation and score it on the test split, once.
+
+    Ties go to the trial that started first, so every resume picks the same one. A resumed
+    search whose pick is already scored keeps that score; one that found a better trial
+    un-chooses the earlier pick and drops its test metrics and predictions: only the
+    chosen configuration carries a test score.
 
     A CPU trial's choice is scored here, in the driver, which holds the data already: a
     Ray task would start a process and import torch first, seconds on a small machine. A
@@ -569,10 +631,31 @@ def _finish(
         _mark_pareto(store, completed, objectives)
         trials = store.trials().to_pylist()
         completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
-    best = max(completed, key=lambda t: t["val_score"])
+    best = min(completed, key=_rank)
     result = next(r for r in grid if r.metrics and r.metrics.get("trial_id") == best["trial_id"])
     params = result.config
-    cfg = trial_run_config(base, params, check_model=False)
+    for earlier in trials:
+        if earlier.get("chosen") and earlier["trial_id"] != best["trial_id"]:
+            _unchoose(store, earlier)
+    if best.get("chosen") and best.get("test_score") is not None:
+        test_score = best["test_score"]
+    else:
+        test_score = _score_chosen(store, best, result, base, task, identity, gpu)
+    if not quiet:
+        print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
+    return SearchSummary(store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score)
+
+
+def _rank(trial: dict[str, Any]) -> tuple:
+    """Sorts the best validation score first and, on a tie, the trial that started first
+    (a row without a start time last), then the lower id: the same pick on every resume,
+    whatever the order of the store's rows."""
+    return -trial["val_score"], trial["started_at"] is None, trial["started_at"], trial["trial_id"]
+
+
+def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: TaskData, identity: str, gpu: float) -> float:
+    """Score the trial ``best`` on the test split from its saved weights and record it as chosen."""
+    cfg = trial_run_config(base, result.config, check_model=False)
     checkpoint = result.checkpoint or tune.Checkpoint(checkpoint_dir(result.metrics))  # DDP trials: Train's own
     shared = task if encoder_identity(cfg) == identity else None
     with checkpoint.as_directory() as path:
@@ -591,10 +674,13 @@ def _finish(
         **{f"test_{k}": v for k, v in test.items() if k.endswith(("_accuracy", "_weighted_f1")) and k not in ("weighted_f1",)},
     }
     store.record_trial(row, store_epochs(store, best["trial_id"]), prediction_rows(predictions))
-    summary = SearchSummary(store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test["score"])
-    if not quiet:
-        print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
-    return summary
+    return test["score"]
+
+
+def _unchoose(store: ExperimentStore, trial: dict[str, Any]) -> None:
+    """Record an earlier pick as not chosen, without its test metrics and predictions."""
+    row = {k: None if k.startswith("test_") else v for k, v in trial.items()}
+    store.record_trial({**row, "chosen": False}, store_epochs(store, trial["trial_id"]))
 
 
 def _mark_pareto(store: ExperimentStore, completed: list[dict[str, Any]], objectives: list[str]) -> None:

@@ -3,7 +3,8 @@
 An experiment folder holds:
 
 - ``experiment.json``: schema version, kind (``search`` or ``ablation``), name, the
-  validated spec, creation time (UTC), package versions, git commit and hardware;
+  validated spec, creation time (UTC), the folder's absolute path or URI when it was
+  created (``location``), package versions, git commit and hardware;
 - ``trials.parquet``: one row per trial: ``trial_id``, ``status``, ``seed``, ``fold``,
   ``config_hash``, the metrics at the chosen epoch, test metrics, time, parameter
   counts, ``node`` and ``error``, plus the flattened config as ``config.<dotted key>``
@@ -194,6 +195,7 @@ class ExperimentStore:
             "name": name,
             "spec": spec_json,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "location": str(absolute_root(root)),
             "versions": package_versions(),
             "git_commit": git_commit(),
             "hardware": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpus": None}
@@ -234,13 +236,15 @@ class ExperimentStore:
         row: Mapping[str, Any],
         epochs: Iterable[Mapping[str, Any]] = (),
         predictions: Iterable[Mapping[str, Any]] = (),
+        replaces: Iterable[str] = (),
     ) -> None:
         """Write one trial's row, epochs and predictions, replacing any earlier record of it.
 
         ``row`` is flat: the fixed columns of ``trials.parquet``, config columns made by
         :func:`flatten_config`, and any other flat metric. ``epochs`` and ``predictions``
         rows get the trial's ``trial_id``. Recording a trial again (after a resume, or
-        once ``running`` and again when finished) replaces its rows in all three tables.
+        once ``running`` and again when finished) replaces its rows in all three tables,
+        as it does those of the trials ``replaces`` names (earlier attempts of the same run).
         Bad values raise ValueError before anything is written; an existing table that
         cannot be read raises DataError and is left as it is.
         """
@@ -258,8 +262,9 @@ class ExperimentStore:
             ),
             (TRIALS, _build_table(TRIALS, [dict(row)], "row")),
         ]
+        dropped = {trial_id, *replaces}
         for spec, new in new_tables:
-            table = _upsert(self._read(spec), new, trial_id, spec, self.location.child(spec.file))
+            table = _upsert(self._read(spec), new, dropped, spec, self.location.child(spec.file))
             self.location.write(spec.file, lambda f, table=table: pq.write_table(table, f))
 
 
@@ -512,9 +517,9 @@ def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
     return pa.null() if column.null_count == len(column) else column.type
 
 
-def _upsert(old: pa.Table, new: pa.Table, trial_id: str, spec: _TableSpec, path: Path | str) -> pa.Table:
-    """``old`` without ``trial_id``'s rows, plus ``new``; each column gets one type for both."""
-    kept = old.filter(pc.invert(pc.equal(old["trial_id"], trial_id)))
+def _upsert(old: pa.Table, new: pa.Table, trial_ids: set[str], spec: _TableSpec, path: Path | str) -> pa.Table:
+    """``old`` without the rows of ``trial_ids``, plus ``new``; each column gets one type for both."""
+    kept = old.filter(pc.invert(pc.is_in(old["trial_id"], pa.array(sorted(trial_ids), pa.string()))))
     extra = sorted((set(kept.column_names) | set(new.column_names)) - spec.columns.keys(), key=_extra_order)
     columns = {}
     for name in [*spec.columns, *extra]:
