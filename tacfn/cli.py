@@ -378,9 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_python_formatwarning = warnings.formatwarning
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """tacfn's own warnings as one line, as its errors are (not Python's file, line number
+    and source excerpt); other libraries' warnings as Python prints them."""
+    if category.__module__.startswith("tacfn."):
+        return f"tacfn: warning: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    warnings.formatwarning = _format_warning
     try:
         return args.func(args)
     except (TacfnError, ValueError, FileNotFoundError) as err:

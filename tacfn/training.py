@@ -371,6 +371,11 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def record_run_config(cfg: RunConfig, out_dir: Path) -> None:
+    """Write the config a run folder trains to ``out_dir/config.json`` (see :func:`check_resumable_config`)."""
+    _write_json(Path(out_dir) / RUN_CONFIG, cfg.model_dump(mode="json"))
+
+
 def check_resumable_config(cfg: RunConfig, out_dir: Path) -> None:
     """Refuse to resume ``out_dir`` with a config other than the one it trained with: the
     checkpoint's optimizer state would quietly keep the old learning rate, and the other
@@ -417,7 +422,7 @@ def train(
     task = task or load_task(cfg, progress=progress)
     trainer = Trainer(cfg, task, device=device, progress=progress)
     if out_dir:
-        _write_json(Path(out_dir) / RUN_CONFIG, cfg.model_dump(mode="json"))
+        record_run_config(cfg, Path(out_dir))
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir else None
     state = RunState()
     if resume and ckpt_dir and (ckpt_dir / LAST_CHECKPOINT).exists():

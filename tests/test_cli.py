@@ -160,3 +160,20 @@ def test_a_trial_larger_than_this_machine_is_refused_before_anything_is_written(
     assert code == 2 and err.count("\n") == 1
     assert "a trial needs 4096 CPUs and 0 GPUs, but this machine has" in err
     assert not (tmp_path / "exp").exists()
+
+
+def test_tacfn_warnings_are_one_line(tmp_path: Path):
+    """A clip without landmarks is centre-cropped with a warning: one `tacfn: warning:` line,
+    not Python's file, line number and source excerpt."""
+    from tacfn.data.synth import write_synthetic_ravdess
+
+    raw = write_synthetic_ravdess(tmp_path / "raw", actors=1, clips_per_actor=2, seed=0, workers=1)
+    next(raw.glob("Actor_01/01-*.csv")).unlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tacfn.cli", "data", "prepare", str(raw), str(tmp_path / "out"), "--workers", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warning = [line for line in proc.stderr.splitlines() if "landmarks" in line]
+    assert len(warning) == 1 and warning[0].startswith("tacfn: warning: 1 of 2 clips had no usable facial landmarks")
+    assert "LandmarkFallbackWarning" not in proc.stderr and "warnings.warn" not in proc.stderr

@@ -117,6 +117,12 @@ def test_cli_train_with_two_workers(local_ray, prepared_lite: Path, tmp_path: Pa
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "completed" and [r["epoch"] for r in result["history"]] == [1, 2]
 
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**_config(prepared_lite, tmp_path, epochs=3), "model": {"preset": "lite", "fusion": {"name": "concat"}}}))
+    assert main(["train", str(changed), "--workers", "2", "--out", str(out), "--resume"]) == 2
+    assert "differs in model.fusion.name" in capsys.readouterr().err
+    assert json.loads((out / "result.json").read_text()) == result, "the refused resume changed nothing"
+
 
 @pytest.mark.parametrize("argv", [["--gpu"], ["--workers", str((os.cpu_count() or 1) + 1)]])
 def test_cli_worker_group_larger_than_the_machine_is_one_line(argv, prepared_lite: Path, tmp_path: Path, capsys):

@@ -44,7 +44,9 @@ from ..training import (
     RunResult,
     RunState,
     Trainer,
+    check_resumable_config,
     conclude,
+    record_run_config,
     run_epochs,
     write_result,
 )
@@ -206,8 +208,9 @@ def run_distributed(
     """Train ``cfg`` on ``workers`` Ray Train workers; ``result.json`` goes to ``out_dir``.
 
     Ray must be initialised (see ``init_ray``). Checkpoints and Ray Train's run state live
-    in ``out_dir/ray-train``: ``resume`` continues that run from its last checkpoint,
-    otherwise a new run replaces it (as ``tacfn train`` without ``--resume`` does).
+    in ``out_dir/ray-train``: ``resume`` continues that run from its last checkpoint, with
+    the config ``out_dir/config.json`` records (only ``train.epochs`` may change), otherwise
+    a new run replaces it (as ``tacfn train`` without ``--resume`` does).
     ``on_epoch`` is called in this process with rank 0's record of each epoch;
     ``callbacks`` run inside every worker after each epoch; ``progress`` shows data
     preparation, which happens once, here, before any worker starts. On a multi-node cluster
@@ -217,10 +220,13 @@ def run_distributed(
         raise ConfigError("train.device is 'cuda' but the workers get no GPU; pass --gpu (use_gpu=True)")
     scaling = _scaling(workers, use_gpu, resources_per_worker)
     started = time.perf_counter()
-    load_task(cfg, progress=progress)  # fails here on bad data, not in every worker
     out_dir = Path(out_dir).resolve()
+    if resume:
+        check_resumable_config(cfg, out_dir)
+    load_task(cfg, progress=progress)  # fails here on bad data, not in every worker
     if not resume:
         shutil.rmtree(out_dir / TRAIN_DIR, ignore_errors=True)
+    record_run_config(cfg, out_dir)
 
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = _torch_trainer(
