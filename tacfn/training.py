@@ -421,12 +421,12 @@ def train(
     device = _device(cfg.train.device)  # before the data loads: a missing GPU fails at once
     task = task or load_task(cfg, progress=progress)
     trainer = Trainer(cfg, task, device=device, progress=progress)
-    if out_dir:
-        record_run_config(cfg, Path(out_dir))
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir else None
     state = RunState()
     if resume and ckpt_dir and (ckpt_dir / LAST_CHECKPOINT).exists():
         state = trainer.restore(ckpt_dir / LAST_CHECKPOINT)
+    if out_dir:  # once a resume's checkpoint has loaded: a refused resume leaves the folder as it was
+        record_run_config(cfg, Path(out_dir))
 
     for record in run_epochs(trainer, state):
         if ckpt_dir:

@@ -187,7 +187,7 @@ def test_a_training_run_holds_no_pickles(prepared_lite: Path, tmp_path: Path, ca
     out = tmp_path / "run"
     assert main(["train", str(_config(tmp_path, prepared_lite)), "--out", str(out)]) == 0
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.relative_to(out).as_posix() for p in files} == {"result.json", "checkpoints/last.pt", "checkpoints/best.pt"}
+    assert {p.relative_to(out).as_posix() for p in files} == {"config.json", "result.json", "checkpoints/last.pt", "checkpoints/best.pt"}
     json.loads((out / "result.json").read_text())
     for checkpoint in out.glob("checkpoints/*.pt"):
         assert zipfile.is_zipfile(checkpoint) and not _is_pickle(checkpoint)
