@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
+from _drivers import wait_for_trials
 from tacfn.errors import ConfigError
 from tacfn.search import ExperimentStore, load_plan, parse_plan
 
@@ -98,11 +98,7 @@ def test_ctrl_c_stops_the_plan_and_the_same_command_finishes_it(prepared_lite: P
     command = [sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)]
     with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
         driver = subprocess.Popen(command, stdout=stdout, stderr=stderr, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and driver.poll() is None:
-        if (out / "trials.parquet").exists() and ExperimentStore.open(out).trials().num_rows >= 1:
-            break
-        time.sleep(0.5)
+    wait_for_trials(driver, out, 1)
     assert driver.poll() is None, "the plan finished before it could be interrupted"
     os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole process group
     assert driver.wait(timeout=120) == 130

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +17,7 @@ import yaml
 from ray import tune
 
 from _cluster import tune_results
+from _drivers import wait_for_trials
 from tacfn.search import ExperimentStore, load_space
 
 pytestmark = pytest.mark.timeout(600)
@@ -95,14 +95,7 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=8, epochs=4, name="killed")
     out = tmp_path / "exp"
     driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    recorded: list[dict] = []
-    while time.time() < deadline and driver.poll() is None:
-        if (out / "trials.parquet").exists():
-            recorded = pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
-            if len(recorded) >= 3:
-                break
-        time.sleep(0.5)
+    wait_for_trials(driver, out, 3)
     assert driver.poll() is None, "the search finished before it could be killed"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -136,11 +129,7 @@ def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
     out = tmp_path / "exp"
     with (tmp_path / "stderr").open("w") as err:
         driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and driver.poll() is None:
-        if (out / "trials.parquet").exists() and ExperimentStore.open(out).trials().num_rows >= 1:
-            break
-        time.sleep(0.5)
+    wait_for_trials(driver, out, 1)
     assert driver.poll() is None, "the search finished before it could be interrupted"
     os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole process group
     assert driver.wait(timeout=120) == 130
