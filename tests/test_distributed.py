@@ -157,18 +157,3 @@ def test_search_with_two_workers_per_trial_does_not_deadlock(local_ray, prepared
     chosen = trials.filter(pl.col("chosen"))
     assert chosen.height == 1 and chosen["val_score"][0] == trials["val_score"].max()
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL and bf16 autocast)")
-def test_gpu_workers_train_with_amp(local_ray, prepared_lite: Path, tmp_path: Path):
-    devices = tmp_path / "devices"
-    devices.mkdir()
-
-    def log_device(trainer, record):
-        (devices / f"rank{trainer.shard[0]}").write_text(f"{trainer.device.type} {trainer.amp}")
-
-    config = _config(prepared_lite, tmp_path, epochs=2)
-    config["train"]["amp"] = True
-    workers = min(2, torch.cuda.device_count())
-    result = run_distributed(parse_run_config(config), workers=workers, use_gpu=True, out_dir=tmp_path / "run", callbacks=[log_device])
-    assert result.status == "completed" and [r.epoch for r in result.history] == [1, 2]
-    assert {p.read_text() for p in devices.iterdir()} == {"cuda True"} and len(list(devices.iterdir())) == workers
