@@ -8,6 +8,7 @@ keeping completed trials once and rerunning unfinished ones.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -479,9 +480,17 @@ def _shared_task(base: dict[str, Any], progress: bool) -> tuple[TaskData, str]:
     cfg = parse_run_config(base, "base")
     task = load_task(cfg, progress=progress)
     if cfg.architecture(task.input_lengths).backbone == "frozen":
-        trainer = Trainer(cfg, task)  # encodes once into the feature cache
-        task = trainer.task
+        task = Trainer(cfg, task).task  # encodes once into the feature cache
+        _release_cached_gpu_memory()
     return task, encoder_identity(cfg)
+
+
+def _release_cached_gpu_memory() -> None:
+    """Hand back what encoding left in PyTorch's CUDA cache (GiBs for the paper encoders):
+    the driver shares the GPU with the trials for the whole search, outside Ray's accounting."""
+    if torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def run_search(
