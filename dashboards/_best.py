@@ -128,7 +128,8 @@ def _get_per_class_info(exp: Experiment) -> PerClassInfo | None:
     if best is None:
         return None
     rows = exp.trials.filter(pl.col("trial_id").is_in(best.trial_ids))
-    scored = [c for c in rows.columns if rows[c].null_count() < rows.height]
+    # Numeric columns only: test_per_class_accuracy (a list per trial) matches the pattern too.
+    scored = [c for c in rows.columns if rows[c].dtype.is_numeric() and rows[c].null_count() < rows.height]
     columns = {m.groups(): c for c in scored if (m := _PER_EMOTION.match(c))}
     emotions = list(dict.fromkeys(e for e, _ in columns))
     if emotions:
