@@ -154,7 +154,7 @@ def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
         t["n"].to_list(),
         [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(t["mean"], t["std"])],
         [
-            "" if d is None else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            _fmt(d, "+.3f") + ("" if _fmt(lo) == "" else f" [{lo:+.3f}, {hi:+.3f}]")
             for d, lo, hi in zip(t["diff"], t["ci_low"], t["ci_high"])
         ],
         [_fmt(p, ".0%") for p in t["prob_improvement"]],

@@ -81,7 +81,10 @@ def paired_comparison(
         return PairedComparison(0, nan, nan, nan, nan, nan, nan)
     diffs = variant - baseline
     mean = float(diffs.mean())
-    std = float(diffs.std(ddof=1)) if n > 1 else float("nan")
+    if n == 1:  # a bootstrap of one difference is that difference: no interval, no share
+        nan = float("nan")
+        return PairedComparison(1, mean, nan, nan, nan, nan, nan)
+    std = float(diffs.std(ddof=1))
     low, high, prob = bootstrap_mean(diffs, n_resamples=n_resamples, seed=seed)
     return PairedComparison(n, mean, std, low, high, prob, _paired_t_pvalue(baseline, variant, std, mean))
 
@@ -138,11 +141,15 @@ def verdict(
         return "inconclusive", "no (seed, fold) pair ran for both the variant and the baseline"
     failed = []
     if c.n < min_pairs:
-        failed.append(f"only {c.n} pairs (at least {min_pairs} needed)")
-    if c.ci_low <= 0 <= c.ci_high:
+        failed.append(f"only {c.n} pair{'s' if c.n > 1 else ''} (at least {min_pairs} needed)")
+    if not math.isfinite(c.ci_low):
+        failed.append("no 95% interval from a single pair")
+    elif c.ci_low <= 0 <= c.ci_high:
         failed.append("the 95% interval crosses 0")
-    if not p_holm < alpha:
-        failed.append(f"Holm-adjusted p = {p_holm:.3g}" + (f" is not below {alpha}" if math.isfinite(p_holm) else ""))
+    if math.isfinite(p_holm) and not p_holm < alpha:
+        failed.append(f"Holm-adjusted p = {p_holm:.3g} is not below {alpha}")
+    elif not math.isfinite(p_holm) and c.n > 1:
+        failed.append("no Holm-adjusted p-value")
     if not failed:
         return ("better" if c.mean_diff > 0 else "worse"), f"{c.n} pairs, Holm-adjusted p = {p_holm:.3g}"
     needed = pairs_needed(c.mean_diff, c.std_diff, alpha=alpha)

@@ -164,6 +164,20 @@ def test_too_few_pairs_are_inconclusive_whatever_the_effect(tmp_path: Path) -> N
     assert "only 2 pairs (at least 5 needed)" in _row(table, "modality_dropout")["reason"]
 
 
+def test_one_pair_gives_a_difference_but_no_interval(tmp_path: Path) -> None:
+    c = dashboards.paired_comparison([0.50], [0.55])
+    assert c.n == 1 and c.mean_diff == pytest.approx(0.05)
+    assert all(math.isnan(v) for v in (c.std_diff, c.ci_low, c.ci_high, c.prob_improvement, c.p_value))
+    verdict, reason = dashboards.verdict(c, float("nan"))
+    assert verdict == "inconclusive" and "no 95% interval from a single pair" in reason
+    root = write_ablation_store(tmp_path / "abl", seeds=(0,), folds=(0,))
+    exp = dashboards.load_experiment(root)
+    row = _row(dashboards.ablation_table(exp), "modality_dropout")
+    assert math.isnan(row["ci_low"]) and math.isnan(row["prob_improvement"])
+    cells = [str(v) for column in dashboards.plot_ablation_table(exp).data[0].cells.values for v in column]
+    assert not any("nan" in v for v in cells) and "+0.0" in " ".join(cells)
+
+
 def test_ablation_views_are_none_for_a_search_and_metric_is_checked(tmp_path: Path) -> None:
     search = dashboards.load_experiment(write_search_store(tmp_path / "s", trials=6))
     assert dashboards.ablation_table(search) is None and dashboards.plot_ablation_forest(search) is None
