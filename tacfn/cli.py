@@ -285,6 +285,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
+        if args.serve:
+            raise ConfigError(f"--serve shows a search or ablation folder; {dirs[0]} is one `tacfn train` run (drop --serve for its report)")
         print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None)}")
         return 0
     if args.serve:

@@ -367,6 +367,8 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "dashboard: folder without results": lambda e: Case(["dashboard", str(work(e))], ("is not a tacfn experiment folder",), work(e)),
         "dashboard: corrupt result.json": lambda e: Case(
             ["dashboard", str(run_folder(e, result='{"status"'))], ("result.json is unreadable or corrupt",), e.tmp / "run"),
+        "dashboard: --serve on a training run": lambda e: Case(
+            ["dashboard", str(run_folder(e, result="{}")), "--serve"], ("--serve shows a search or ablation folder",), e.tmp / "run"),
         "dashboard: result.json not a result": lambda e: Case(
             ["dashboard", str(run_folder(e, result="[]"))], ("result.json is not a training result",), e.tmp / "run"),
         # ablation plans (`tacfn ablate`)
