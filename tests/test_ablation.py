@@ -46,6 +46,8 @@ def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp
     assert len({tuple((r["seed"], r["fold"]) for r in runs) for runs in pairs["runs"]}) == 1, "paired seeds and folds"
     assert trials.group_by("variant").agg(pl.col("config_hash").n_unique())["config_hash"].to_list() == [1, 1, 1]
     assert trials["config_hash"].n_unique() == 3
+    blocks = trials.group_by("variant").agg(pl.col("config.model.fusion.name").first())
+    assert dict(blocks.iter_rows()) == {"tacfn": "tacfn", "no_cross_modal": "concat", "no_residual": "tacfn"}
     assert trials["test_score"].null_count() == 0
     assert {"test_missing_audio", "test_missing_video"} <= set(trials.columns)
     predictions = pl.from_arrow(store.predictions())

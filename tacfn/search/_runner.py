@@ -35,7 +35,7 @@ from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import LAST_CHECKPOINT, Trainer, score_checkpoint
 from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
 from ._space import Resources, SearchSettings, SearchSpace, SearchSpec, SpaceInfo, compile_space, config_hash
-from ._store import ExperimentStore, Location, absolute_root, flatten_config
+from ._store import CONFIG_PREFIX, ExperimentStore, Location, absolute_root, flatten_config
 from ._trainable import encoder_identity, run_trial, trial_run_config
 
 RAY_DIR = "ray"
@@ -272,6 +272,11 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
     """A trials.parquet row: flattened config, metrics at the best validation epoch."""
     cfg = trial_run_config(base, params, check_model=False)  # the trial built it
     full = _without_empty(cfg.model_dump(mode="json"))
+    architecture = cfg.architecture()
+    columns = flatten_config(full)
+    # The preset's block when the config names none (an ablation's baseline), so every row
+    # says which block it ran; the hash stays on the config as written.
+    columns.setdefault(f"{CONFIG_PREFIX}model.fusion.name", architecture.fusion.name)
     best = max(epochs, key=lambda e: (e["val_score"], -e["epoch"])) if epochs else None
     return {
         "trial_id": trial_id,
@@ -279,7 +284,7 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
         "seed": cfg.train.seed,
         "fold": cfg.data.fold,
         "config_hash": config_hash(full),
-        **flatten_config(full),
+        **columns,
         "val_score": best["val_score"] if best else None,
         "val_weighted_f1": best["val_weighted_f1"] if best else None,
         "best_epoch": best["epoch"] if best else None,
@@ -288,7 +293,7 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
         "latency_ms": result.get("latency_ms"),
         "num_parameters": result.get("num_parameters"),
         "trainable_parameters": result.get("trainable_parameters"),
-        "dataset": cfg.architecture().dataset,
+        "dataset": architecture.dataset,
         "chosen": False,
         "error": error,
     }
