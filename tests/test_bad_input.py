@@ -180,6 +180,13 @@ def truncated_store(env: Env) -> Path:
     return root
 
 
+def folder_table_store(env: Env) -> Path:
+    root = search_store(env)
+    (root / "trials.parquet").unlink()
+    (root / "trials.parquet").mkdir()
+    return root
+
+
 def newer_store(env: Env) -> Path:
     root = search_store(env)
     experiment = json.loads((root / "experiment.json").read_text())
@@ -360,6 +367,8 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["search", "--resume", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file",), e.tmp / "exp"),
         "dashboard: truncated Parquet table": lambda e: Case(
             ["dashboard", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file", "no dashboard written"), e.tmp / "exp"),
+        "dashboard: a table that is a folder": lambda e: Case(
+            ["dashboard", str(folder_table_store(e))], ("trials.parquet: not a file", "no dashboard written"), e.tmp / "exp"),
         "dashboard: newer schema": lambda e: Case(
             ["dashboard", str(newer_store(e))], ("schema_version 99 is newer",), e.tmp / "exp"),
         "dashboard: corrupt experiment.json": lambda e: Case(
