@@ -177,6 +177,8 @@ def _get_missing_info(exp: Experiment) -> MissingInfo | None:
     if not scored.height:
         return None
     if exp.kind == "ablation" and "variant" in scored.columns:
+        # A single-modality variant has nothing to drop: it keeps its all-modalities bar.
+        scored = completed.filter(pl.col("test_score").is_not_null())
         group = pl.col("variant")
     else:
         best = best_trials(exp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -281,6 +282,16 @@ def test_best_config_of_an_ablation_pools_the_best_variant(ablation: dashboards.
     missing = _get_missing_info(ablation).scores
     assert set(missing["group"]) == {"tacfn", "no_selection", "modality_dropout", "late_average"}
     assert set(missing["n"]) == {6}
+    # a variant with one modality has no missing-modality scores, only its own
+    audio_only = dataclasses.replace(
+        ablation,
+        trials=ablation.trials.with_columns(
+            pl.when(pl.col("variant") == "late_average").then(None).otherwise(pl.col(c)).alias(c)
+            for c in ("test_missing_audio", "test_missing_video")
+        ),
+    )
+    rows = _get_missing_info(audio_only).scores.filter(pl.col("group") == "late_average")
+    assert rows["condition"].to_list() == ["all modalities"] and rows["n"].to_list() == [6]
 
 
 def test_iemocap_gets_one_confusion_per_emotion_and_per_emotion_scores(tmp_path: Path) -> None:
