@@ -11,12 +11,14 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .data.splits import FOLDS
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig, configure
 from .model.fusion._config import FusionOptions
+
+FIXED_SPLIT_DATASETS = ("iemocap",)  # one train/valid/test split of their own: no folds
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
@@ -93,6 +95,15 @@ class RunConfig(_Section):
             with torch.device("meta"):
                 TACFN(_configure(section))
         return section
+
+    @model_validator(mode="after")
+    def _fold_of_a_fixed_split(self) -> RunConfig:
+        if self.data.fold != 0 and self.architecture().dataset in FIXED_SPLIT_DATASETS:
+            raise ValueError(
+                f"{self.architecture().dataset} has one fixed train/valid/test split, "
+                f"so data.fold must be 0, but got fold={self.data.fold}"
+            )
+        return self
 
     def architecture(self, input_lengths: dict[str, int] | None = None) -> TACFNConfig:
         """The validated model architecture for this run."""

@@ -397,6 +397,16 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "plan: fold that does not exist": lambda e: Case(
             ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, folds=[7]), "--out", out(e)],
             ("folds [7] do not exist",), work(e)),
+        "plan: folds of IEMOCAP's fixed split": lambda e: Case(
+            ["ablate", text_file(e, "iem_plan.yaml", yaml.safe_dump({
+                "name": "abl", "base": {"model": {"preset": "iemocap"}, "data": {"path": str(e.tmp / "iemocap")}},
+                "baseline": "tacfn", "variants": {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, "folds": [0, 1]})),
+             "--out", out(e)],
+            ("iemocap has one fixed train/valid/test split", "folds must be [0]"), work(e)),
+        "config: a fold of IEMOCAP's fixed split": lambda e: Case(
+            ["train", text_file(e, "iem.yaml", yaml.safe_dump({"model": {"preset": "iemocap"}, "data": {"path": str(e.tmp / "iemocap"), "fold": 1}})),
+             "--out", out(e)],
+            ("iemocap has one fixed train/valid/test split", "data.fold must be 0"), work(e)),
         "unknown plan name": lambda e: Case(["ablate", "no_such_plan"], ("ablation plan 'no_such_plan' not found",), work(e)),
         # data (`tacfn data prepare`, `tacfn data iemocap`)
         "prepare: missing folder": lambda e: Case(

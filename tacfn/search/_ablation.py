@@ -38,7 +38,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray import tune
 
-from ..config import load_yaml, parse_run_config
+from ..config import FIXED_SPLIT_DATASETS, load_yaml, parse_run_config
 from ..errors import ConfigError
 from ..tasks import default_cache_dir
 from ..training import EpochRecord, train
@@ -87,6 +87,9 @@ class AblationPlan(BaseModel):
         if self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {list(self.variants)}")
         base = parse_run_config(self.base, "base")
+        dataset = base.architecture().dataset
+        if dataset in FIXED_SPLIT_DATASETS and self.folds != [0]:
+            raise ValueError(f"{dataset} has one fixed train/valid/test split, so folds must be [0], but got {self.folds}")
         limit = _FOLDS_PER_PROTOCOL[base.data.protocol]
         bad = [f for f in self.folds if not 0 <= f < limit]
         if bad:
