@@ -425,6 +425,11 @@ def train(
     state = RunState()
     if resume and ckpt_dir and (ckpt_dir / LAST_CHECKPOINT).exists():
         state = trainer.restore(ckpt_dir / LAST_CHECKPOINT)
+        if state.last_epoch > cfg.train.epochs:
+            raise ConfigError(
+                f"{out_dir} already ran {state.last_epoch} epochs; resume it with train.epochs >= {state.last_epoch}, "
+                f"not {cfg.train.epochs}"
+            )
     if out_dir:  # once a resume's checkpoint has loaded: a refused resume leaves the folder as it was
         record_run_config(cfg, Path(out_dir))
 

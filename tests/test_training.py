@@ -142,6 +142,12 @@ def test_resume_refuses_a_changed_config(prepared_lite: Path, tmp_path: Path, ca
     resumed = train(_cfg(prepared_lite, tmp_path, train={"epochs": 3, "lr": 0.01}), out_dir=out, resume=True)
     assert [r.epoch for r in resumed.history] == [1, 2, 3]
 
+    config.write_text(yaml.safe_dump(_cfg_map(prepared_lite, tmp_path, train={"epochs": 2, "lr": 0.01})))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(["train", str(config), "--out", str(out), "--resume"]) == 2  # fewer epochs than it ran
+    assert "already ran 3 epochs; resume it with train.epochs >= 3, not 2" in _error_line(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
 
 def test_cuda_without_cuda_is_one_config_error_line(prepared_lite: Path, tmp_path: Path, monkeypatch, capsys):
     """Parsing accepts train.device: cuda (a search's driver may have no GPU while its trials
