@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -177,3 +178,10 @@ def test_tacfn_warnings_are_one_line(tmp_path: Path):
     warning = [line for line in proc.stderr.splitlines() if "landmarks" in line]
     assert len(warning) == 1 and warning[0].startswith("tacfn: warning: 1 of 2 clips had no usable facial landmarks")
     assert "LandmarkFallbackWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback():
+    proc = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m tacfn.cli model info paper | head -1", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.count("\n") == 1 and proc.stderr == ""
