@@ -403,6 +403,12 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
                 "baseline": "tacfn", "variants": {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, "folds": [0, 1]})),
              "--out", out(e)],
             ("iemocap has one fixed train/valid/test split", "folds must be [0]"), work(e)),
+        "config: a RAVDESS preset on an IEMOCAP folder": lambda e: Case(
+            ["train", config(e, {"data": {"path": str(iemocap_out(e))}}), "--out", out(e)],
+            ("holds a converted IEMOCAP dataset", "use it with the iemocap preset"), work(e)),
+        "config: the iemocap preset on a prepared RAVDESS folder": lambda e: Case(
+            ["train", config(e, {"model": {"preset": "iemocap"}}), "--out", out(e)],
+            ("holds a prepared RAVDESS dataset", "paper or lite preset"), work(e)),
         "config: a fold of IEMOCAP's fixed split": lambda e: Case(
             ["train", text_file(e, "iem.yaml", yaml.safe_dump({"model": {"preset": "iemocap"}, "data": {"path": str(e.tmp / "iemocap"), "fold": 1}})),
              "--out", out(e)],

@@ -168,6 +168,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(file.read_text())
+        if isinstance(manifest, dict) and "preprocess_key" in manifest:  # what `tacfn data prepare` writes
+            raise DataError(f"{path} holds a prepared RAVDESS dataset, not a converted IEMOCAP one; use it with the paper or lite preset")
         valid = (
             manifest["format"] == FORMAT_NAME
             and set(manifest["modalities"]) == set(IEMOCAP_DIMS)

@@ -32,6 +32,7 @@ import torch
 from ..errors import DataError
 from .digest import file_sha256
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
+from .iemocap import FORMAT_NAME as IEMOCAP_FORMAT
 from .ravdess import EMOTIONS
 
 FORMAT_VERSION = 1
@@ -176,6 +177,8 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], PreprocessConfig]:
         raise DataError(f"{path}: unreadable manifest ({exc})") from exc
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: a manifest must be a JSON object")
+    if manifest.get("format") == IEMOCAP_FORMAT:
+        raise DataError(f"{path.parent} holds a converted IEMOCAP dataset, not a prepared RAVDESS one; use it with the iemocap preset")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise DataError(
