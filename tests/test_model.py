@@ -109,6 +109,8 @@ def test_unimodal_model_with_concat():
         ({"fusion": {"heads": 5}}, r"`heads` must divide `d`.*valid heads"),
         ({"fusion": {"colour": 1}}, r"unknown fusion option"),
         ({"modalities": ["smell"]}, r"unknown modality"),
+        ({"modalities": []}, r"modalities must name at least one of \['video', 'audio'\], each once, but got \[\]"),
+        ({"modalities": ["audio", "audio"]}, r"each once, but got \['audio', 'audio'\]"),
         ({"backbone": "melted"}, r"unknown backbone mode"),
         ({"modalities": ["audio"]}, r"invalid fusion direction"),
     ],

@@ -255,8 +255,10 @@ def configure(
     if modalities is not None:
         keep = tuple(modalities)
         unknown = sorted(set(keep) - set(cfg.modality_names))
-        if unknown or not keep:
-            raise ValueError(f"unknown modality {unknown or keep}; {preset!r} has {list(cfg.modality_names)}")
+        if unknown:
+            raise ValueError(f"unknown modality {unknown}; {preset!r} has {list(cfg.modality_names)}")
+        if not keep or len(set(keep)) != len(keep):
+            raise ValueError(f"modalities must name at least one of {list(cfg.modality_names)}, each once, but got {list(keep)}")
         mods = tuple(m for m in mods if m.name in keep)
     if input_lengths:
         mods = tuple(
