@@ -98,11 +98,9 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _fold_of_a_fixed_split(self) -> RunConfig:
-        if self.data.fold != 0 and self.architecture().dataset in FIXED_SPLIT_DATASETS:
-            raise ValueError(
-                f"{self.architecture().dataset} has one fixed train/valid/test split, "
-                f"so data.fold must be 0, but got fold={self.data.fold}"
-            )
+        dataset = self.architecture().dataset if self.data.fold != 0 else None
+        if dataset in FIXED_SPLIT_DATASETS:
+            raise ValueError(f"{dataset} has one fixed train/valid/test split, so data.fold must be 0, but got fold={self.data.fold}")
         return self
 
     def architecture(self, input_lengths: dict[str, int] | None = None) -> TACFNConfig:

@@ -31,8 +31,8 @@ import torch
 
 from ..errors import DataError
 from .digest import file_sha256
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from .iemocap import FORMAT_NAME as IEMOCAP_FORMAT
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from .ravdess import EMOTIONS
 
 FORMAT_VERSION = 1

@@ -596,17 +596,17 @@ class Location:
     def exists(self, name: str) -> bool:
         """Whether the file ``name`` exists; something else under that name is a DataError."""
         if isinstance(self.root, Path):
-            found = (self.root / name).is_file(), (self.root / name).exists()
+            is_file, present = (self.root / name).is_file(), (self.root / name).exists()
         else:
             fs, path = self._fs()
             try:
                 kind = fs.get_file_info(f"{path}/{name}").type
             except (OSError, pa.ArrowException) as exc:
                 raise DataError(f"cannot read {self.child(name)} ({exc})") from exc
-            found = kind == pafs.FileType.File, kind != pafs.FileType.NotFound
-        if found[1] and not found[0]:
+            is_file, present = kind == pafs.FileType.File, kind != pafs.FileType.NotFound
+        if present and not is_file:
             raise DataError(f"{self.child(name)}: not a file")
-        return found[0]
+        return is_file
 
     def stamp(self, name: str) -> tuple[int, int]:
         """``(modification time in ns, size)`` of the file ``name``, ``(0, 0)`` when it is missing:
