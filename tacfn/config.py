@@ -11,14 +11,14 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .data.splits import FOLDS
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig, configure
 from .model.fusion._config import FusionOptions
 
-FIXED_SPLIT_DATASETS = ("iemocap",)  # one train/valid/test split of their own: no folds
+_FIXED_SPLIT_DATASETS = ("iemocap",)  # one train/valid/test split of their own: no folds
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
@@ -96,12 +96,14 @@ class RunConfig(_Section):
                 TACFN(_configure(section))
         return section
 
-    @model_validator(mode="after")
-    def _fold_of_a_fixed_split(self) -> RunConfig:
-        dataset = self.architecture().dataset if self.data.fold != 0 else None
-        if dataset in FIXED_SPLIT_DATASETS:
-            raise ValueError(f"{dataset} has one fixed train/valid/test split, so data.fold must be 0, but got fold={self.data.fold}")
-        return self
+    @field_validator("data")
+    @classmethod
+    def _fold_of_a_fixed_split(cls, data: DataSection, info: ValidationInfo) -> DataSection:
+        model = info.data.get("model")  # absent when the model section itself is invalid
+        dataset = _configure(model).dataset if data.fold != 0 and model is not None else None
+        if dataset in _FIXED_SPLIT_DATASETS:
+            raise ValueError(f"{dataset} has one fixed train/valid/test split, so fold must be 0, but got fold={data.fold}")
+        return data
 
     def architecture(self, input_lengths: dict[str, int] | None = None) -> TACFNConfig:
         """The validated model architecture for this run."""

@@ -60,7 +60,7 @@ def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp
         ({"baseline": "nope"}, r"baseline 'nope' is not a variant"),
         ({"variants": {"tacfn": {}}}, r"at least one other variant"),
         ({"variants": {"tacfn": {}, "bad": {"model.fusion.name": "transfusion"}}}, r"variant bad: model: unknown fusion block"),
-        ({"folds": [7]}, r"folds \[7\] do not exist"),
+        ({"folds": [7]}, r"fold 7: data\.fold: protocol '6fold' has 6 folds \(0\.\.5\), but got fold=7"),
         ({"seeds": [1, 1]}, r"all distinct"),
         ({"colour": 1}, r"colour: unknown key"),
     ],

@@ -396,13 +396,13 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ("baseline 'tacfn' is not a variant",), work(e)),
         "plan: fold that does not exist": lambda e: Case(
             ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, folds=[7]), "--out", out(e)],
-            ("folds [7] do not exist",), work(e)),
+            ("fold 7: data.fold: protocol '6fold' has 6 folds (0..5)",), work(e)),
         "plan: folds of IEMOCAP's fixed split": lambda e: Case(
             ["ablate", text_file(e, "iem_plan.yaml", yaml.safe_dump({
                 "name": "abl", "base": {"model": {"preset": "iemocap"}, "data": {"path": str(e.tmp / "iemocap")}},
                 "baseline": "tacfn", "variants": {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, "folds": [0, 1]})),
              "--out", out(e)],
-            ("iemocap has one fixed train/valid/test split", "folds must be [0]"), work(e)),
+            ("fold 1: data: iemocap has one fixed train/valid/test split",), work(e)),
         "config: a RAVDESS preset on an IEMOCAP folder": lambda e: Case(
             ["train", config(e, {"data": {"path": str(iemocap_out(e))}}), "--out", out(e)],
             ("holds a converted IEMOCAP dataset", "use it with the iemocap preset"), work(e)),
@@ -412,7 +412,7 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "config: a fold of IEMOCAP's fixed split": lambda e: Case(
             ["train", text_file(e, "iem.yaml", yaml.safe_dump({"model": {"preset": "iemocap"}, "data": {"path": str(e.tmp / "iemocap"), "fold": 1}})),
              "--out", out(e)],
-            ("iemocap has one fixed train/valid/test split", "data.fold must be 0"), work(e)),
+            ("data: iemocap has one fixed train/valid/test split, so fold must be 0",), work(e)),
         "unknown plan name": lambda e: Case(["ablate", "no_such_plan"], ("ablation plan 'no_such_plan' not found",), work(e)),
         # data (`tacfn data prepare`, `tacfn data iemocap`)
         "prepare: missing folder": lambda e: Case(

@@ -38,15 +38,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray import tune
 
-from ..config import FIXED_SPLIT_DATASETS, load_yaml, parse_run_config
+from ..config import load_yaml, parse_run_config
 from ..errors import ConfigError
 from ..tasks import default_cache_dir
 from ..training import EpochRecord, train
 from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
 from ._store import ExperimentStore, absolute_root
-
-_FOLDS_PER_PROTOCOL = {"6fold": 6, "paper5": 5}
 
 
 class AblationPlan(BaseModel):
@@ -86,17 +84,13 @@ class AblationPlan(BaseModel):
     def _check(self) -> AblationPlan:
         if self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {list(self.variants)}")
-        base = parse_run_config(self.base, "base")
-        dataset = base.architecture().dataset
-        if dataset in FIXED_SPLIT_DATASETS and self.folds != [0]:
-            raise ValueError(f"{dataset} has one fixed train/valid/test split, so folds must be [0], but got {self.folds}")
-        limit = _FOLDS_PER_PROTOCOL[base.data.protocol]
-        bad = [f for f in self.folds if not 0 <= f < limit]
-        if bad:
-            raise ValueError(f"folds {bad} do not exist: protocol {base.data.protocol!r} has folds 0..{limit - 1}")
-        for name, overrides in self.variants.items():
+        # Each fold and each variant must make a valid run: the run config's own rules decide
+        # (the protocol's fold count, a dataset with one fixed split, the model's constraints).
+        runs = {f"fold {fold}": {"data.fold": fold} for fold in self.folds}
+        runs |= {f"variant {name}": overrides for name, overrides in self.variants.items()}
+        for source, overrides in runs.items():
             try:
-                parse_run_config(apply_overrides(self.base, overrides), f"variant {name}")
+                parse_run_config(apply_overrides(self.base, overrides), source)
             except ConfigError as err:
                 raise ValueError(str(err)) from None
         return self
