@@ -46,19 +46,22 @@ def bootstrap_mean(
 ) -> tuple[float, float, float]:
     """Percentile bootstrap of the mean: ``(low, high, fraction of resampled means > 0)``.
 
-    Resamples the differences with replacement ``n_resamples`` times with a seeded
-    :class:`numpy.random.Generator`, so the same data always give the same interval.
+    :func:`scipy.stats.bootstrap` resamples the differences with a seeded
+    :class:`numpy.random.Generator`, so the same data always give the same interval. The
+    percentile method, not scipy's default BCa: BCa's jackknife is undefined for the few
+    identical differences small ablations often produce.
     """
     diffs = np.asarray(diffs, dtype=float)
     if diffs.size == 0:
         raise ValueError("`diffs` must hold at least one difference, but got none")
     if not 0 < confidence < 1:
         raise ValueError(f"`0 < confidence < 1` must hold, but got confidence={confidence}")
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, diffs.size, size=(n_resamples, diffs.size))].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high), float(np.mean(means > 0))
+    result = stats.bootstrap(
+        (diffs,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+        method="percentile", rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high), float(np.mean(result.bootstrap_distribution > 0))
 
 
 def paired_comparison(

@@ -58,7 +58,7 @@ def test_bootstrap_of_two_opposite_differences_matches_its_exact_distribution() 
 def test_bootstrap_interval_agrees_with_scipy_percentile_bootstrap() -> None:
     diffs = np.random.default_rng(7).normal(0.02, 0.03, size=12)
     low, high, _ = dashboards.bootstrap_mean(diffs, seed=0)
-    ref = stats.bootstrap((diffs,), np.mean, n_resamples=10_000, method="percentile", random_state=1)
+    ref = stats.bootstrap((diffs,), np.mean, n_resamples=10_000, method="percentile", rng=np.random.default_rng(1))
     ref = ref.confidence_interval
     assert low == pytest.approx(ref.low, abs=0.003) and high == pytest.approx(ref.high, abs=0.003)
     assert dashboards.bootstrap_mean(diffs, seed=0) == dashboards.bootstrap_mean(diffs, seed=0)  # seeded
