@@ -36,6 +36,14 @@ def test_model_info_frozen_counts_only_fusion_as_trainable(capsys):
     assert lines["trainable"].split()[-1] == lines["fusion"].split()[-1]
 
 
+def test_model_info_shows_only_the_settings_the_block_reads(capsys):
+    code, out, _ = _run(capsys, "model", "info", "lite", "--fusion", "concat")
+    assert code == 0
+    assert out.splitlines()[-1] == "fusion config: head_dropout=0.4"
+    code, out, _ = _run(capsys, "model", "info", "lite", "--fusion", "tacfn")
+    assert "heads=4" in out.splitlines()[-1] and "residual=True" in out.splitlines()[-1]
+
+
 def test_model_list(capsys):
     code, out, _ = _run(capsys, "model", "list")
     assert code == 0 and "tacfn" in out and "late_average" in out and "iemocap" in out

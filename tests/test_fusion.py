@@ -13,6 +13,7 @@ from tacfn.model.fusion import (
     list_fusion_blocks,
     register_fusion_block,
 )
+from tacfn.model.fusion._config import FusionConfig
 from tacfn.model.fusion._head import PooledConcatHead
 from tacfn.model.fusion._layers import TransformerEncoder, causal_mask
 
@@ -310,6 +311,30 @@ def test_causal_encoder_ignores_later_steps(cross_modal: bool) -> None:
         changed = encoder(x + later, source + later) if cross_modal else encoder(x + later)
     torch.testing.assert_close(out[:, :3], changed[:, :3])
     assert (out[:, 3:] - changed[:, 3:]).abs().max() > 1e-3
+
+
+# -- declared options ----------------------------------------------------------------------
+
+
+class _ReadRecorder:
+    """A FusionConfig stand-in that records which fields a block reads."""
+
+    def __init__(self, cfg: FusionConfig) -> None:
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, name: str):
+        self.read.add(name)
+        return getattr(self._cfg, name)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_options_name_exactly_the_settings_a_block_reads(name: str) -> None:
+    cls = get_fusion_block_class(name)
+    recorder = _ReadRecorder(FusionConfig(name=name, direction="both", **SMALL))
+    cls(LITE, recorder)
+    assert set(cls.options) == recorder.read - {"name"}
+    assert set(cls.options) <= set(FusionConfig.field_names())
+    assert cls.has_attention == ("heads" in cls.options)
 
 
 # -- errors ----------------------------------------------------------------------------------

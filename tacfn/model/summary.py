@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .fusion import get_fusion_block_class
 from .tacfn import TACFN
 
 
@@ -80,6 +81,6 @@ def format_summary(model: TACFN, summary: ModelSummary) -> str:
     lines.append(f"{'fusion + head':<{width + 52}}{_count(model.fusion):>12,}")
     lines.append(f"{'total':<{width + 52}}{summary.total_parameters:>12,}")
     lines.append(f"{'trainable':<{width + 52}}{summary.trainable_parameters:>12,}")
-    fields = ", ".join(f"{k}={v}" for k, v in vars(cfg.fusion).items() if k != "name")
-    lines.append(f"fusion config: {fields}")
+    options = get_fusion_block_class(cfg.fusion.name).options
+    lines.append(f"fusion config: {', '.join(f'{k}={getattr(cfg.fusion, k)}' for k in options)}")
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 A block is an ``nn.Module`` class with the constructor ``(spec: FusionSpec, cfg:
 FusionConfig)`` and ``forward(features: dict[str, Tensor]) -> Tensor`` returning logits of
-shape ``(B, *spec.out_shape)``. Its class attribute ``has_attention`` tells the search
-whether ``heads`` is an axis for it.
+shape ``(B, *spec.out_shape)``. Its class attributes say which settings matter to it:
+``has_attention`` tells the search whether ``heads`` is an axis for it, and ``options``
+names the :class:`FusionConfig` fields it reads (``tacfn model info`` shows those).
 """
 
 from __future__ import annotations

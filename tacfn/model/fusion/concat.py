@@ -19,6 +19,7 @@ class ConcatFusion(nn.Module):
     """
 
     has_attention = False
+    options = ("head_dropout",)
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:
         super().__init__()

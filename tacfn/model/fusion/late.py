@@ -21,6 +21,7 @@ class _LateFusion(nn.Module):
     """One :class:`PooledConcatHead` per modality; subclasses say how to combine them."""
 
     has_attention = False
+    options = ("head_dropout",)
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:
         super().__init__()

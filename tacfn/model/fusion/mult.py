@@ -39,6 +39,7 @@ class MulTFusion(nn.Module):
     """
 
     has_attention = True
+    options = ("d", "heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "causal")
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:
         super().__init__()

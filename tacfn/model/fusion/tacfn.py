@@ -107,6 +107,8 @@ class TACFNFusion(nn.Module):
     """
 
     has_attention = True
+    options = ("d", "heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout",
+               "head_dropout", "causal", "selection", "fused_weight", "residual", "direction")
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:
         super().__init__()
