@@ -141,10 +141,11 @@ def notices(exp: Experiment) -> list[Notice]:
     total, running = exp.trials.height, counts.get("running", 0)
     planned = planned_trials(exp)
     of_planned = f" of {planned} planned" if planned else ""
-    if total == 0 and not exp.problems:
-        planned_note = f" (0 of {planned} planned)" if planned else ""
-        text = f"No trials recorded yet{planned_note}: the experiment has started, no trial has finished."
-        found.append(Notice("info", text))
+    if total == 0:  # nothing read: the problems above say why, or no trial has finished
+        if not exp.problems:
+            planned_note = f" (0 of {planned} planned)" if planned else ""
+            text = f"No trials recorded yet{planned_note}: the experiment has started, no trial has finished."
+            found.append(Notice("info", text))
     elif running or (planned and total < planned):
         found.append(
             Notice(

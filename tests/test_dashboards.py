@@ -380,6 +380,8 @@ def test_corrupt_tables_are_named_on_the_page_and_the_rest_still_shows(search_di
     ids = [v.id for v in sections[0].views]
     assert "exp0-history" in ids and "exp0-curves" not in ids
     (root / "trials.parquet").write_bytes(b"")
+    found = dashboards.notices(dashboards.load_experiment(root))
+    assert [n.level for n in found] == ["error", "error"]  # no "0 trials finished" beside them
     page = render_page(build_sections([root]))
     assert "trials.parquet: not a readable Parquet file" in page and "Traceback" not in page
     assert _payload(page)["figures"] == []
