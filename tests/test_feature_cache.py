@@ -234,6 +234,28 @@ def test_failed_encoding_keeps_previous_file(tmp_path: Path) -> None:
     assert cache.load(KEY).clip_ids == _ids(4)
 
 
+def test_features_that_overflow_float16_are_refused_and_the_previous_file_kept(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    encode_to_cache(CountingEncoder(), _batches(1), cache, KEY)
+    huge = _batches(2, start=4)
+    huge[1][1]["x"][2] = 1e5  # clip 10's video features reach 1e5 > 65504, inf in float16
+    with pytest.raises(DataError, match=r"video features of 1 clip\(s\), e.g. \['clip010'\], are infinite as float16 "
+                       r"\(largest 65504\)"):
+        encode_to_cache(CountingEncoder(), huge, cache, KEY)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{KEY}.arrow"]
+    assert cache.load(KEY).clip_ids == _ids(4)
+    cached = encode_to_cache(CountingEncoder(), huge, cache, KEY, dtype=np.float32)  # float32 holds them
+    assert len(cached) == 12
+
+
+def test_nan_features_are_refused(tmp_path: Path) -> None:
+    features = _features(3)
+    features["audio"][1, 2, 0] = np.nan
+    with pytest.raises(DataError, match=r"audio features of 1 clip\(s\), e.g. \['clip001'\], are NaN;"):
+        FeatureCache(tmp_path).write(KEY, _ids(3), features)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupt_file_raises_then_is_rebuilt(tmp_path: Path, damage: str) -> None:
     cache = FeatureCache(tmp_path)

@@ -314,6 +314,7 @@ class _CacheWriter:
                     f"but got {array.shape[1:]}"
                 )
             arrays[name] = array
+        _check_finite(clip_ids, arrays)
         if not all(isinstance(c, str) for c in clip_ids):
             raise ValueError(f"clip ids must be strings, but got {clip_ids[:5]}")
         repeated = {c for c, n in Counter(clip_ids).items() if n > 1} | (self.clip_ids & set(clip_ids))
@@ -394,6 +395,23 @@ def _read_metadata(path: Path, schema: pa.Schema, key: str | None) -> tuple[str,
     if key is not None and stored_key != key:
         raise DataError(f"feature cache file {path} holds key {stored_key!r}, not {key!r}; delete it")
     return stored_key, shapes
+
+
+def _check_finite(clip_ids: list[str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Refuse NaN or inf features: every trial trained on them would diverge, far from the cause.
+
+    float16 holds at most 65504, so an encoder output beyond that turns to inf on storing.
+    """
+    for name, array in arrays.items():
+        rows = array.reshape(len(array), -1)
+        bad = ~np.isfinite(rows).all(axis=1)
+        if bad.any():
+            clips = [c for c, b in zip(clip_ids, bad) if b]
+            what = "NaN" if np.isnan(rows[bad]).any() else f"infinite as {array.dtype} (largest {np.finfo(array.dtype).max:g})"
+            raise DataError(
+                f"the {name} features of {len(clips)} clip(s), e.g. {clips[:3]}, are {what}; "
+                "check the encoder and these clips' media"
+            )
 
 
 def _check_columns(path: Path, schema: pa.Schema, shapes: Mapping[str, tuple[int, ...]]) -> None:
