@@ -13,6 +13,7 @@ from tacfn.model.fusion import (
     list_fusion_blocks,
     register_fusion_block,
 )
+from tacfn.model.fusion._attention import MultiHeadAttention, attend
 from tacfn.model.fusion._config import FusionConfig
 from tacfn.model.fusion._head import PooledConcatHead
 from tacfn.model.fusion._layers import TransformerEncoder, causal_mask
@@ -311,6 +312,50 @@ def test_causal_encoder_ignores_later_steps(cross_modal: bool) -> None:
         changed = encoder(x + later, source + later) if cross_modal else encoder(x + later)
     torch.testing.assert_close(out[:, :3], changed[:, :3])
     assert (out[:, 3:] - changed[:, 3:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("cross_modal", [False, True])
+def test_attention_matches_torch_multihead_attention(cross_modal: bool) -> None:
+    torch.manual_seed(3)
+    reference = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    torch.manual_seed(3)
+    attention = MultiHeadAttention(16, 4).eval()
+    # Same initial weights from the same seed, and the same keys: checkpoints load either way.
+    assert reference.state_dict().keys() == attention.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(attention.state_dict()[key], value, rtol=0, atol=0)
+    x = torch.randn(3, 7, 16)
+    source = torch.randn(3, 5, 16) if cross_modal else x
+    mask = causal_mask(7, source.shape[1])
+    expected, _ = reference(x, source, source, attn_mask=mask, need_weights=False)
+    torch.testing.assert_close(attention(x, source if cross_modal else None, mask=mask), expected)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_fused_and_cpu_paths_agree_with_gradients(masked: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, length, 8, generator=gen, requires_grad=True) for length in (6, 9, 9))
+    mask = causal_mask(6, 9) if masked else None
+    outputs, grads = [], []
+    for fused in (True, False):
+        out = attend(q, k, v, mask, 0.0, fused=fused)
+        outputs.append(out)
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, 8)).sum(), (q, k, v)))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for fused_grad, cpu_grad in zip(*grads):
+        torch.testing.assert_close(fused_grad, cpu_grad)
+
+
+def test_attention_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 2, dropout=0.5)
+    x = torch.randn(2, 6, 16)
+    train_out = attention(x)
+    attention.eval()
+    assert (train_out - attention(x)).abs().max() > 1e-3
+    torch.testing.assert_close(attention(x), attention(x))
+    with pytest.raises(ValueError, match=r"`heads` must divide `d`, but got heads=3, d=16"):
+        MultiHeadAttention(16, 3)
 
 
 # -- declared options ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._spec import ModalitySpec
+from ._attention import MultiHeadAttention
 
 
 def check_shape(x: Tensor, modality: ModalitySpec) -> None:
@@ -74,7 +75,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.norm_attn = nn.LayerNorm(d)
         self.norm_source = nn.LayerNorm(d) if cross_modal else None
-        self.attn = nn.MultiheadAttention(d, heads, dropout=attn_dropout, batch_first=True)
+        self.attn = MultiHeadAttention(d, heads, dropout=attn_dropout)
         self.norm_ffn = nn.LayerNorm(d)
         self.fc1 = nn.Linear(d, 4 * d)
         self.fc2 = nn.Linear(4 * d, d)
@@ -85,9 +86,8 @@ class EncoderLayer(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(self, x: Tensor, source: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
-        query = self.norm_attn(x)
-        kv = query if self.norm_source is None else self.norm_source(source)
-        attended, _ = self.attn(query, kv, kv, attn_mask=attn_mask, need_weights=False)
+        source = None if self.norm_source is None else self.norm_source(source)
+        attended = self.attn(self.norm_attn(x), source, mask=attn_mask)
         x = x + self.res_dropout(attended)
         hidden = self.relu_dropout(torch.relu(self.fc1(self.norm_ffn(x))))
         return x + self.res_dropout(self.fc2(hidden))
