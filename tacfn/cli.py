@@ -397,15 +397,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     try:
         return args.func(args)
-    except (TacfnError, ValueError, FileNotFoundError) as err:
+    except BrokenPipeError:  # the reader went away (`tacfn model info paper | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 1
+    except (TacfnError, ValueError, OSError) as err:  # OSError: a path that is a file, not writable, ...
         if os.environ.get("TACFN_DEBUG"):
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"tacfn: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # the reader went away (`tacfn model info paper | head -1`)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
-        return 1
     except KeyboardInterrupt as err:  # a search or ablation says how to go on
         # Files the interrupted work left open (Ray Tune's trial logs) are closed at exit: not news.
         warnings.simplefilter("ignore", ResourceWarning)

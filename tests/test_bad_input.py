@@ -311,6 +311,13 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
                 {"version": 1, "model": {"w": torch.zeros(2)}, "optimizer": {}, "torch_rng": torch.get_rng_state(), "history": [],
                  "best_epoch": None, "best_score": 0.0, "best_model": None}, p))), "--resume"],
             ("last.pt: the checkpoint does not fit this config's model",), e.tmp / "run"),
+        "--out under a file": lambda e: Case(
+            ["train", config(e), "--out", str(work(e) / "earlier" / "result.json" / "run")],
+            ("Not a directory", "result.json/run"), work(e)),
+        "feature cache folder is a file": lambda e: Case(
+            ["train", config(e, {"model": {"backbone": "frozen"}, "data": {"cache_dir": str(work(e) / "earlier" / "result.json")}}),
+             "--out", out(e)],
+            ("the feature cache folder", "cannot be made", "result.json is a file"), work(e)),
         # models
         "unknown preset": lambda e: Case(["model", "info", "huge"], ("unknown preset 'huge'", "valid:"), work(e)),
         "unknown fusion block (model info)": lambda e: Case(
@@ -417,6 +424,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         # data (`tacfn data prepare`, `tacfn data iemocap`)
         "prepare: missing folder": lambda e: Case(
             ["data", "prepare", str(e.tmp / "absent"), out(e)], ("RAVDESS folder", "absent does not exist"), work(e)),
+        "prepare: output under a file": lambda e: Case(
+            ["data", "prepare", str(e.raw), str(work(e) / "earlier" / "result.json" / "prepared")],
+            ("Not a directory", "result.json/prepared"), work(e)),
         "prepare: empty folder": lambda e: Case(
             ["data", "prepare", str(empty(e)), out(e)], ("no Actor_NN folders",), work(e)),
         "prepare: wrong file names": lambda e: Case(

@@ -19,6 +19,7 @@ buffers; nothing is copied until a batch is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -152,6 +153,9 @@ class FeatureCache:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not existing.is_dir():
+            raise DataError(f"the feature cache folder {self.root} cannot be made: {existing} is a file")
 
     def path_for(self, key: str) -> Path:
         if not _KEY_PATTERN.fullmatch(key):
@@ -266,7 +270,8 @@ class _CacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self._close()
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a failed write's own error is the one to report
+            self._tmp.unlink(missing_ok=True)
 
     def write(self, clip_ids: Sequence[str], features: Mapping[str, np.ndarray]) -> None:
         clip_ids = list(clip_ids)
