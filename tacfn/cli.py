@@ -237,7 +237,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         out = location.root
         if location.exists(EXPERIMENT_FILE):
             raise ConfigError(f"{out} already holds an experiment; use --resume {out} or another --out")
-    summary = run_search(spec, out, address=args.address, resume=bool(args.resume), trials=args.trials)
+    try:
+        summary = run_search(spec, out, address=args.address, resume=bool(args.resume), trials=args.trials)
+    except KeyboardInterrupt as err:  # before Tune runs (Ray starting, say) it carries no hint
+        if str(err) or not Location(out).exists(EXPERIMENT_FILE):
+            raise
+        raise KeyboardInterrupt(f"continue with tacfn search --resume {out}") from None
     print()
     if summary.best_trial is None:
         print(f"no trial completed; results: {summary.path}")

@@ -329,6 +329,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "space: low > high": lambda e: Case(
             ["search", space(e, {"train.lr": {"float": [0.1, 0.01]}}), "--out", out(e)],
             ("space.train.lr", "`low <= high` must hold", "low=0.1, high=0.01"), work(e)),
+        "space: seed out of range": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "seed": -1}), "--out", out(e)],
+            ("space.yaml", "search.seed", "greater than or equal to 0"), work(e)),
         "space: empty choice list": lambda e: Case(
             ["search", space(e, {"train.lr": {"choice": []}}), "--out", out(e)], ("space.train.lr", "empty choice list"), work(e)),
         "space: fold the protocol lacks": lambda e: Case(

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,6 +121,29 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
     assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
+
+
+def test_ctrl_c_before_tune_saved_anything_can_be_resumed(prepared_lite: Path, tmp_path: Path):
+    """Ctrl-C while Ray starts leaves experiment.json and no Ray state: the message says how to
+    go on, and --resume starts the search over in that folder instead of refusing it."""
+    space = _space_file(tmp_path, prepared_lite, trials=2, epochs=1, name="early", scheduler="none")
+    out = tmp_path / "exp"
+    with (tmp_path / "stderr").open("w") as err:
+        driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    while not (out / "experiment.json").exists():  # written just before Ray starts, which takes seconds
+        assert driver.poll() is None, (tmp_path / "stderr").read_text()[-2000:]
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=120) == 130
+    assert f"continue with tacfn search --resume {out}" in (tmp_path / "stderr").read_text()
+    assert not (out / "ray").exists() and not (out / "trials.parquet").exists(), "stopped before Tune began"
+
+    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the search stopped before its first trial; starting it over" in proc.stdout
+    assert ExperimentStore.open(out).trials().num_rows == 2
+    study = optuna.load_study(study_name="early", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 2
 
 
 def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):

@@ -540,20 +540,19 @@ def run_search(
     check_ray_address(address)
     if starts_local_ray(address):
         check_local_capacity(settings.resources, settings.workers, "search.resources")
+    ray_path = str(Location(out).child(RAY_DIR))
     if resume:
         _check_in_place(out)
+        resume = _restorable(out, ray_path, quiet)
     task, identity = _shared_task(base, progress=not quiet)
     store = ExperimentStore.create(out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu})
     callback = StoreCallback(store, base, settings.trials, quiet=quiet)
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
     trainable = _trial_trainable(settings, base, task, identity, out)
-    ray_path = Location(out).child(RAY_DIR)
     optuna_file = _optuna_file(out, resume)
     if resume:
-        if not tune.Tuner.can_restore(str(ray_path)):
-            raise ConfigError(f"{out} holds no restorable Ray experiment (looked for {ray_path})")
-        tuner = tune.Tuner.restore(str(ray_path), trainable=trainable, resume_unfinished=True, restart_errored=True)
+        tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
         searcher = PrunableOptunaSearch(
             space=SearchSpace(info),
@@ -606,6 +605,25 @@ def run_search(
         print(f"TPE proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
               f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")
     return _finish(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
+
+
+def _restorable(out: Path | str, ray_path: str, quiet: bool) -> bool:
+    """Whether ``--resume`` restores Ray's saved experiment, or starts the search over.
+
+    A search stopped before Tune first saved its state (Ctrl-C while Ray started, say) left
+    its ``experiment.json`` and maybe an Optuna study of trials asked but never run: with no
+    trial recorded there is nothing to keep, so it starts over in the same folder.
+    """
+    if tune.Tuner.can_restore(ray_path):
+        return True
+    if ExperimentStore.open(out).trials().num_rows:
+        raise ConfigError(f"{out} records trials but holds no restorable Ray experiment (looked for {ray_path})")
+    stale = _optuna_file(out, resume=False)
+    if stale.exists():
+        stale.unlink()
+    if not quiet:
+        print(f"{out}: the search stopped before its first trial; starting it over")
+    return False
 
 
 def _max_epochs(info: SpaceInfo, base_epochs: int) -> int:

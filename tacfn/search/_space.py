@@ -206,7 +206,7 @@ class SearchSettings(_Strict):
     concurrency: int = Field(1, ge=1)
     scheduler: Literal["asha", "none"] = "asha"
     asha: AshaSettings = Field(default_factory=AshaSettings)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's and Optuna's seed range
     resources: Resources = Field(default_factory=Resources)
     workers: int = Field(1, ge=1)
     objectives: list[Objective] = Field(default_factory=list)
