@@ -329,6 +329,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "space: low > high": lambda e: Case(
             ["search", space(e, {"train.lr": {"float": [0.1, 0.01]}}), "--out", out(e)],
             ("space.train.lr", "`low <= high` must hold", "low=0.1, high=0.01"), work(e)),
+        "space: a fold the protocol sampled with it lacks": lambda e: Case(
+            ["search", space(e, {"data.protocol": {"choice": ["paper5", "6fold"]}, "data.fold": {"choice": [0, 5]}}), "--out", out(e)],
+            ("space.data.fold", "(data.protocol='paper5', data.fold=5)", "has 5 folds (0..4)"), work(e)),
         "space: seed out of range": lambda e: Case(
             ["search", space(e, search={"trials": 2, "scheduler": "none", "seed": -1}), "--out", out(e)],
             ("space.yaml", "search.seed", "greater than or equal to 0"), work(e)),

@@ -82,6 +82,8 @@ METRICS: tuple[str, ...] = get_args(Metric)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 FUSION_NAME, HEADS, DIM = "model.fusion.name", "model.fusion.heads", "model.fusion.d"
+# Axes valid only in pairs: a fold must exist in the protocol sampled with it.
+_COUPLED_AXES = (("data.protocol", "data.fold"),)
 _MAX_VALUES = 10_000  # values of one int axis, or combinations of conditions, that validation walks
 _INACTIVE = object()  # the value of an axis a trial did not sample
 
@@ -671,6 +673,7 @@ def _check_combinations(base: dict[str, Any], info: SpaceInfo, arch: TACFNConfig
     for scenario in _combinations((a for a in info.axes if a.key in parents), limit=_MAX_VALUES):
         active = [axis for axis in leaves if axis.active(scenario)]
         _check_heads_divide_d(scenario, {a.key: a for a in active}, arch)
+        _check_coupled_pairs(base, scenario, {a.key: a for a in active})
         depth = max((len(_test_values(axis)) for axis in active), default=1)
         for i in range(depth):
             params = {**scenario, **{a.key: _test_values(a)[i % len(_test_values(a))] for a in active}}
@@ -695,6 +698,22 @@ def _check_heads_divide_d(scenario: Mapping[str, Any], active: Mapping[str, Axis
                     f"space.{key}: `heads` must divide `d` for every pair sampled together, but got "
                     f"(heads={heads}, d={d}){_context(scenario)}; valid heads for d={d}: {valid_heads(d)}"
                 )
+
+
+def _check_coupled_pairs(base: dict[str, Any], scenario: Mapping[str, Any], active: Mapping[str, AxisInfo]) -> None:
+    """Every pair of values of two coupled axes (see ``_COUPLED_AXES``) gives a valid run config;
+    the probes pair only each axis's i-th values."""
+    for first, second in _COUPLED_AXES:
+        if first not in active or second not in active:
+            continue  # one of them fixed: the probes try every value of the other against it
+        for a in _finite_values(active[first]):
+            for b in _finite_values(active[second]):
+                message = _run_config_error(apply_overrides(base, {**scenario, first: a, second: b}))
+                if message:
+                    raise ConfigError(
+                        f"space.{second}: every pair sampled together must be valid, but "
+                        f"({first}={a!r}, {second}={b!r}){_context(scenario)} is not: {message}"
+                    )
 
 
 def _explain(
