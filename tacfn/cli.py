@@ -247,7 +247,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if summary.best_trial is None:
         print(f"no trial completed; results: {summary.path}")
         return EXIT_FAILED
-    print(f"best trial {summary.best_trial}: validation {summary.val_score:.3f}, test {summary.test_score:.3f} (scored once)")
+    chosen_on = "" if summary.metric == "val_score" else f"{summary.metric} {summary.val_metric:.3f}, score "
+    print(f"best trial {summary.best_trial}: validation {chosen_on}{summary.val_score:.3f}, "
+          f"test {summary.test_score:.3f} (scored once)")
     for key, value in sorted(summary.best_params.items()):
         print(f"  {key} = {value}")
     print(f"results: {summary.path}")

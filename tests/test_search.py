@@ -92,6 +92,25 @@ def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_p
     assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == pytest.approx(sorted(completed["val_score"]))
 
 
+def test_a_weighted_f1_search_tells_optuna_and_chooses_on_the_best_epochs_f1(prepared_lite: Path, tmp_path: Path):
+    space = _space_file(tmp_path, prepared_lite, trials=3, epochs=3, name="f1", scheduler="none", metric="val_weighted_f1")
+    out = tmp_path / "exp"
+    proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = ExperimentStore.open(out)
+    trials = pl.from_arrow(store.trials()).filter(pl.col("status") == "completed")
+    epochs = pl.from_arrow(store.epochs())
+    study = optuna.load_study(study_name="f1", storage=f"sqlite:///{out / 'optuna.db'}")
+    told = sorted(t.value for t in study.trials if t.state.name == "COMPLETE")
+    assert told == pytest.approx(sorted(trials["val_weighted_f1"])), "Optuna gets the kept (best) epoch's F1"
+    for row in trials.iter_rows(named=True):  # and that is the F1 of the epoch chosen on val_score
+        best = epochs.filter((pl.col("trial_id") == row["trial_id"]) & (pl.col("epoch") == row["best_epoch"]))
+        assert best["val_weighted_f1"][0] == pytest.approx(row["val_weighted_f1"])
+    chosen = trials.filter(pl.col("chosen"))
+    assert chosen["val_weighted_f1"][0] == trials["val_weighted_f1"].max()
+    assert f"validation val_weighted_f1 {chosen['val_weighted_f1'][0]:.3f}, score " in proc.stdout
+
+
 def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=8, epochs=4, name="killed")
     out = tmp_path / "exp"

@@ -109,7 +109,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             **asdict(record),
             **config["extra"],
             "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 trained
-            "best_val_score": state.best_score,  # what model selection (and Optuna) sees
+            **best_epoch_scores(state),  # what model selection (and Optuna) sees
             "status": "running",
             "finished": record.epoch == cfg.train.epochs,
         }
@@ -281,6 +281,15 @@ class TrialWorkers:
     resources_per_worker: dict[str, float]  # e.g. {"CPU": 1, "GPU": 1}
     storage: str  # folder of the trials' Train runs, one per trial id
     max_failures: int = 2
+
+
+def best_epoch_scores(state: RunState) -> dict[str, float]:
+    """The validation metrics of the run's best epoch so far (chosen on ``val_score``), as
+    ``best_<metric>``: the weights kept are that epoch's, so a search is told its scores."""
+    best = next((r for r in state.history if r.epoch == state.best_epoch), None)
+    if best is None:
+        return {"best_val_score": state.best_score}
+    return {"best_val_score": best.val_score, "best_val_weighted_f1": best.val_weighted_f1}
 
 
 def fit_trial(cfg: RunConfig, *, task: SharedTask | None, workers: TrialWorkers, name: str, extra: dict[str, Any]) -> None:

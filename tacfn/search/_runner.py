@@ -150,7 +150,7 @@ class PrunableOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         if state is None:  # ran every epoch: its value is the best validation epoch's, not the last's
             metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            score = result["best_val_score"] if metrics[0] == "val_score" else result.get(metrics[0])
+            score = result[f"best_{metrics[0]}"]
             values = [score, *(result[m] for m in metrics[1:])]
             self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0], skip_if_finished=True)
         else:
@@ -317,6 +317,8 @@ class SearchSummary:
     best_params: dict[str, Any]
     val_score: float | None
     test_score: float | None
+    metric: str = "val_score"  # what chose the best trial (search.metric)
+    val_metric: float | None = None  # the best trial's validation value of ``metric``
 
 
 def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
@@ -655,15 +657,16 @@ def _finish(
     GPU trial's is scored by a Ray task holding a GPU (at most one) as the trial did.
     """
     trials = store.trials().to_pylist()
-    completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
+    metric = store.experiment["spec"]["search"].get("metric", "val_score")
+    completed = [t for t in trials if t["status"] == "completed" and t[metric] is not None]
     if not completed:
-        return SearchSummary(store.root, len(trials), 0, None, {}, None, None)
+        return SearchSummary(store.root, len(trials), 0, None, {}, None, None, metric)
     objectives = store.experiment["spec"]["search"].get("objectives") or []
     if objectives:
         _mark_pareto(store, completed, objectives)
         trials = store.trials().to_pylist()
-        completed = [t for t in trials if t["status"] == "completed" and t["val_score"] is not None]
-    best = min(completed, key=_rank)
+        completed = [t for t in trials if t["status"] == "completed" and t[metric] is not None]
+    best = min(completed, key=lambda trial: _rank(trial, metric))
     result = next(r for r in grid if r.metrics and r.metrics.get("trial_id") == best["trial_id"])
     params = result.config
     for earlier in trials:
@@ -675,14 +678,16 @@ def _finish(
         test_score = _score_chosen(store, best, result, base, task, identity, gpu)
     if not quiet:
         print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
-    return SearchSummary(store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score)
+    return SearchSummary(
+        store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score, metric, best[metric]
+    )
 
 
-def _rank(trial: dict[str, Any]) -> tuple:
-    """Sorts the best validation score first and, on a tie, the trial that started first
-    (a row without a start time last), then the lower id: the same pick on every resume,
-    whatever the order of the store's rows."""
-    return -trial["val_score"], trial["started_at"] is None, trial["started_at"], trial["trial_id"]
+def _rank(trial: dict[str, Any], metric: str) -> tuple:
+    """Sorts the best validation value of the search's ``metric`` first and, on a tie, the
+    trial that started first (a row without a start time last), then the lower id: the same
+    pick on every resume, whatever the order of the store's rows."""
+    return -trial[metric], trial["started_at"] is None, trial["started_at"], trial["trial_id"]
 
 
 def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: TaskData, identity: str, gpu: float) -> float:

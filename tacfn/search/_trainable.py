@@ -29,7 +29,7 @@ from ..config import RunConfig, parse_run_config
 from ..model import TACFN
 from ..tasks import TaskData, load_task
 from ..training import LAST_CHECKPOINT, RunState, Trainer, run_epochs
-from ._distributed import SharedTask, TrialWorkers, fit_trial
+from ._distributed import SharedTask, TrialWorkers, best_epoch_scores, fit_trial
 from ._space import apply_overrides
 
 
@@ -107,7 +107,7 @@ def run_trial(
             metrics = {
                 **asdict(record),
                 **static,
-                "best_val_score": state.best_score,  # what model selection (and Optuna) sees
+                **best_epoch_scores(state),  # what model selection (and Optuna) sees
                 "status": "running",
                 "finished": record.epoch == cfg.train.epochs,
             }
