@@ -232,6 +232,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     else:
         if not args.space:
             raise ConfigError("give a SPACE file or name, or --resume DIR")
+        if args.trials is not None and args.trials < 1:
+            raise ConfigError(f"`--trials >= 1` must hold, but got --trials {args.trials}")
         spec = load_space(find_space(args.space))
         location = Location(args.out or Path("runs") / spec.name)
         out = location.root

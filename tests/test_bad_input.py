@@ -358,7 +358,7 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["search", text_file(e, "dup.yaml", "name: a\nname: b\nspace: {}\n"), "--out", out(e)],
             ("duplicate key 'name'",), work(e)),
         "unknown space name": lambda e: Case(["search", "no_such_space"], ("unknown search space 'no_such_space'",), work(e)),
-        "--trials 0": lambda e: Case(["search", space(e), "--out", out(e), "--trials", "0"], ("`trials >= 1`", "trials=0"), work(e)),
+        "--trials 0": lambda e: Case(["search", space(e), "--out", out(e), "--trials", "0"], ("`--trials >= 1` must hold", "--trials 0"), work(e)),
         "search: missing data folder": lambda e: Case(
             ["search", space(e, base={"model": {"preset": "lite"}, "data": {"path": str(e.tmp / "nodata")}}), "--out", out(e)],
             ("no prepared dataset at", "nodata"), work(e)),
