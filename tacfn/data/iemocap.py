@@ -164,7 +164,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise DataError(
             f"{path} is not a converted IEMOCAP folder (no {MANIFEST_NAME}); "
-            "convert MulT's iemocap_data_noalign.pkl first with convert_iemocap"
+            "convert MulT's iemocap_data_noalign.pkl first: tacfn data iemocap PKL OUT_DIR"
         )
     try:
         manifest = json.loads(file.read_text())
