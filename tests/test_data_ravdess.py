@@ -6,6 +6,7 @@ import hashlib
 import json
 import pickle
 import shutil
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -546,6 +547,8 @@ def test_failed_prepare_keeps_the_previous_dataset(prepared_lite: Path, tmp_path
     (src / "01-01-01-01-01-01-01.mp4").touch()
     out = tmp_path / "out"
     shutil.copytree(prepared_lite, out)
+    manifest = json.loads((out / "manifest.json").read_text())  # as if prepared from src: a refresh
+    (out / "manifest.json").write_text(json.dumps({**manifest, "source": str(src.parent.resolve())}))
     with pytest.raises(DataError, match=r"no clip under .* could be prepared.*empty file"):
         prepare_ravdess(src.parent, out, LITE_PREPROCESS, workers=1)
     assert sorted(path.name for path in out.iterdir()) == ["clips.arrow", "manifest.json", "skipped.json"]
@@ -572,3 +575,126 @@ def test_prepared_dataset_errors_name_the_file(prepared_lite: Path, tmp_path: Pa
         with pytest.raises(DataError, match=message) as info:
             PreparedDataset(folder)
         assert str(folder) in str(info.value)
+
+
+def test_overflowing_or_far_off_landmarks_fall_back_like_untracked_frames(synthetic_ravdess: Path, tmp_path: Path):
+    """Points such as 1e308 overflowed the crop's arithmetic (OverflowError, nothing prepared);
+    a box wholly outside the image is no face either: such frames count as untracked."""
+    src = _copy_actors(synthetic_ravdess, tmp_path / "src", [1])
+    huge = src / "Actor_01/01-01-02-01-01-01-01.mp4"
+    _rewrite_landmarks(huge.with_suffix(".csv"), slice(None), "x_3", "1e308")
+    _rewrite_landmarks(huge.with_suffix(".csv"), slice(None), "x_4", "-1e308")
+    far = src / "Actor_01/01-01-03-01-01-01-01.mp4"
+    for i in range(68):
+        _rewrite_landmarks(far.with_suffix(".csv"), slice(None), f"x_{i}", str(5000 + i))
+    some_far = src / FIRST_CLIP  # every other row's box far too tall: those frames use their neighbours
+    _rewrite_landmarks(some_far.with_suffix(".csv"), slice(0, None, 2), "y_30", "1e9")
+    _rewrite_landmarks(some_far.with_suffix(".csv"), [1], "frame", "1e308")  # a frame number no video reaches
+    untracked = tmp_path / "untracked.csv"
+    shutil.copy(synthetic_ravdess / FIRST_CLIP.replace(".mp4", ".csv"), untracked)
+    _rewrite_landmarks(untracked, slice(0, None, 2), "success", "0")
+    _rewrite_landmarks(untracked, [1], "success", "0")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy overflow or cast warning either
+        with pytest.warns(LandmarkFallbackWarning, match="no face box in .* fits the video frame"):
+            read_clip(far, far.with_suffix(".csv"), LITE_PREPROCESS)
+        expected = read_clip(some_far, some_far.with_suffix(".csv"), LITE_PREPROCESS).video
+    np.testing.assert_array_equal(expected, read_clip(some_far, untracked, LITE_PREPROCESS).video)
+    with pytest.warns(LandmarkFallbackWarning, match="2 of 8 clips"):
+        report = prepare_ravdess(src, tmp_path / "out", LITE_PREPROCESS, workers=2)
+    assert report.prepared == 8 and set(report.centre_cropped) == {huge, far}
+    table = _arrow(tmp_path / "out")
+    row = table.column("clip_id").to_pylist().index(some_far.stem)
+    np.testing.assert_array_equal(table.column("video")[row].values.to_numpy().reshape(8, 64, 64, 3), expected)
+
+
+def test_an_unexpected_error_in_one_clip_skips_it_naming_the_error(
+    synthetic_ravdess: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """A bug or an unforeseen file ends neither the run nor its report: the clip is skipped,
+    with the exception's type in skipped.json and on the console."""
+    src = _copy_actors(synthetic_ravdess, tmp_path / "src", [1])
+    odd = src / "Actor_01/01-01-04-01-01-01-01.mp4"
+    real = prepare_module.read_clip
+
+    def failing(path: Path, *args: object) -> object:
+        if path == odd:
+            raise OverflowError("cannot convert float infinity to integer")
+        return real(path, *args)
+
+    monkeypatch.setattr(prepare_module, "read_clip", failing)
+    assert main(["data", "prepare", str(src), str(tmp_path / "out"), "--workers", "1"]) == 0
+    reason = "unexpected OverflowError while decoding (cannot convert float infinity to integer)"
+    assert f"skipped {odd}: {reason}\n" in capsys.readouterr().out
+    skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert {"path": str(odd), "reason": reason} in skipped
+    assert len(PreparedDataset(tmp_path / "out")) == 7
+
+
+def test_prepare_refuses_to_replace_a_different_dataset(
+    synthetic_ravdess: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    src = _copy_actors(synthetic_ravdess, tmp_path / "src", [1])
+    other = _copy_actors(synthetic_ravdess, tmp_path / "other", [2])
+    out = tmp_path / "out"
+    prepare_ravdess(src, out, LITE_PREPROCESS, workers=1)
+    prepare_ravdess(src, out, LITE_PREPROCESS, workers=1)  # the same source and preprocessing: a refresh
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    key = LITE_PREPROCESS.key()
+    with pytest.raises(DataError) as info:
+        prepare_ravdess(other, out, LITE_PREPROCESS, workers=1)
+    assert str(info.value) == (
+        f"{out} already holds a dataset prepared from {src.resolve()} with preprocessing {key}; "
+        f"this run prepares {other.resolve()} with preprocessing {key}: choose another OUT or delete it"
+    )
+    smaller = replace(LITE_PREPROCESS, crop_size=32)
+    with pytest.raises(DataError, match=rf"from {src.resolve()} with preprocessing {key}; this run prepares "
+                                        rf"{src.resolve()} with preprocessing {smaller.key()} \(crop_size 64 -> 32\): "):
+        prepare_ravdess(src, out, smaller, workers=1)
+    assert main(["data", "prepare", str(other), str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tacfn: error: {out} already holds a dataset") and err.count("\n") == 1, err
+    with pytest.raises(DataError, match="does not exist"):  # a mistyped source says so, not "delete OUT"
+        prepare_ravdess(tmp_path / "typo", out, LITE_PREPROCESS, workers=1)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_media_outside_actor_folders_is_reported_as_skipped(synthetic_ravdess: Path, tmp_path: Path):
+    """A misspelled Actor_6 folder or clips loose in the root were dropped without a word."""
+    src = _copy_actors(synthetic_ravdess, tmp_path / "src", [1])
+    (src / "Actor_6").mkdir()
+    misspelled = src / "Actor_6/01-01-01-01-01-01-06.mp4"
+    shutil.copy(src / FIRST_CLIP, misspelled)
+    loose = src / "01-01-02-01-01-01-01.mp4"
+    shutil.copy(src / "Actor_01/01-01-02-01-01-01-01.mp4", loose)
+    nested = src / "Actor_01/extra/01-01-03-01-01-01-01.mp4"
+    nested.parent.mkdir()
+    shutil.copy(src / "Actor_01/01-01-03-01-01-01-01.mp4", nested)
+    wav = src / "03-01-01-01-01-01-01.wav"
+    wav.write_bytes(b"RIFF")
+    (src / "notes.wav").write_bytes(b"RIFF")  # not a RAVDESS name: ignored, as inside an actor folder
+
+    report = prepare_ravdess(src, tmp_path / "out", LITE_PREPROCESS, workers=1)
+    reasons = dict(report.skipped)
+    assert set(reasons) == {misspelled, loose, nested, wav, src / FIRST_TWIN}
+    for path in (misspelled, loose, nested, wav):
+        assert reasons[path].startswith(f"not inside an Actor_NN folder (it is in {path.parent.name!r})")
+    skipped = {entry["path"] for entry in json.loads(report.skipped_path.read_text())}
+    assert skipped == {str(path) for path in reasons}
+    assert report.prepared == 8
+
+
+def test_landmark_file_with_a_header_and_no_rows_falls_back_quietly(synthetic_ravdess: Path, tmp_path: Path):
+    """numpy's multi-line 'loadtxt: input contained no data' warning no longer interrupts the
+    progress output: the project's own one-line fallback warning says it."""
+    clip = synthetic_ravdess / FIRST_CLIP
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text(clip.with_suffix(".csv").read_text().splitlines()[0] + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_face_boxes(header_only) is None
+        read_clip(clip, header_only, LITE_PREPROCESS)
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (LandmarkFallbackWarning, f"{clip.name}: no tracked frame in header_only.csv; used a centre square crop (no face detector is installed)")
+    ]

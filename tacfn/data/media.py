@@ -4,9 +4,10 @@ Video: ``cfg.num_frames`` frames evenly spaced over the whole clip (the centre o
 of ``num_frames`` equal segments), each cropped to the face's bounding box from that
 frame's facial landmarks (made square with a margin of :data:`FACE_MARGIN` per side,
 kept inside the image) and resized to ``cfg.crop_size``. A frame whose landmark
-tracking failed (``success`` 0, or a NaN or infinite point) uses the nearest frame that
-succeeded. Without landmarks, or with no tracked frame, the crop is the centre square of
-the frame, with a :class:`LandmarkFallbackWarning` (no face detector is installed).
+tracking failed (``success`` 0, a NaN or infinite point, or a box wholly outside the
+image or over twice its size) uses the nearest frame that succeeded. Without
+landmarks, or with no tracked frame, the crop is the centre square of the frame, with a
+:class:`LandmarkFallbackWarning` (no face detector is installed).
 
 Audio: mono, resampled to ``cfg.sample_rate``, ``cfg.duration_s`` seconds from
 ``cfg.offset_s``, zero-padded if the clip ends sooner, then ``cfg.n_mfcc`` MFCCs with
@@ -33,6 +34,7 @@ NUM_LANDMARKS = 68
 _TO_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
 _RESIZE = Interpolation.AREA | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
 _SWS_THREADS = 1
+_MAX_FRAME = 2.0**53  # larger OpenFace frame numbers are garbage, and would not convert to int64
 
 
 class ClipArrays(NamedTuple):
@@ -60,12 +62,17 @@ def read_clip(path: str | Path, landmarks: str | Path | None, cfg: PreprocessCon
     boxes = None if landmarks is None else read_face_boxes(landmarks)
     try:
         with av.open(str(path)) as container:
-            video, audio = _decode(container, path, boxes, cfg)
+            video, audio, used = _decode(container, path, boxes, cfg)
     except av.FFmpegError as exc:
         raise MediaError(f"{path}: unreadable or corrupt media ({exc})") from exc
     mfcc = _mfcc(audio, path, cfg)
-    if boxes is None:
-        reason = "no landmark file" if landmarks is None else f"no tracked frame in {Path(landmarks).name}"
+    if used is None:
+        if landmarks is None:
+            reason = "no landmark file"
+        elif boxes is None:
+            reason = f"no tracked frame in {Path(landmarks).name}"
+        else:
+            reason = f"no face box in {Path(landmarks).name} fits the video frame"
         warnings.warn(
             f"{path.name}: {reason}; used a centre square crop (no face detector is installed)",
             LandmarkFallbackWarning,
@@ -84,13 +91,31 @@ class FaceBoxes(NamedTuple):
         """The box of ``frame_index``, or of the nearest tracked frame."""
         return self.boxes[np.argmin(np.abs(self.frames - frame_index))]
 
+    def inside(self, width: int, height: int) -> FaceBoxes | None:
+        """The boxes a crop of a width x height image can use; None if there is none.
+
+        A box whose size or centre overflows (points such as 1e308), that lies wholly
+        outside the image, or that is over twice the image's longer side is garbage, not a
+        face: its frame counts as untracked.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            side = np.maximum(self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1])
+            sums = self.boxes[:, :2] + self.boxes[:, 2:]
+            usable = np.isfinite(sums).all(axis=1) & (side <= 2 * max(width, height))
+        x_min, y_min, x_max, y_max = self.boxes.T
+        usable &= (x_max >= 0) & (x_min <= width) & (y_max >= 0) & (y_min <= height)
+        if not usable.any():
+            return None
+        return FaceBoxes(frames=self.frames[usable], boxes=self.boxes[usable])
+
 
 def read_face_boxes(csv_path: str | Path) -> FaceBoxes | None:
     """Per-frame landmark bounding boxes from an OpenFace CSV; None if no frame was tracked.
 
     A frame counts as tracked when its ``success`` is set (if the column exists) and its
-    frame number and points are all finite, so a NaN never reaches the crop. OpenFace
-    numbers frames from 1; the boxes are indexed from 0 like decoded frames.
+    frame number and points are all finite (the number also below 2**53, so it converts to
+    an integer), so a NaN never reaches the crop. OpenFace numbers frames from 1; the
+    boxes are indexed from 0 like decoded frames.
     """
     csv_path = Path(csv_path)
     try:
@@ -106,12 +131,15 @@ def read_face_boxes(csv_path: str | Path) -> FaceBoxes | None:
     if "success" in header:
         columns.append(header.index("success"))
     try:
-        table = np.loadtxt(csv_path, delimiter=",", skiprows=1, usecols=columns, ndmin=2)
+        with warnings.catch_warnings():  # a header without rows: no tracked frame, said below
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+            table = np.loadtxt(csv_path, delimiter=",", skiprows=1, usecols=columns, ndmin=2)
     except ValueError as exc:
         raise MediaError(f"{csv_path}: malformed landmark file ({exc})") from exc
     if "success" in header:
         table = table[table[:, -1] > 0, :-1]
     table = table[np.isfinite(table).all(axis=1)]  # a NaN or inf point: the frame was not tracked
+    table = table[np.abs(table[:, 0]) < _MAX_FRAME]  # nor was a frame number no video reaches
     if len(table) == 0:
         return None
     table = table[np.argsort(table[:, 0], kind="stable")]
@@ -128,8 +156,9 @@ def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
 
 def _decode(
     container: av.container.InputContainer, path: Path, boxes: FaceBoxes | None, cfg: PreprocessConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Face crops (T, S, S, 3) and mono audio at ``cfg.sample_rate`` in one demuxing pass.
+) -> tuple[np.ndarray, np.ndarray, FaceBoxes | None]:
+    """Face crops (T, S, S, 3), mono audio at ``cfg.sample_rate`` and the boxes the crops
+    used (None: centre crops), in one demuxing pass.
 
     The frame count comes from the container; if decoding finds a different count, the
     video is decoded a second time with the true one.
@@ -155,7 +184,7 @@ def _decode(
         for frame in container.decode(video_stream):
             crops.add(frame)
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return crops.result(), audio
+    return crops.result(), audio, crops.boxes
 
 
 class _FaceCropper:
@@ -172,6 +201,8 @@ class _FaceCropper:
         self.video = np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), np.uint8)
 
     def add(self, frame: av.VideoFrame) -> None:
+        if self.seen == 0 and self.boxes is not None:  # the image size is known from here on
+            self.boxes = self.boxes.inside(frame.width, frame.height)
         slot = self.slots.get(self.seen)
         if slot is not None:
             image = frame.to_ndarray(format="rgb24", interpolation=_TO_RGB, threads=_SWS_THREADS)

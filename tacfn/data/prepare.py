@@ -64,7 +64,8 @@ def prepare_ravdess(
     ``skipped.json``; clips without usable landmarks are centre-cropped, listed in the
     report and the manifest, and announced by one :class:`LandmarkFallbackWarning`.
     ``workers`` processes decode (default: one per CPU; 1 decodes in this process).
-    Raises DataError if no clip could be prepared.
+    Raises DataError if no clip could be prepared, or, before decoding, if ``out_dir``
+    holds a dataset prepared from another source or with other preprocessing.
     """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -72,7 +73,8 @@ def prepare_ravdess(
         raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the dataset")
-    scan = scan_ravdess(src_dir)
+    scan = scan_ravdess(src_dir)  # first: a mistyped source must not read as "delete OUT"
+    _check_replaceable(out_dir, src_dir, cfg)
     skipped = list(scan.rejected)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,34 @@ def prepare_ravdess(
     )
 
 
+def _check_replaceable(out_dir: Path, src_dir: Path, cfg: PreprocessConfig) -> None:
+    """Refuse to overwrite a dataset in ``out_dir`` prepared from another source or with other
+    preprocessing: re-preparing the same one is a refresh, anything else would silently
+    replace data (and break the feature caches and runs that point at the folder)."""
+    path = out_dir / MANIFEST_FILE
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"{path}: unreadable manifest ({' '.join(str(exc).split())}), so {out_dir} may hold another "
+            "dataset; choose another OUT or delete it"
+        ) from exc
+    manifest = manifest if isinstance(manifest, dict) else {}
+    old_source, old_key = manifest.get("source"), manifest.get("preprocess_key")
+    new_source, new_key = str(src_dir.resolve()), cfg.key()
+    if (old_source, old_key) != (new_source, new_key):
+        old_settings = manifest.get("preprocess") if isinstance(manifest.get("preprocess"), dict) else {}
+        differ = sorted(name for name, value in asdict(cfg).items() if old_settings.get(name, value) != value)
+        detail = ", ".join(f"{name} {old_settings[name]} -> {getattr(cfg, name)}" for name in differ)
+        raise DataError(
+            f"{out_dir} already holds a dataset prepared from {old_source or 'an unknown source'} with "
+            f"preprocessing {old_key or 'unknown'}; this run prepares {new_source} with preprocessing {new_key}"
+            f"{f' ({detail})' if detail else ''}: choose another OUT or delete it"
+        )
+
+
 def _write_clips(
     path: Path, clips: Sequence[RavdessClip], cfg: PreprocessConfig, workers: int, progress: bool
 ) -> tuple[int, list[tuple[Path, str]], list[RavdessClip]]:
@@ -171,18 +201,29 @@ class _Decoded(NamedTuple):
 
 
 def _decode_clip(path: Path, landmarks: Path | None, cfg: PreprocessConfig) -> _Decoded:
-    """Decode one clip; a MediaError becomes a skip reason, the crop fallback a flag."""
+    """Decode one clip; a MediaError becomes a skip reason, the crop fallback a flag.
+
+    Any other exception becomes a skip reason too, naming its type: one odd file must not
+    end a run of 1440 clips, and the type keeps a bug in tacfn recognisable as one.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LandmarkFallbackWarning)
         try:
             arrays = read_clip(path, landmarks, cfg)
         except MediaError as exc:
             return _Decoded(None, str(exc), False)
+        except Exception as exc:  # not a MediaError: a bug, or a file nobody foresaw
+            return _Decoded(None, f"{path}: unexpected {type(exc).__name__} while decoding ({_brief(exc)})", False)
     for warning in caught:  # anything but the fallback is passed on
         if not issubclass(warning.category, LandmarkFallbackWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     fallback = any(issubclass(warning.category, LandmarkFallbackWarning) for warning in caught)
     return _Decoded(arrays, None, fallback)
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception's message on one line, at most 200 characters (its type if it has none)."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _decode_all(clips: Sequence[RavdessClip], cfg: PreprocessConfig, workers: int) -> Iterator[_Decoded]:

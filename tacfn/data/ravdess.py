@@ -104,7 +104,9 @@ def scan_ravdess(root: str | Path) -> RavdessScan:
     unpacked side by side work) is either selected or rejected with a reason: a
     malformed name, video-only, audio-only, song, an actor field that disagrees with its
     folder, or a duplicate of a clip already seen. RAVDESS-named ``*.wav`` files (its
-    audio-only release) are rejected too; other files are ignored.
+    audio-only release) are rejected too, and so is either kind outside an ``Actor_NN``
+    folder (a misspelled ``Actor_6``, the root): a clip must not vanish unreported. Other
+    files are ignored.
     """
     root = Path(root)
     if not root.is_dir():
@@ -140,6 +142,7 @@ def scan_ravdess(root: str | Path) -> RavdessScan:
                 rejected.append((path, reason))
                 continue
             clips[clip.clip_id] = replace(clip, landmarks=landmarks.get(clip.clip_id))
+    rejected += _outside_actor_folders(root)
     if not clips:
         detail = ""
         if rejected:
@@ -163,6 +166,22 @@ def _rejection(clip: RavdessClip, folder_actor: int, seen: dict[str, RavdessClip
     if clip.clip_id in seen:
         return f"duplicate of {seen[clip.clip_id].path}"
     return None
+
+
+def _outside_actor_folders(root: Path) -> list[tuple[Path, str]]:
+    """The ``*.mp4`` and RAVDESS-named ``*.wav`` files under ``root`` whose folder is not an
+    ``Actor_NN`` folder, each with why it is left out."""
+    return [
+        (path, f"not inside an Actor_NN folder (it is in {path.parent.name!r}); RAVDESS keeps clips in Actor_01..Actor_24")
+        for path in sorted(root.rglob("*"))
+        if _is_media(path) and not _ACTOR_DIR.match(path.parent.name)
+    ]
+
+
+def _is_media(path: Path) -> bool:
+    """Whether ``path`` is a file :func:`scan_ravdess` reports: any mp4, or a RAVDESS-named wav."""
+    suffix = path.suffix.lower()
+    return (suffix == ".mp4" or (suffix == ".wav" and _NAME.match(path.stem) is not None)) and path.is_file()
 
 
 def _landmark_files(root: Path) -> dict[str, Path]:
