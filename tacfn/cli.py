@@ -168,7 +168,7 @@ def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_yaml, parse_run_config
-    from .training import train
+    from .training import check_new_run_folder, train
 
     data = load_yaml(Path(args.config)) or {}
     if not isinstance(data, dict):
@@ -184,6 +184,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("Ray Train runs (--workers N, --gpu, --address) need --out DIR: the workers checkpoint there")
     if args.resume:
         _check_resumable(out_dir, on_ray)
+    elif out_dir is not None:
+        check_new_run_folder(out_dir)  # here too for Ray Train runs, before Ray starts
     where = f" on {args.workers} Ray Train worker{'s' if args.workers > 1 else ''}" if on_ray else ""
     print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs{where}", flush=True)
     if on_ray:

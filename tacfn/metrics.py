@@ -28,16 +28,19 @@ def _weighted_f1(cm: np.ndarray) -> float:
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
-    """Accuracy, weighted F1, per-class accuracy (recall) and the confusion matrix."""
+    """Accuracy, weighted F1, per-class accuracy (recall) and the confusion matrix.
+
+    A class without samples has no accuracy: None (JSON null; NaN is not JSON).
+    """
     cm = confusion_matrix(y_true, y_pred, num_classes)
     support = cm.sum(axis=1)
-    per_class = np.divide(np.diag(cm), support, out=np.full(num_classes, np.nan), where=support > 0)
+    per_class = [float(hits / count) if count else None for hits, count in zip(np.diag(cm), support)]
     accuracy = float(np.trace(cm) / cm.sum()) if cm.sum() else 0.0
     return {
         "score": accuracy,
         "accuracy": accuracy,
         "weighted_f1": _weighted_f1(cm),
-        "per_class_accuracy": [float(x) for x in per_class],
+        "per_class_accuracy": per_class,
         "confusion": cm.tolist(),
     }
 

@@ -352,12 +352,24 @@ def write_result(result: RunResult, out_dir: Path) -> Path:
 
 
 def _write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically."""
+    """Write ``data`` as JSON to ``path`` atomically; a NaN or infinite float is written as null
+    (bare ``NaN`` is not JSON, and strict readers refuse the whole file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(json.dumps(_finite_or_none(data), indent=2, allow_nan=False))
     tmp.replace(path)
     return path
+
+
+def _finite_or_none(data: Any) -> Any:
+    """``data`` with every non-finite float in its dicts, lists and tuples replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite_or_none(value) for value in data]
+    return data
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -376,6 +388,28 @@ def record_run_config(cfg: RunConfig, out_dir: Path) -> None:
     _write_json(Path(out_dir) / RUN_CONFIG, cfg.model_dump(mode="json"))
 
 
+def _read_run_config(path: Path) -> dict[str, Any]:
+    """The mapping a run folder's ``config.json`` records; ConfigError naming the file if it is
+    unreadable or not a mapping (a damaged folder must not end in a traceback)."""
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a run config ({_brief(exc)})") from exc
+    if not isinstance(recorded, dict):
+        kind = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(recorded), "null")
+        raise ConfigError(f"{path}: not a run config (a JSON {kind}, not a mapping of sections)")
+    return recorded
+
+
+def check_new_run_folder(out_dir: Path) -> None:
+    """Refuse to start a run (not a resume) in a folder that holds one: its config, checkpoints
+    and result would be overwritten one by one, and an interrupted run would leave a mix of
+    both. A folder without them (new, empty, or holding other files) is fine."""
+    held = [name for name in (RUN_CONFIG, "result.json", "checkpoints") if (out_dir / name).exists()]
+    if held:
+        raise ConfigError(f"{out_dir} already holds a training run ({', '.join(held)}); use --resume to continue it, or another --out")
+
+
 def check_resumable_config(cfg: RunConfig, out_dir: Path) -> None:
     """Refuse to resume ``out_dir`` with a config other than the one it trained with: the
     checkpoint's optimizer state would quietly keep the old learning rate, and the other
@@ -384,7 +418,7 @@ def check_resumable_config(cfg: RunConfig, out_dir: Path) -> None:
     path = Path(out_dir) / RUN_CONFIG
     if not path.exists():
         return
-    recorded, current = _flat(json.loads(path.read_text())), _flat(cfg.model_dump(mode="json"))
+    recorded, current = _flat(_read_run_config(path)), _flat(cfg.model_dump(mode="json"))
     missing = object()
     differ = sorted(
         key for key in recorded.keys() | current.keys()
@@ -411,13 +445,16 @@ def train(
 
     ``out_dir`` records the config in ``config.json``; ``resume`` continues from
     ``out_dir/checkpoints/last.pt`` when it exists, with the config the folder records (see
-    :func:`check_resumable_config`). ``evaluate_test=False`` leaves the test split
-    untouched (search trials: only the configuration the search chooses is scored on
-    test, once).
+    :func:`check_resumable_config`). Without ``resume``, an ``out_dir`` that already holds a
+    run is refused (ConfigError) before anything is written. ``evaluate_test=False`` leaves
+    the test split untouched (search trials: only the configuration the search chooses is
+    scored on test, once).
     """
     started = time.perf_counter()
     if resume and out_dir:
         check_resumable_config(cfg, Path(out_dir))
+    elif out_dir:  # before anything loads or is written: a refused run leaves the folder as it was
+        check_new_run_folder(Path(out_dir))
     device = _device(cfg.train.device)  # before the data loads: a missing GPU fails at once
     task = task or load_task(cfg, progress=progress)
     trainer = Trainer(cfg, task, device=device, progress=progress)

@@ -157,10 +157,17 @@ def audio_only(env: Env, clip: Path) -> None:
                 dst.mux(packet)
 
 
-def prepared_copy(env: Env) -> Path:
-    """A copy of the prepared dataset: an existing output a failed prepare must not touch."""
+def prepared_copy(env: Env, source: str | None = None) -> Path:
+    """A copy of the prepared dataset: an existing output a failed prepare must not touch.
+
+    With ``source``, its manifest says it was prepared from there (with the same settings),
+    so preparing ``source`` again into it is a refresh, not a refused replacement.
+    """
     out = env.tmp / "prepared"
     shutil.copytree(env.prepared, out)
+    if source is not None:
+        manifest = json.loads((out / "manifest.json").read_text())
+        (out / "manifest.json").write_text(json.dumps({**manifest, "source": str(Path(source).resolve())}))
     return out
 
 
@@ -301,6 +308,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "--resume without a checkpoint": lambda e: Case(
             ["train", config(e), "--out", str(run_folder(e)), "--resume"],
             ("checkpoints/last.pt does not exist", "drop --resume"), e.tmp / "run"),
+        "Ray Train run into a folder holding a run": lambda e: Case(
+            ["train", config(e), "--out", str(run_folder(e, result='{"status": "completed"}')), "--workers", "2"],
+            ("already holds a training run", "use --resume"), e.tmp / "run"),
         "--resume without --out": lambda e: Case(
             ["train", config(e), "--resume"], ("--resume", "no --out was given"), work(e)),
         "corrupt checkpoint": lambda e: Case(
@@ -439,9 +449,14 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["data", "prepare", ravdess_with(e, "names", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("*.mp4")), p.with_name("clip 1.mp4"))),
              str(prepared_copy(e))],
             ("rejected", "clip 1.mp4", "seven two-digit fields"), e.tmp / "prepared"),
-        "prepare: zero-byte mp4": lambda e: Case(
-            ["data", "prepare", ravdess_with(e, "zero", lambda p: p.write_bytes(b"")), str(prepared_copy(e)), "--workers", "1"],
-            ("01-01-03-01-01-01-01.mp4: empty file (0 bytes)",), e.tmp / "prepared", noisy=True),
+        "prepare: zero-byte mp4": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, str(prepared_copy(e, source=tree)), "--workers", "1"],
+            ("01-01-03-01-01-01-01.mp4: empty file (0 bytes)",), e.tmp / "prepared", noisy=True))(
+            ravdess_with(e, "zero", lambda p: p.write_bytes(b""))),
+        "prepare: into another dataset's folder": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "other", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p)),
+             str(prepared_copy(e))],
+            ("already holds a dataset prepared from", "choose another OUT or delete it"), e.tmp / "prepared"),
         "prepare: corrupt mp4": lambda e: Case(
             ["data", "prepare", ravdess_with(e, "corrupt", lambda p: p.write_bytes(next((e.raw / "Actor_01").glob("01-*.mp4")).read_bytes()[:400])),
              out(e), "--workers", "1"],

@@ -221,3 +221,76 @@ def test_a_slow_epoch_shows_its_batches_and_a_fast_one_does_not(prepared_lite: P
     assert "epoch 1" in capsys.readouterr().err
     Trainer(cfg, slow, progress=False).train_epoch(1)
     assert "epoch 1" not in capsys.readouterr().err
+
+
+def test_train_refuses_an_out_folder_that_holds_a_run(prepared_lite: Path, tmp_path: Path, capsys):
+    """Without --resume, a second run into the same --out would rewrite config.json and
+    last.pt and leave the first run's result.json and best.pt beside them: refused before
+    anything is loaded or written. An empty folder is a fine --out; --resume continues."""
+    out = tmp_path / "run"
+    out.mkdir()
+    train(_cfg(prepared_lite, tmp_path, train={"epochs": 1}), out_dir=out)
+    files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {str(p) for p in files} == {"config.json", "result.json", "checkpoints/last.pt", "checkpoints/best.pt"}
+    with pytest.raises(ConfigError, match=rf"^{out} already holds a training run .*; use --resume to continue it, or another --out$"):
+        train(_cfg(prepared_lite, tmp_path, train={"epochs": 1, "lr": 0.01}), out_dir=out)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_cfg_map(prepared_lite, tmp_path, train={"epochs": 2})))
+    assert main(["train", str(config), "--out", str(out)]) == 2
+    assert f"{out} already holds a training run" in _error_line(capsys)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+    for name in ("config.json", "result.json", "checkpoints"):  # any one of them marks a run (an interrupted one)
+        partial = tmp_path / f"partial-{name}"
+        (partial / "checkpoints").mkdir(parents=True) if name == "checkpoints" else partial.mkdir()
+        if name != "checkpoints":
+            (partial / name).write_text("{}")
+        with pytest.raises(ConfigError, match=rf"already holds a training run \({name}\)"):
+            train(_cfg(prepared_lite, tmp_path, train={"epochs": 1}), out_dir=partial)
+        assert [p.name for p in partial.iterdir()] == [name]
+
+    assert main(["train", str(config), "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == 2
+
+
+def test_result_json_writes_null_for_undefined_numbers(tmp_path: Path):
+    """A class without test samples has no accuracy; bare NaN is not JSON, so result.json
+    holds null there (and for any other non-finite number), and its readers take it."""
+    from dashboards.run_report import write_run_report
+    from tacfn.metrics import classification_metrics
+    from tacfn.training import EpochRecord, RunResult, write_result
+
+    test = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 8)
+    assert test["per_class_accuracy"] == [0.5, 1.0] + [None] * 6
+    test["per_class_accuracy"][2] = float("nan")  # as before: whatever slips through is written as null
+    record = EpochRecord(epoch=1, train_loss=float("inf"), train_score=0.5, val_loss=1.0, val_score=0.5, val_weighted_f1=0.5, seconds=1.0)
+    result = RunResult(
+        status="completed", error=None, best_epoch=1, epochs_run=1, val=test, test=test,
+        test_missing_modality={"audio": 0.5, "video": 0.25}, history=[record],
+        num_parameters=10, trainable_parameters=10, seconds=1.0,
+    )
+    path = write_result(result, tmp_path / "run")
+
+    def no_constants(name: str) -> None:
+        pytest.fail(f"result.json holds {name}, which is not JSON")
+
+    written = json.loads(path.read_text(), parse_constant=no_constants)
+    assert written["test"]["per_class_accuracy"] == [0.5, 1.0] + [None] * 6
+    assert written["history"][0]["train_loss"] is None
+    assert RunResult.from_json(written).test["per_class_accuracy"][2] is None
+    assert write_run_report(tmp_path / "run").is_file()
+
+
+@pytest.mark.parametrize(("text", "problem"), [("{bad", r"Expecting property name"), ("[1, 2]", r"a JSON list, not a mapping")])
+def test_resume_with_a_damaged_config_json_names_the_file(prepared_lite: Path, tmp_path: Path, capsys, text: str, problem: str):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"")  # never read: the config is checked first
+    (out / "config.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{out / 'config.json'}: not a run config \({problem}"):
+        train(_cfg(prepared_lite, tmp_path), out_dir=out, resume=True)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_cfg_map(prepared_lite, tmp_path)))
+    assert main(["train", str(config), "--out", str(out), "--resume"]) == 2
+    assert f"tacfn: error: {out / 'config.json'}: not a run config (" in _error_line(capsys)
+    assert (out / "config.json").read_text() == text
