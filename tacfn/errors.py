@@ -17,3 +17,9 @@ class DataError(TacfnError):
 
 class MediaError(DataError):
     """One media file cannot be decoded or is too short; preparation skips it."""
+
+
+def brief(exc: BaseException) -> str:
+    """An exception's first sentence on one line, at most 200 characters (its type if it has
+    no message): for one-line errors that quote a library's exception."""
+    return " ".join(str(exc).split()).split(". ")[0][:200] or type(exc).__name__

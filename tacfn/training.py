@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .config import RunConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, brief
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
@@ -273,7 +273,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise DataError(f"{path}: the checkpoint does not fit this config's model ({_brief(exc)})") from exc
+            raise DataError(f"{path}: the checkpoint does not fit this config's model ({brief(exc)})") from exc
         torch.set_rng_state(state["torch_rng"].cpu())
         history = [EpochRecord(**r) for r in state["history"]]
         return RunState(history, state["best_epoch"], state["best_score"], state["best_model"])
@@ -394,7 +394,7 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     try:
         recorded = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a run config ({_brief(exc)})") from exc
+        raise ConfigError(f"{path}: not a run config ({brief(exc)})") from exc
     if not isinstance(recorded, dict):
         kind = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(recorded), "null")
         raise ConfigError(f"{path}: not a run config (a JSON {kind}, not a mapping of sections)")
@@ -517,12 +517,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
             f"{path}: refused: the checkpoint holds objects other than tensors, and loading them could run code"
         ) from exc
     except Exception as exc:  # a truncated or corrupt file makes torch.load raise any of a dozen types
-        raise DataError(f"{path}: not a readable checkpoint, truncated or corrupt ({_brief(exc)})") from exc
+        raise DataError(f"{path}: not a readable checkpoint, truncated or corrupt ({brief(exc)})") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(f"{path}: not a tacfn checkpoint (no model weights)")
     return state
-
-
-def _brief(exc: BaseException) -> str:
-    """An exception's first sentence on one line, at most 200 characters."""
-    return " ".join(str(exc).split()).split(". ")[0][:200] or type(exc).__name__

@@ -26,7 +26,7 @@ import pyarrow.ipc as ipc
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..errors import DataError, MediaError
+from ..errors import DataError, MediaError, brief
 from .digest import file_sha256
 from .media import ClipArrays, LandmarkFallbackWarning, read_clip
 from .prepared import CLIPS_FILE, FORMAT_VERSION, INT_COLUMNS, MANIFEST_FILE, SKIPPED_FILE, clips_schema
@@ -213,17 +213,12 @@ def _decode_clip(path: Path, landmarks: Path | None, cfg: PreprocessConfig) -> _
         except MediaError as exc:
             return _Decoded(None, str(exc), False)
         except Exception as exc:  # not a MediaError: a bug, or a file nobody foresaw
-            return _Decoded(None, f"{path}: unexpected {type(exc).__name__} while decoding ({_brief(exc)})", False)
+            return _Decoded(None, f"{path}: unexpected {type(exc).__name__} while decoding ({brief(exc)})", False)
     for warning in caught:  # anything but the fallback is passed on
         if not issubclass(warning.category, LandmarkFallbackWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     fallback = any(issubclass(warning.category, LandmarkFallbackWarning) for warning in caught)
     return _Decoded(arrays, None, fallback)
-
-
-def _brief(exc: BaseException) -> str:
-    """An exception's message on one line, at most 200 characters (its type if it has none)."""
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _decode_all(clips: Sequence[RavdessClip], cfg: PreprocessConfig, workers: int) -> Iterator[_Decoded]:
