@@ -48,6 +48,8 @@ TACFN_VARIANTS = [
     {"causal": False},
     {"direction": "video->audio"},
     {"direction": "both"},
+    {"attended_pool": "separate"},
+    {"attended_pool": "separate", "residual": False, "direction": "both"},
 ]
 
 
@@ -171,6 +173,7 @@ def test_train_step_reaches_every_parameter(name: str, spec: FusionSpec, kwargs:
         ("tacfn", {}, {"residual": False}),
         ("tacfn", {}, {"causal": False}),
         ("tacfn", {}, {"direction": "both"}),
+        ("tacfn", {"attended_pool": "separate"}, {"residual": False}),
         ("mult", {}, {"causal": False}),
     ],
     ids=lambda x: x if isinstance(x, str) else str(x),
@@ -260,6 +263,37 @@ def test_pooling_reinforced_features_matches_building_them(residual: bool, direc
     reference = torch.autograd.grad(expected.sum(), [features["video"], features["audio"]])
     for got, want in zip(grads, reference):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("direction", ["audio->video", "both"])
+def test_separate_attended_pool_gives_the_head_the_weighted_sum_beside_the_mean(residual: bool, direction: str) -> None:
+    """attended_pool="separate": each target reaches the classifier as its plain pooling (with the
+    residual) and, at full scale, sum_p alpha_p t_p averaged over time steps."""
+    block = _build("tacfn", LITE, residual=residual, direction=direction, attended_pool="separate").eval()
+    features = _features(LITE, 3)
+    logits = block(features)
+    parts = []
+    for name in LITE.names:
+        x, alpha = features[name], block.last_alpha.get(name)
+        if alpha is None:
+            parts.append(block.head.pools[name](x))
+            continue
+        if residual:
+            parts.append(block.head.pools[name](x))
+        per_step = alpha.flatten(2) if alpha.dim() == 4 else alpha.unsqueeze(1)  # (B, groups, P/groups)
+        grouped = x.flatten(2).view(len(x), x.shape[1], per_step.shape[1], -1)  # (B, C, groups, P/groups)
+        parts.append((grouped * per_step.unsqueeze(1)).sum(-1).mean(-1))
+    expected = block.head.fc(torch.cat(parts, dim=1))
+    torch.testing.assert_close(logits, expected)
+    paper = _build("tacfn", LITE, residual=residual, direction=direction)
+    extra = sum(LITE[t].channels for t in block.sources) - (0 if residual else sum(LITE[t].head_features for t in block.sources))
+    assert block.head.fc.in_features == paper.head.fc.in_features + extra
+
+
+def test_unknown_attended_pool_lists_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown attended_pool 'sum'; valid: \['mean', 'separate'\]"):
+        _build("tacfn", LITE, attended_pool="sum")
 
 
 # -- heads and late fusion -------------------------------------------------------------------

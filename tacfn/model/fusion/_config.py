@@ -10,6 +10,8 @@ from typing_extensions import TypedDict
 
 Selection = Literal["transformer", "mean", "none"]
 SELECTIONS: tuple[str, ...] = ("transformer", "mean", "none")
+AttendedPool = Literal["mean", "separate"]
+ATTENDED_POOLS: tuple[str, ...] = ("mean", "separate")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,13 @@ class FusionConfig:
     ``residual`` (v' = v * alpha + v; off, v' = v * alpha) and ``direction``
     (``"audio->video"``, ``"video->audio"``, several pairs joined by commas, or
     ``"both"`` for every ordered pair of modalities).
+
+    ``attended_pool`` is how the classifier sees a reinforced target. ``"mean"`` (the
+    paper) averages ``v * alpha + v`` over all P positions: the attended term arrives as
+    ``sum_p alpha_p v_p / P``, added to the plain mean of every position. ``"separate"``
+    gives the classifier ``sum_p alpha_p v_p`` as its own features beside the plain mean
+    (alone without the residual). On the synthetic ground truth the paper's sum hides
+    the cross-modal bit from a linear classifier even under perfect weights (README).
     """
 
     name: str = "tacfn"
@@ -43,6 +52,7 @@ class FusionConfig:
     fused_weight: bool = True
     residual: bool = True
     direction: str = "audio->video"
+    attended_pool: AttendedPool = "mean"
 
     def __post_init__(self) -> None:
         if self.d < 1:
@@ -60,6 +70,8 @@ class FusionConfig:
                 raise ValueError(f"`0 <= {name} < 1` must hold, but got {name}={value}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {self.selection!r}; valid: {list(SELECTIONS)}")
+        if self.attended_pool not in ATTENDED_POOLS:
+            raise ValueError(f"unknown attended_pool {self.attended_pool!r}; valid: {list(ATTENDED_POOLS)}")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -45,23 +45,52 @@ class ModalityPool(nn.Module):
         return self.dropout(x.flatten(1))
 
 
+def attended_summary(x: Tensor, alpha: Tensor, modality: ModalitySpec) -> Tensor:
+    """``sum_p alpha_p x_p`` per time step of a grid (averaged over time) or over a
+    sequence's steps: (B, C), the target as the weights select it, at full scale."""
+    positions = to_positions(x, modality)  # (B, P, C)
+    groups = alpha.shape[1] if modality.kind == "grid" else 1  # alpha sums to 1 per group
+    weights = alpha.reshape(len(x), 1, -1) / groups
+    return torch.bmm(weights, positions).squeeze(1)
+
+
 class PooledConcatHead(nn.Module):
     """Pool each modality (:class:`ModalityPool`), concatenate in spec order, one Linear.
 
     Returns logits (B, *spec.out_shape). The paper: 2048 + 1664 = 3712 -> 8.
+
+    ``separate`` names target modalities whose attended summary (:func:`attended_summary`)
+    enters the classifier as its own C features, beside the modality's plain pooling (with
+    ``residual``) or instead of it: TACFN's ``attended_pool="separate"``. Elsewhere a
+    reinforced modality is pooled as the paper does (:meth:`ModalityPool.forward`).
     """
 
-    def __init__(self, spec: FusionSpec, head_dropout: float) -> None:
+    def __init__(self, spec: FusionSpec, head_dropout: float, *, separate: Iterable[str] = (),
+                 residual: bool = True) -> None:
         super().__init__()
         self.names = spec.names
         self.out_shape = spec.out_shape
+        self.separate = tuple(separate)
         self.pools = nn.ModuleDict({m.name: ModalityPool(m, head_dropout) for m in spec.modalities})
-        self.fc = nn.Linear(sum(m.head_features for m in spec.modalities), spec.num_outputs)
+        width = sum(
+            (m.head_features if residual or m.name not in self.separate else 0)
+            + (m.channels if m.name in self.separate else 0)
+            for m in spec.modalities
+        )
+        self.fc = nn.Linear(width, spec.num_outputs)
 
     def forward(self, features: dict[str, Tensor], alphas: Mapping[str, Tensor] | None = None,
                 residual: bool = True) -> Tensor:
         """Logits from ``features``; a modality in ``alphas`` is pooled reinforced (see
-        :meth:`ModalityPool.forward`)."""
+        :meth:`ModalityPool.forward`), or beside its attended summary if it is ``separate``."""
         alphas = alphas or {}
-        pooled = [self.pools[name](features[name], alphas.get(name), residual) for name in self.names]
+        pooled = []
+        for name in self.names:
+            x, alpha = features[name], alphas.get(name)
+            if name in self.separate and alpha is not None:
+                if residual:
+                    pooled.append(self.pools[name](x))
+                pooled.append(attended_summary(x, alpha, self.pools[name].modality))
+            else:
+                pooled.append(self.pools[name](x, alpha, residual))
         return self.fc(torch.cat(pooled, dim=1)).view(-1, *self.out_shape)

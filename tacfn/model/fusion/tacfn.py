@@ -108,7 +108,7 @@ class TACFNFusion(nn.Module):
 
     has_attention = True
     options = ("d", "heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout",
-               "head_dropout", "causal", "selection", "fused_weight", "residual", "direction")
+               "head_dropout", "causal", "selection", "fused_weight", "residual", "direction", "attended_pool")
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:
         super().__init__()
@@ -123,7 +123,8 @@ class TACFNFusion(nn.Module):
         self.weights = nn.ModuleDict({
             target: FusedWeight(spec[target], len(sources), cfg.d) for target, sources in self.sources.items()
         })
-        self.head = PooledConcatHead(spec, cfg.head_dropout)
+        separate = tuple(self.sources) if cfg.attended_pool == "separate" else ()
+        self.head = PooledConcatHead(spec, cfg.head_dropout, separate=separate, residual=cfg.residual)
         self.last_alpha: dict[str, Tensor] = {}
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
