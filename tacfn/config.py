@@ -27,6 +27,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PretrainSection(_Section):
+    """Unimodal pretraining on the fold's training actors (:mod:`tacfn.pretrain`): each encoder
+    trains with its own classifier for ``epochs``, best epoch on validation."""
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    seed: int = Field(0, ge=0)
+
+
 class ModelSection(_Section):
     """Which network: a preset and what to change in it."""
 
@@ -36,6 +46,7 @@ class ModelSection(_Section):
     modality_dropout: dict[str, float] = Field(default_factory=dict)
     backbone: Literal["finetune", "frozen"] | None = None
     checkpoints: dict[str, Path] = Field(default_factory=dict)
+    pretrain: PretrainSection | None = None
 
 
 class SyntheticSection(_Section):

@@ -31,7 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
-from .config import RunConfig
+from .config import RunConfig, parse_run_config
 from .errors import ConfigError, DataError, brief
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
@@ -148,7 +148,7 @@ class Trainer:
         self.device = device or _device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         self.model = TACFN(cfg.architecture(task.input_lengths)).to(self.device)
-        self._load_unimodal_checkpoints()
+        self._load_unimodal_checkpoints(task)
         if self.model.cfg.backbone == "frozen" and not task.features:
             cache_root = Path(cfg.data.cache_dir or default_cache_dir()) / "features"
             task = with_cached_features(task, self.model, cache_root)
@@ -159,14 +159,24 @@ class Trainer:
         self.optimizer = _optimizer(cfg, self.model.trainable_parameters())
         self.amp = cfg.train.amp and self.device.type == "cuda"
 
-    def _load_unimodal_checkpoints(self) -> None:
-        if not self.cfg.model.checkpoints:
+    def _load_unimodal_checkpoints(self, task: TaskData) -> None:
+        """Start the encoders from ``model.checkpoints`` and, with ``model.pretrain``, from this
+        fold's pretrained encoders for the other modalities (pretrained once, then cached)."""
+        checkpoints = dict(self.cfg.model.checkpoints)
+        if not checkpoints and self.cfg.model.pretrain is None:
             return
         from .model.checkpoints import load_msaf_checkpoint
+        from .pretrain import check_provenance, ensure_pretrained
 
-        for name, path in self.cfg.model.checkpoints.items():
+        for name, path in checkpoints.items():
             if name not in self.model.encoders:
                 raise ValueError(f"model.checkpoints names unknown modality {name!r}; this model has {list(self.model.modalities)}")
+            check_provenance(path, name, self.cfg, task)
+        if self.cfg.model.pretrain is not None:
+            cache_root = Path(self.cfg.data.cache_dir or default_cache_dir()) / "pretrained"
+            with torch.random.fork_rng(devices=[]):  # the same run draws the same numbers, pretrained now or cached
+                checkpoints.update(ensure_pretrained(self.cfg, task, cache_root, progress=self.progress))
+        for name, path in checkpoints.items():
             load_msaf_checkpoint(self.model.encoders[name], path)
 
     def _logits(self, network: torch.nn.Module, batch: dict[str, Tensor], missing: tuple[str, ...] = ()) -> Tensor:
@@ -418,7 +428,12 @@ def check_resumable_config(cfg: RunConfig, out_dir: Path) -> None:
     path = Path(out_dir) / RUN_CONFIG
     if not path.exists():
         return
-    recorded, current = _flat(_read_run_config(path)), _flat(cfg.model_dump(mode="json"))
+    recorded_data = _read_run_config(path)
+    try:  # settings added since the folder was written take their defaults, as they did then
+        recorded_data = parse_run_config(recorded_data, str(path), check_model=False).model_dump(mode="json")
+    except ConfigError:
+        pass  # compared as written: the difference is then named below
+    recorded, current = _flat(recorded_data), _flat(cfg.model_dump(mode="json"))
     missing = object()
     differ = sorted(
         key for key in recorded.keys() | current.keys()

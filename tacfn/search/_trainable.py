@@ -36,7 +36,7 @@ from ._space import apply_overrides
 def encoder_identity(cfg: RunConfig) -> str:
     """What fixes the frozen encoders' outputs: trials that agree on it can share features."""
     m = cfg.model
-    return repr((m.preset, m.modalities, m.backbone, sorted(m.checkpoints.items()), cfg.train.seed, cfg.data.model_dump(mode="json")))
+    return repr((m.preset, m.modalities, m.backbone, sorted(m.checkpoints.items()), m.pretrain, cfg.train.seed, cfg.data.model_dump(mode="json")))
 
 
 def trial_run_config(base: dict[str, Any], params: dict[str, Any], *, check_model: bool = True) -> RunConfig:
