@@ -1,0 +1,139 @@
+"""Planted effects of the synthetic RAVDESS generator: each effect left out is a null its
+cue cannot read, recorded in the tree and the prepared manifest, with ceilings to match."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tacfn.data.synth import (
+    EFFECTS,
+    SYNTHETIC_FILE,
+    _render_clip,
+    check_effects,
+    planted_bits,
+    planted_ceilings,
+    write_synthetic_ravdess,
+)
+
+# sha256 of the rendered arrays of actor 1's first clip of each emotion, seed 0, written by the
+# generator before effects existed: trees and caches made then must stay valid.
+_RENDERED_BEFORE_EFFECTS = "81626cf8ec72e31bf4c82d191cbc8aaa445e8f077c4b3c83cb3d7b0ad530dd69"
+_EFFECTS_RULE = r"`effects` must be a non-empty subset of audio, video, cross, each named once, but got"
+
+
+def _rendered_digest(effects: tuple[str, ...] | None) -> str:
+    digest = hashlib.sha256()
+    for emotion in range(1, 9):
+        rng = np.random.default_rng([0, 1, emotion, 1, 1, 1])
+        kwargs = {} if effects is None else {"effects": effects}
+        frames, landmarks, audio = _render_clip(rng, label=emotion - 1, **kwargs)
+        for array in (frames, landmarks.round(3), audio.round(4)):  # rounded: immune to last-bit libm differences
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def test_all_effects_render_the_clips_the_generator_always_rendered():
+    assert _rendered_digest(None) == _RENDERED_BEFORE_EFFECTS
+    assert _rendered_digest(EFFECTS) == _RENDERED_BEFORE_EFFECTS
+    assert _rendered_digest(("audio", "video")) != _RENDERED_BEFORE_EFFECTS
+
+
+def test_a_tree_with_effects_named_in_any_order_is_the_default_tree_and_records_them(tmp_path: Path):
+    default = write_synthetic_ravdess(tmp_path / "default", actors=1, clips_per_actor=1, workers=1)
+    named = write_synthetic_ravdess(tmp_path / "named", actors=1, clips_per_actor=1, workers=1, effects=["cross", "video", "audio"])
+    files = sorted(path.relative_to(default) for path in default.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(named) for path in named.rglob("*") if path.is_file())
+    for name in files:
+        assert (default / name).read_bytes() == (named / name).read_bytes(), name
+    record = json.loads((named / SYNTHETIC_FILE).read_text())
+    assert record == {"generator_version": 1, "seed": 0, "actors": 1, "clips_per_actor": 1, "effects": list(EFFECTS)}
+
+
+def _measured_cues(frames: np.ndarray, landmarks: np.ndarray, audio: np.ndarray) -> tuple[int, int, int, int]:
+    """(pitch, side, stripes, bright_side) read back from a rendered clip, as a model would see them."""
+    spectrum = np.abs(np.fft.rfft(audio[: 1 << 14]))
+    freqs = np.fft.rfftfreq(1 << 14, 1 / 44_100)
+
+    def energy(hz: float) -> float:
+        return float(spectrum[np.abs(freqs - hz) < 0.03 * hz].sum())
+
+    pitch, side = int(energy(700) > energy(300)), int(energy(4500) > energy(2000))
+    first = landmarks[0]  # the landmarks' box is the face square (to +-1 px of jitter)
+    left, top = np.round(first.min(axis=0)).astype(int)
+    size = int(round(first[:, 0].max() - first[:, 0].min())) + 1
+    face = frames[0, top : top + size, left : left + size].astype(np.float64).mean(-1)
+
+    def region(y0: float, y1: float, x0: float, x1: float) -> np.ndarray:
+        return face[int(y0 * size) : int(y1 * size), int(x0 * size) : int(x1 * size)]
+
+    band = region(0.16, 0.41, 0.15, 0.85)
+    stripes = int(np.abs(np.diff(band, axis=1)).mean() > np.abs(np.diff(band, axis=0)).mean())
+    bright_side = int(region(0.6, 0.85, 0.62, 0.85).mean() > region(0.6, 0.85, 0.15, 0.38).mean())
+    return pitch, side, stripes, bright_side
+
+
+def _render_many(effects: tuple[str, ...], seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Planted bits (n, 3) and measured cues (n, 4) of ``seeds`` clips of each class."""
+    bits, cues = [], []
+    for seed, label in itertools.product(range(seeds), range(8)):
+        bits.append(planted_bits(label))
+        cues.append(_measured_cues(*_render_clip(np.random.default_rng([seed, label]), label, effects)))
+    return np.array(bits), np.array(cues)
+
+
+def test_every_planted_cue_shows_its_bit():
+    bits, cues = _render_many(EFFECTS, seeds=4)
+    pitch, side, stripes, bright_side = cues.T
+    np.testing.assert_array_equal(pitch, bits[:, 0])
+    np.testing.assert_array_equal(stripes, bits[:, 1])
+    np.testing.assert_array_equal((bright_side == side).astype(int), bits[:, 2])
+    for alone in (side, bright_side):  # each half of the cross cue alone says nothing about b2
+        assert {(b, c) for b, c in zip(bits[:, 2], alone)} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+@pytest.mark.parametrize("absent", EFFECTS)
+def test_an_absent_effect_leaves_its_cue_independent_of_the_label(absent: str):
+    effects = tuple(effect for effect in EFFECTS if effect != absent)
+    bits, cues = _render_many(effects, seeds=8)
+    pitch, side, stripes, bright_side = cues.T
+    shown = {"audio": pitch, "video": stripes, "cross": (bright_side == side).astype(int)}
+    for index, effect in enumerate(EFFECTS):
+        agreement = (shown[effect] == bits[:, index]).mean()
+        if effect == absent:  # a fair coin: both values for each bit, agreeing about half the time
+            assert {(b, c) for b, c in zip(bits[:, index], shown[effect])} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+            assert 0.3 < agreement < 0.7, (effect, agreement)
+        else:
+            assert agreement == 1.0, effect
+
+
+def test_ceilings_count_the_bits_each_family_can_read():
+    assert planted_ceilings() == {"audio only": 0.25, "video only": 0.25, "additive fusion": 0.5, "interaction": 1.0}
+    assert planted_ceilings(["video", "audio"]) == {"audio only": 0.25, "video only": 0.25, "additive fusion": 0.5, "interaction": 0.5}
+    assert planted_ceilings(["cross"]) == {"audio only": 0.125, "video only": 0.125, "additive fusion": 0.125, "interaction": 0.25}
+    readers = {"audio only": {"audio"}, "video only": {"video"}, "additive fusion": {"audio", "video"}, "interaction": set(EFFECTS)}
+    for size in (1, 2, 3):
+        for effects in itertools.combinations(EFFECTS, size):
+            expected = {family: 2 ** len(reads & set(effects)) / 8 for family, reads in readers.items()}
+            assert planted_ceilings(effects) == expected, effects
+
+
+@pytest.mark.parametrize(
+    ("effects", "problem"),
+    [([], "none"), (["audo"], "unknown 'audo'"), (["audio", "video", "audio"], "'audio' more than once")],
+)
+def test_bad_effects_are_refused_with_the_rule_before_anything_is_written(effects: list[str], problem: str, tmp_path: Path):
+    with pytest.raises(ValueError, match=f"^{_EFFECTS_RULE} {problem}$"):
+        check_effects(effects)
+    with pytest.raises(ValueError, match=_EFFECTS_RULE):
+        write_synthetic_ravdess(tmp_path / "tree", actors=1, clips_per_actor=1, effects=effects)
+    with pytest.raises(ValueError, match=_EFFECTS_RULE):
+        planted_ceilings(effects)
+    assert not (tmp_path / "tree").exists()
+    with pytest.raises(ValueError, match="not the string 'audio'"):
+        check_effects("audio")
