@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tacfn.data.prepare import prepare_ravdess
+from tacfn.data.prepared import PreparedDataset
+from tacfn.data.preprocessing import LITE_PREPROCESS
 from tacfn.data.synth import (
     EFFECTS,
     SYNTHETIC_FILE,
@@ -20,6 +23,7 @@ from tacfn.data.synth import (
     planted_ceilings,
     write_synthetic_ravdess,
 )
+from tacfn.errors import DataError
 
 # sha256 of the rendered arrays of actor 1's first clip of each emotion, seed 0, written by the
 # generator before effects existed: trees and caches made then must stay valid.
@@ -137,3 +141,22 @@ def test_bad_effects_are_refused_with_the_rule_before_anything_is_written(effect
     assert not (tmp_path / "tree").exists()
     with pytest.raises(ValueError, match="not the string 'audio'"):
         check_effects("audio")
+
+
+def test_prepare_carries_the_effects_into_the_manifest(tmp_path: Path):
+    raw = write_synthetic_ravdess(tmp_path / "raw", actors=1, clips_per_actor=2, workers=1, seed=3, effects=("video", "audio"))
+    prepare_ravdess(raw, tmp_path / "prepared", LITE_PREPROCESS, workers=1)
+    manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert manifest["synthetic"] == json.loads((raw / SYNTHETIC_FILE).read_text())
+    assert manifest["synthetic"]["effects"] == ["audio", "video"] and manifest["synthetic"]["seed"] == 3
+    assert PreparedDataset(tmp_path / "prepared").planted_effects == ("audio", "video")
+
+    (raw / SYNTHETIC_FILE).unlink()  # a tree without the record reads as a real dataset
+    prepare_ravdess(raw, tmp_path / "prepared", LITE_PREPROCESS, workers=1)
+    assert "synthetic" not in json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert PreparedDataset(tmp_path / "prepared").planted_effects is None
+
+    (raw / SYNTHETIC_FILE).write_text(json.dumps({"effects": ["sound"]}))
+    with pytest.raises(DataError, match=f"{SYNTHETIC_FILE}: malformed synthetic record .*unknown 'sound'"):
+        prepare_ravdess(raw, tmp_path / "other", LITE_PREPROCESS, workers=1)
+    assert not (tmp_path / "other").exists()
