@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tacfn.cli import main
 from tacfn.data.prepare import prepare_ravdess
 from tacfn.data.prepared import PreparedDataset
 from tacfn.data.preprocessing import LITE_PREPROCESS
@@ -160,3 +162,28 @@ def test_prepare_carries_the_effects_into_the_manifest(tmp_path: Path):
     with pytest.raises(DataError, match=f"{SYNTHETIC_FILE}: malformed synthetic record .*unknown 'sound'"):
         prepare_ravdess(raw, tmp_path / "other", LITE_PREPROCESS, workers=1)
     assert not (tmp_path / "other").exists()
+
+
+def test_cli_synth_prints_the_effects_and_their_ceilings(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "tree"
+    args = ["data", "synth", str(out), "--actors", "1", "--clips-per-actor", "1", "--effects", "video, audio"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "planted effects: audio, video"
+    rows = [re.fullmatch(r"  (\S.*?) +(\d+\.\d%)  (.+)", line) for line in lines[3:]]
+    assert {row[1]: row[2] for row in rows} == {
+        "audio only": "25.0%", "video only": "25.0%", "additive fusion": "50.0%", "interaction": "50.0%"
+    }
+    assert json.loads((out / SYNTHETIC_FILE).read_text())["effects"] == ["audio", "video"]
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [("", "none"), ("audio,audio", "'audio' more than once"), ("audio,sound", "unknown 'sound'")],
+)
+def test_cli_synth_refuses_bad_effects_in_one_line(given: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "tree"
+    assert main(["data", "synth", str(out), "--actors", "1", "--clips-per-actor", "1", "--effects", given]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"tacfn: error: {_EFFECTS_RULE.replace(chr(92), '')} {problem}\n"
+    assert captured.out == "" and not out.exists()
