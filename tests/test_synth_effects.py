@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tacfn import tasks
 from tacfn.cli import main
+from tacfn.config import parse_run_config
 from tacfn.data.prepare import prepare_ravdess
 from tacfn.data.prepared import PreparedDataset
 from tacfn.data.preprocessing import LITE_PREPROCESS
@@ -25,7 +27,7 @@ from tacfn.data.synth import (
     planted_ceilings,
     write_synthetic_ravdess,
 )
-from tacfn.errors import DataError
+from tacfn.errors import ConfigError, DataError
 
 # sha256 of the rendered arrays of actor 1's first clip of each emotion, seed 0, written by the
 # generator before effects existed: trees and caches made then must stay valid.
@@ -187,3 +189,34 @@ def test_cli_synth_refuses_bad_effects_in_one_line(given: str, problem: str, tmp
     captured = capsys.readouterr()
     assert captured.err == f"tacfn: error: {_EFFECTS_RULE.replace(chr(92), '')} {problem}\n"
     assert captured.out == "" and not out.exists()
+
+
+def test_run_config_effects_are_validated_and_name_the_key():
+    assert parse_run_config({}, check_model=False).data.synthetic.effects == list(EFFECTS)
+    cfg = parse_run_config({"data": {"synthetic": {"effects": ["video", "audio"]}}}, check_model=False)
+    assert cfg.data.synthetic.effects == ["audio", "video"]
+    for effects, problem in (([], "none"), (["smell"], "unknown 'smell'"), (["cross", "cross"], "'cross' more than once")):
+        with pytest.raises(ConfigError, match=f"^run.yaml: data\\.synthetic\\.effects: {_EFFECTS_RULE} {problem}$"):
+            parse_run_config({"data": {"synthetic": {"effects": effects}}}, "run.yaml", check_model=False)
+
+
+def test_the_synthetic_cache_folder_is_keyed_on_non_default_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default effects keep the folder name caches were written under; others get their own."""
+    written = []
+
+    def write(out: Path, **kwargs: object) -> Path:
+        written.append(kwargs["effects"])
+        out.mkdir(parents=True)
+        return out
+
+    def prepare(raw: Path, out: Path, *args: object, **kwargs: object) -> None:
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text("{}")
+
+    monkeypatch.setattr(tasks, "write_synthetic_ravdess", write)
+    monkeypatch.setattr(tasks, "prepare_ravdess", prepare)
+    for effects, folder in ((EFFECTS, "seed0-actors6-clips8"), (("video", "audio"), "seed0-actors6-clips8-effects-audio-video")):
+        synth = parse_run_config({"data": {"synthetic": {"actors": 6, "clips_per_actor": 8, "effects": list(effects)}}}, check_model=False)
+        path = tasks.ensure_synthetic_ravdess(synth.data.synthetic, LITE_PREPROCESS, tmp_path)
+        assert path == tmp_path / "synthetic" / folder / f"prepared-{LITE_PREPROCESS.key()}"
+    assert written == [list(EFFECTS), ["audio", "video"]]
