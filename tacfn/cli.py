@@ -45,12 +45,24 @@ def _set_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from .data.synth import write_synthetic_ravdess
+    from .data.synth import FAMILIES, check_effects, planted_ceilings, write_synthetic_ravdess
 
+    effects = [name.strip() for name in args.effects.split(",")] if args.effects.strip() else []
     out = write_synthetic_ravdess(
-        Path(args.out_dir), actors=args.actors, clips_per_actor=args.clips_per_actor, seed=args.seed, progress=True
+        Path(args.out_dir),
+        actors=args.actors,
+        clips_per_actor=args.clips_per_actor,
+        seed=args.seed,
+        effects=effects,
+        progress=True,
     )
+    ceilings = planted_ceilings(effects)
     print(f"synthetic RAVDESS tree: {out}")
+    print(f"planted effects: {', '.join(check_effects(effects))}")
+    print("ceilings, the best accuracy each model family can reach (balanced classes, chance 12.5%):")
+    width = max(map(len, FAMILIES))
+    for name, family in FAMILIES.items():
+        print(f"  {name:<{width}}  {ceilings[name]:>6.1%}  {family.examples}")
     return 0
 
 
@@ -331,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=24, help="actors, 1 to 24 (default 24)")
     p.add_argument("--clips-per-actor", type=int, default=16, help="speech clips per actor, 1 to 60 (default 16)")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default 0)")
+    p.add_argument(
+        "--effects",
+        default="audio,video,cross",
+        help="comma-separated effects to plant, any of audio, video, cross (default all three); "
+        "a left-out effect's cue is random, so its bit cannot be read",
+    )
     p.set_defaults(func=_cmd_data_synth)
     p = data.add_parser("prepare", help="decode a RAVDESS tree into an Arrow dataset")
     p.add_argument("ravdess_dir")

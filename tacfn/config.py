@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .data.splits import FOLDS
+from .data.synth import EFFECTS, check_effects
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig, configure
 from .model.fusion._config import FusionOptions
@@ -50,11 +51,17 @@ class ModelSection(_Section):
 
 
 class SyntheticSection(_Section):
-    """Size and seed of the embedded synthetic RAVDESS dataset."""
+    """Size, seed and planted effects of the embedded synthetic RAVDESS dataset."""
 
     actors: int = Field(24, ge=6, le=24)
     clips_per_actor: int = Field(16, ge=8)
     seed: int = Field(0, ge=0)
+    effects: list[str] = Field(default_factory=lambda: list(EFFECTS))
+
+    @field_validator("effects")
+    @classmethod
+    def _known_effects(cls, effects: list[str]) -> list[str]:
+        return list(check_effects(effects))  # in EFFECTS order: one dataset per set of effects
 
 
 class DataSection(_Section):

@@ -26,7 +26,7 @@ from .data.prepared import PreparedDataset
 from .data.preprocessing import PreprocessConfig
 from .data.ravdess import EMOTIONS
 from .data.splits import get_fold
-from .data.synth import write_synthetic_ravdess
+from .data.synth import EFFECTS, write_synthetic_ravdess
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig
 
@@ -74,8 +74,12 @@ def default_cache_dir() -> Path:
 
 
 def ensure_synthetic_ravdess(synth: SyntheticSection, prep: PreprocessConfig, root: Path, *, progress: bool = False) -> Path:
-    """Write and prepare the synthetic RAVDESS tree once; returns the prepared folder."""
-    base = root / "synthetic" / f"seed{synth.seed}-actors{synth.actors}-clips{synth.clips_per_actor}"
+    """Write and prepare the synthetic RAVDESS tree once; returns the prepared folder.
+
+    The folder is named by size, seed and, unless all are planted, the effects (so trees
+    written before effects existed are still found)."""
+    effects = "" if tuple(synth.effects) == EFFECTS else f"-effects-{'-'.join(synth.effects)}"
+    base = root / "synthetic" / f"seed{synth.seed}-actors{synth.actors}-clips{synth.clips_per_actor}{effects}"
     prepared = base / f"prepared-{prep.key()}"
     if (prepared / "manifest.json").exists():
         return prepared
@@ -83,7 +87,14 @@ def ensure_synthetic_ravdess(synth: SyntheticSection, prep: PreprocessConfig, ro
     if not raw.exists():
         tmp = base / f"raw.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        write_synthetic_ravdess(tmp, actors=synth.actors, clips_per_actor=synth.clips_per_actor, seed=synth.seed, progress=progress)
+        write_synthetic_ravdess(
+            tmp,
+            actors=synth.actors,
+            clips_per_actor=synth.clips_per_actor,
+            seed=synth.seed,
+            effects=synth.effects,
+            progress=progress,
+        )
         try:
             tmp.rename(raw)
         except OSError:  # another process finished first: keep theirs
@@ -97,7 +108,9 @@ def _ravdess_task(cfg: RunConfig, arch: TACFNConfig, cache_dir: Path, progress: 
     assert prep is not None, "RAVDESS presets carry their preprocessing"
     if cfg.data.path is None:
         path = ensure_synthetic_ravdess(cfg.data.synthetic, prep, cache_dir, progress=progress)
-        description = f"synthetic RAVDESS ({cfg.data.synthetic.actors} actors, seed {cfg.data.synthetic.seed})"
+        synth = cfg.data.synthetic
+        effects = "" if tuple(synth.effects) == EFFECTS else f", effects {'+'.join(synth.effects)} only"
+        description = f"synthetic RAVDESS ({synth.actors} actors, seed {synth.seed}{effects})"
     else:
         path = Path(cfg.data.path)
         if path.is_dir() and not (path / "manifest.json").exists() and any(path.glob("Actor_*")):

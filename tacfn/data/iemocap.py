@@ -16,10 +16,8 @@ memory-maps instead.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +27,7 @@ import pyarrow as pa
 import torch
 
 from ..errors import DataError
+from ._atomic import atomic_write
 from .digest import file_sha256
 
 IEMOCAP_EMOTIONS = ("neutral", "happy", "sad", "angry")
@@ -71,7 +70,7 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
     for split in IEMOCAP_SPLITS:
         table = _split_table(splits[split])
         counts[split] = table.num_rows
-        _atomic_write(out_dir / f"{split}.arrow", partial(_write_table, table=table))
+        atomic_write(out_dir / f"{split}.arrow", partial(_write_table, table=table))
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -84,7 +83,7 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
         "sha256": {split: file_sha256(out_dir / f"{split}.arrow") for split in IEMOCAP_SPLITS},
     }
     payload = json.dumps(manifest, indent=2).encode()
-    _atomic_write(out_dir / MANIFEST_NAME, lambda f: f.write(payload))
+    atomic_write(out_dir / MANIFEST_NAME, lambda f: f.write(payload))
     return out_dir
 
 
@@ -230,7 +229,7 @@ def write_synthetic_iemocap(
         data[split] = split_data
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: pickle.dump(data, f, protocol=4))
+    atomic_write(path, lambda f: pickle.dump(data, f, protocol=4))
     return path
 
 
@@ -353,17 +352,6 @@ def _as_text(value: Any) -> str:
 def _write_table(f: BinaryIO, table: pa.Table) -> None:
     with pa.ipc.new_file(f, table.schema) as writer:
         writer.write_table(table)  # one record batch: the reader maps it without copying
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_table(file: Path) -> pa.Table:

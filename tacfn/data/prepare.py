@@ -32,6 +32,7 @@ from .media import ClipArrays, LandmarkFallbackWarning, read_clip
 from .prepared import CLIPS_FILE, FORMAT_VERSION, INT_COLUMNS, MANIFEST_FILE, SKIPPED_FILE, clips_schema
 from .preprocessing import PreprocessConfig
 from .ravdess import RavdessClip, scan_ravdess
+from .synth import read_synthetic_record
 
 _BATCH_BYTES = 64 * 2**20
 _NAMED_CLIPS = 5  # centre-cropped clips the warning names; the manifest lists them all
@@ -63,6 +64,8 @@ def prepare_ravdess(
     Rejected and undecodable files are skipped and listed in the report and in
     ``skipped.json``; clips without usable landmarks are centre-cropped, listed in the
     report and the manifest, and announced by one :class:`LandmarkFallbackWarning`.
+    A synthetic tree's ``synthetic.json`` (seed, size, planted effects) is copied into
+    the manifest under ``synthetic``.
     ``workers`` processes decode (default: one per CPU; 1 decodes in this process).
     Raises DataError if no clip could be prepared, or, before decoding, if ``out_dir``
     holds a dataset prepared from another source or with other preprocessing.
@@ -74,6 +77,7 @@ def prepare_ravdess(
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the dataset")
     scan = scan_ravdess(src_dir)  # first: a mistyped source must not read as "delete OUT"
+    synthetic = read_synthetic_record(src_dir)
     _check_replaceable(out_dir, src_dir, cfg)
     skipped = list(scan.rejected)
     created = not out_dir.exists()
@@ -103,6 +107,8 @@ def prepare_ravdess(
             "centre_cropped": [clip.clip_id for clip in centre_cropped],
             "clips_sha256": file_sha256(temp[CLIPS_FILE]),  # what feature caches key on
         }
+        if synthetic is not None:  # which effects the generator planted: what a model can score
+            manifest["synthetic"] = synthetic
         temp[MANIFEST_FILE].write_text(json.dumps(manifest, indent=1))
         final[MANIFEST_FILE].unlink(missing_ok=True)  # no manifest: not a dataset, mid-swap
         for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE):

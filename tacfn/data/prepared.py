@@ -8,7 +8,9 @@
   (T, S, S, 3) layout; ``mfcc`` fixed_size_list<float32>[n_mfcc*L] in (n_mfcc, L) layout;
 - ``manifest.json``: format version, the preprocessing settings and their key, the
   number of clips, the source folder, the tacfn version and the SHA-256 of
-  ``clips.arrow``; written last, so a folder without it is not a dataset;
+  ``clips.arrow``, and for a synthetic source its ``synthetic.json`` record (seed, size
+  and planted effects) under ``synthetic``; written last, so a folder without it is not
+  a dataset;
 - ``skipped.json``: every file that was rejected or could not be decoded, with why.
 
 :class:`PreparedDataset` reads it back without copying: :meth:`PreparedDataset.batch`
@@ -34,6 +36,7 @@ from .digest import file_sha256
 from .iemocap import FORMAT_NAME as IEMOCAP_FORMAT
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from .ravdess import EMOTIONS
+from .synth import check_effects
 
 FORMAT_VERSION = 1
 CLIPS_FILE = "clips.arrow"
@@ -83,6 +86,13 @@ class PreparedDataset:
         """SHA-256 of ``clips.arrow``, which feature caches key on: recorded in the manifest
         when the folder was prepared, or hashed now for a folder prepared before that."""
         return self.manifest.get("clips_sha256") or file_sha256(self.root / CLIPS_FILE)
+
+    @property
+    def planted_effects(self) -> tuple[str, ...] | None:
+        """The effects a synthetic source planted (see :func:`tacfn.data.synth.planted_ceilings`
+        for what each model family can then score), or None for a real dataset."""
+        record = self.manifest.get("synthetic")
+        return None if record is None else tuple(record["effects"])
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.root)!r}, clips={len(self)}, preprocess={self.preprocess.key()})"
@@ -190,6 +200,8 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], PreprocessConfig]:
         key = manifest["preprocess_key"]
         if not isinstance(manifest["num_clips"], int):
             raise TypeError(f"num_clips must be an integer, but got {manifest['num_clips']!r}")
+        if "synthetic" in manifest:
+            check_effects(manifest["synthetic"]["effects"])
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: malformed manifest ({exc!r})") from exc
     if key != cfg.key():
