@@ -262,7 +262,7 @@ def describe_differences(diffs: Sequence[float] | np.ndarray, *, tie: float = TI
     """The differences in one plain line: in how many pairs the variant won, lost or tied, and by how much.
 
     ``won in 2 of 5 pairs (by 0.280 to 0.310), tied (|diff| <= 0.02) in 3`` shows a bimodal
-    result that its mean, +0.118, hides; ``won in 9 of 10 pairs (by 0.010 to 0.050), lost in 1
+    result that its mean, near +0.12, hides; ``won in 9 of 10 pairs (by 0.010 to 0.050), lost in 1
     (by 0.300)`` a lopsided one.
     """
     diffs = _nonempty(diffs)
