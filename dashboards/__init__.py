@@ -8,7 +8,17 @@ HTML file and :func:`serve` shows them live while a search runs.
 from __future__ import annotations
 
 from ._ablation import ablation_table, plot_ablation_forest, plot_ablation_table
-from ._ablation_stats import PairedComparison, bootstrap_mean, holm, paired_comparison, pairs_needed, verdict
+from ._ablation_stats import (
+    PairedComparison,
+    bootstrap_mean,
+    describe_differences,
+    fewest_pairs,
+    holm,
+    paired_comparison,
+    pairs_needed,
+    sign_flip_pvalue,
+    verdict,
+)
 from ._best import best_trials, plot_confusion_matrix, plot_missing_modality, plot_per_class
 from ._compare import plot_compare
 from ._curves import plot_learning_curves
@@ -30,6 +40,8 @@ __all__ = [
     "ablation_table",
     "best_trials",
     "bootstrap_mean",
+    "describe_differences",
+    "fewest_pairs",
     "holm",
     "leaderboard",
     "load_experiment",
@@ -53,6 +65,7 @@ __all__ = [
     "plot_slice",
     "plot_timeline",
     "serve",
+    "sign_flip_pvalue",
     "verdict",
     "write_dashboard",
 ]

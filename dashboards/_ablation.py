@@ -8,12 +8,13 @@ training budgets differ (``epochs_run`` or ``train.epochs``).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import plotly.graph_objects as go
 import polars as pl
 
-from ._ablation_stats import N_RESAMPLES, holm, paired_comparison, verdict
+from ._ablation_stats import N_RESAMPLES, describe_differences, holm, paired_comparison, verdict
 from ._loading import Experiment
 
 KEYS = ["seed", "fold"]
@@ -24,8 +25,10 @@ VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "inconclusive": "#7f7
 class AblationInfo(NamedTuple):
     """``table`` has one row per variant, the baseline first: ``n`` (pairs), ``mean`` and ``std``
     over the paired runs, ``baseline_mean``, ``diff`` (variant - baseline) with its bootstrap
-    interval ``ci_low``..``ci_high``, ``prob_improvement``, ``p_value`` (paired t-test),
-    ``p_holm``, ``verdict``, ``reason`` and ``flags``."""
+    interval ``ci_low``..``ci_high``, ``prob_improvement``, ``p_value`` (two-sided sign-flip
+    permutation test of the mean difference), ``p_holm``, ``pattern`` (the wins, losses and ties
+    of the paired differences, :func:`~dashboards._ablation_stats.describe_differences`),
+    ``verdict``, ``reason`` and ``flags``."""
 
     table: pl.DataFrame
     metric: str
@@ -70,13 +73,15 @@ def _get_ablation_info(
                 "ci_high": comparison.ci_high,
                 "prob_improvement": comparison.prob_improvement,
                 "p_value": comparison.p_value,
+                "pattern": describe_differences(comparison.diffs) if comparison.n else "",
                 "flags": _flags(own, base, paired),
             }
         )
     adjusted = holm([c.p_value for c in comparisons])
+    tested = max(1, sum(not math.isnan(c.p_value) for c in comparisons))  # the p-values Holm ran over
     for row, comparison, p_holm in zip(rows[1:], comparisons, adjusted):
         row["p_holm"] = float(p_holm)
-        row["verdict"], row["reason"] = verdict(comparison, float(p_holm))
+        row["verdict"], row["reason"] = verdict(comparison, float(p_holm), comparisons=tested)
     return AblationInfo(pl.DataFrame(rows, schema=_SCHEMA), metric, baseline, n_resamples)
 
 
@@ -92,6 +97,7 @@ _SCHEMA = {
     "prob_improvement": pl.Float64,
     "p_value": pl.Float64,
     "p_holm": pl.Float64,
+    "pattern": pl.Utf8,
     "verdict": pl.Utf8,
     "reason": pl.Utf8,
     "flags": pl.Utf8,
@@ -119,6 +125,7 @@ def _baseline_row(name: str, base: pl.DataFrame) -> dict[str, object]:
         "n": base.height,
         "mean": base["score"].mean(),
         "std": base["score"].std(),
+        "pattern": "",
         "verdict": "baseline",
         "reason": "the reference every variant is paired with",
         "flags": "",
@@ -160,6 +167,7 @@ def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
         [_fmt(p, ".0%") for p in t["prob_improvement"]],
         [_fmt(p, ".3g") for p in t["p_value"]],
         [_fmt(p, ".3g") for p in t["p_holm"]],
+        t["pattern"].to_list(),
         t["verdict"].to_list(),
         [r if not f else f"{r}. ⚠ {f}" for r, f in zip(t["reason"], t["flags"])],
     ]
@@ -169,8 +177,9 @@ def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
         f"{info.metric} mean ± std",
         "Δ vs baseline [95% CI]",
         "P(Δ > 0)",
-        "p (paired t)",
+        "p (sign-flip)",
         "p (Holm)",
+        "pattern",
         "verdict",
         "why / flags",
     ]
@@ -178,12 +187,12 @@ def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
     verdict_colors = [VERDICT_COLORS.get(v, "#7f7f7f") for v in t["verdict"]]
     fig = go.Figure(
         go.Table(
-            columnwidth=[90, 50, 110, 150, 60, 70, 60, 80, 360],
+            columnwidth=[90, 50, 110, 150, 60, 70, 60, 200, 80, 300],
             header={"values": header, "fill_color": "#e8eef7", "align": "left", "font": {"size": 12}},
             cells={
                 "values": cells,
-                "fill_color": [plain] * 7 + [verdict_colors, plain],
-                "font": {"color": [black] * 7 + [plain, black]},
+                "fill_color": [plain] * 8 + [verdict_colors, plain],
+                "font": {"color": [black] * 8 + [plain, black]},
                 "align": "left",
                 "height": 36,
             },
@@ -220,9 +229,9 @@ def _get_ablation_forest_plot(info: AblationInfo) -> go.Figure:
                     "color": color,
                     "thickness": 2,
                 },
-                customdata=list(zip(part["n"], part["prob_improvement"], part["p_holm"])),
+                customdata=list(zip(part["n"], part["prob_improvement"], part["p_holm"], part["pattern"])),
                 hovertemplate="%{y}: Δ %{x:+.4f}<br>n=%{customdata[0]}, P(Δ>0)=%{customdata[1]:.2f}, "
-                "Holm p=%{customdata[2]:.3g}<extra></extra>",
+                "Holm p=%{customdata[2]:.3g}<br>%{customdata[3]}<extra></extra>",
             )
         )
     fig.add_vline(x=0, line_dash="dash", line_color="#444")

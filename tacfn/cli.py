@@ -287,8 +287,24 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     for row in table.iter_rows(named=True):
         std = f"{row['std']:.3f}" if row["std"] is not None else "-"
         print(f"  {row['variant']:<24} n={row['n']:<3} mean {row['mean']:.3f}  std {std}  vs baseline {row['paired_diff']:+.3f}")
+    _print_verdicts(out)
     print(f"results: {out}")
     return 0
+
+
+def _print_verdicts(out: Path | str) -> None:
+    """Each variant's verdict, the pattern of its paired differences and why, as in the dashboard's ablation table."""
+    from dashboards import ablation_table, load_experiment
+
+    table = ablation_table(load_experiment(out))
+    if table is None:
+        return
+    print("verdicts (paired sign-flip test of the mean difference, Holm over the variants):")
+    for row in table.filter(table["verdict"] != "baseline").iter_rows(named=True):
+        pattern = f": {row['pattern']}" if row["pattern"] else ""
+        flags = f". ⚠ {row['flags']}" if row["flags"] else ""
+        print(f"  {row['variant']:<24} {row['verdict']}{pattern}")
+        print(f"  {'':<24} {row['reason']}{flags}")
 
 
 # --- demo and dashboard -----------------------------------------------------------------

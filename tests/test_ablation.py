@@ -38,6 +38,10 @@ def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp
     proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)], capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "vs baseline" in proc.stdout
+    # 2 pairs cannot pass Holm over the 2 variants, whatever the scores: the verdict says so
+    assert "verdicts (paired sign-flip test of the mean difference, Holm over the variants):" in proc.stdout
+    assert proc.stdout.count(" of 2 pairs") == 2 and proc.stdout.count("inconclusive") == 2
+    assert "with 2 pairs no outcome can reach p < 0.05 after Holm over 2 comparisons; at least 7 pairs are needed" in proc.stdout
     store = ExperimentStore.open(out)
     assert store.kind == "ablation"
     trials = pl.from_arrow(store.trials())
