@@ -8,6 +8,7 @@ HTML file and :func:`serve` shows them live while a search runs.
 from __future__ import annotations
 
 from ._ablation import ablation_table, plot_ablation_forest, plot_ablation_table
+from ._ablation_scores import plot_ablation_scores
 from ._ablation_stats import (
     PairedComparison,
     bootstrap_mean,
@@ -52,6 +53,7 @@ __all__ = [
     "param_importances",
     "pareto_front",
     "plot_ablation_forest",
+    "plot_ablation_scores",
     "plot_ablation_table",
     "plot_compare",
     "plot_confusion_matrix",

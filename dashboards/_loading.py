@@ -10,7 +10,7 @@ one, so the page still says what is wrong instead of failing.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -39,6 +39,7 @@ class Experiment:
     epochs: pl.DataFrame
     predictions: pl.DataFrame
     problems: tuple[str, ...] = ()
+    dataset: dict[str, Any] = field(default_factory=dict)  # experiment.json's record of the data (planted effects, ceilings)
 
     @property
     def metric(self) -> str:
@@ -99,6 +100,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         epochs=tables[EPOCHS.file],
         predictions=tables[PREDICTIONS.file],
         problems=tuple(problems),
+        dataset=experiment.get("dataset") if isinstance(experiment.get("dataset"), dict) else {},
     )
 
 

@@ -23,6 +23,7 @@ from tacfn.errors import DataError
 from tacfn.search._store import Location
 
 from ._ablation import plot_ablation_forest, plot_ablation_table
+from ._ablation_scores import plot_ablation_scores
 from ._best import plot_confusion_matrix, plot_missing_modality, plot_per_class
 from ._compare import display_names, plot_compare
 from ._curves import plot_learning_curves
@@ -75,6 +76,7 @@ VIEWS: dict[str | None, list[_ViewSpec]] = {
     "ablation": [
         _ViewSpec("ablation-table", plot_ablation_table),
         _ViewSpec("ablation-forest", plot_ablation_forest),
+        _ViewSpec("ablation-scores", plot_ablation_scores),
         _CURVES,
         _MISSING,
         _CONFUSION,
@@ -116,6 +118,9 @@ def experiment_section(exp: Experiment, section_id: str) -> Section:
             views.append(View(f"{section_id}-{spec.name}", spec.name, figure))
     planned = planned_trials(exp)
     parts = [str(exp.root), f"{exp.trials.height} trials" + (f" of {planned} planned" if planned else "")]
+    effects = exp.dataset.get("planted_effects")
+    if isinstance(effects, list):
+        parts.append(f"synthetic data planting {', '.join(map(str, effects))}")
     if exp.created_at:
         parts.append(f"created {exp.created_at}")
     if exp.git_commit:

@@ -1,9 +1,14 @@
 """``tacfn demo``: the main job on embedded defaults, from nothing to a dashboard.
 
-Synthesises the RAVDESS-format dataset and prepares it, runs the ``quickstart`` search
-(Ray Tune + Optuna + ASHA on a local Ray runtime) and a small ablation (TACFN against its
-paper ablation and each single modality, on paired seeds), and writes one offline HTML
-dashboard of both. Everything lands under one folder.
+Synthesises two RAVDESS-format datasets and prepares them: the ground truth, where one
+emotion bit is planted only in the audio, one only in the video and one only in their
+combination, and a planted null without the cross-modal bit. Then it runs the
+``quickstart`` search (Ray Tune + Optuna + ASHA on a local Ray runtime), the shipped
+``ablation_ground_truth`` plan (TACFN, the paper's pooling and each single modality against
+concat, on paired seeds and folds), and the same TACFN-vs-concat comparison on the planted
+null, and writes one offline HTML dashboard of all three. The first ablation must find TACFN
+better than concat and the second no difference: the demo tells the truth it planted.
+Everything lands under one folder.
 """
 
 from __future__ import annotations
@@ -14,54 +19,67 @@ from typing import Any
 from .config import parse_run_config
 from .tasks import load_task
 
-DEMO_ABLATION: dict[str, Any] = {
-    "name": "demo_ablation",
-    "base": {"model": {"preset": "lite"}, "train": {"epochs": 6, "batch_size": 16, "lr": 0.002}},
-    "baseline": "tacfn",
-    "variants": {
-        "tacfn": {},
-        "no_cross_modal": {"model.fusion.name": "concat"},
-        "no_residual": {"model.fusion.residual": False},
-        "audio_only": {"model.modalities": ["audio"], "model.fusion.name": "concat"},
-        "video_only": {"model.modalities": ["video"], "model.fusion.name": "concat"},
-    },
-    "seeds": [0, 1, 2],
-    "folds": [0],
-    "concurrency": 2,
-}
+GROUND_TRUTH_PLAN = "ablation_ground_truth"
+NULL_EFFECTS = ["audio", "video"]  # no cross-modal bit: TACFN can read no more than concat
 
 
-def _with_cache(base: dict[str, Any], cache: Path) -> dict[str, Any]:
-    return {**base, "data": {**base.get("data", {}), "cache_dir": str(cache)}}
+def _with_data(base: dict[str, Any], cache: Path, **synthetic: Any) -> dict[str, Any]:
+    data = base.get("data", {})
+    return {**base, "data": {**data, "cache_dir": str(cache), "synthetic": {**data.get("synthetic", {}), **synthetic}}}
+
+
+def _print_verdicts(exp: Path) -> None:
+    from dashboards import ablation_table, load_experiment
+
+    table = ablation_table(load_experiment(exp))
+    for row in (table.iter_rows(named=True) if table is not None else ()):
+        if row["verdict"] == "baseline":
+            print(f"      {row['variant']:<16} test {row['mean']:.3f} (baseline, {row['n']} runs)")
+            continue
+        interval = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" if row["ci_low"] == row["ci_low"] else ""
+        print(f"      {row['variant']:<16} test {row['mean']:.3f}  diff {row['diff']:+.3f} {interval}  {row['verdict']}")
 
 
 def run_demo(out: Path, *, trials: int | None = None) -> Path:
     """Run the demo into ``out``; returns the dashboard's path."""
     from dashboards import write_dashboard
 
-    from .search import find_space, load_space, parse_plan, run_ablation, run_search
+    from .search import find_space, load_plan, load_space, parse_plan, run_ablation, run_search
 
     out = Path(out).resolve()
     cache = out / "cache"
-    space = load_space(find_space("quickstart"))
-    space = space.model_copy(update={"base": _with_cache(space.base, cache)})
-    print(f"[1/4] synthetic RAVDESS dataset -> {cache}", flush=True)
-    task = load_task(parse_run_config(space.base, "quickstart base"), progress=True)
-    print(f"      {len(task.train)} train / {len(task.val)} validation / {len(task.test)} test clips ({task.description})")
+    plan = load_plan(GROUND_TRUTH_PLAN)
+    truth_base = _with_data(plan.base, cache)
+    null_base = _with_data(plan.base, cache, effects=NULL_EFFECTS)
+    print(f"[1/5] synthetic RAVDESS datasets -> {cache}", flush=True)
+    for base in (truth_base, null_base):
+        task = load_task(parse_run_config(base, "demo data"), progress=True)
+        print(f"      {task.description}: {len(task.train)} train / {len(task.val)} validation / {len(task.test)} test clips")
 
-    print(f"[2/4] search: {space.name} ({trials or space.search.trials} trials, Optuna TPE + ASHA)", flush=True)
+    space = load_space(find_space("quickstart"))
+    space = space.model_copy(update={"base": _with_data(space.base, cache)})
+    print(f"[2/5] search: {space.name} ({trials or space.search.trials} trials, Optuna TPE + ASHA)", flush=True)
     summary = run_search(space, out / "search", trials=trials)
     if summary.best_trial:
         print(f"      best: validation {summary.val_score:.3f}, test {summary.test_score:.3f} (chance 0.125)")
 
-    plan = parse_plan({**DEMO_ABLATION, "base": _with_cache(DEMO_ABLATION["base"], cache)}, "demo ablation")
-    n = len(plan.variants) * len(plan.seeds) * len(plan.folds)
-    print(f"[3/4] ablation: {len(plan.variants)} variants x {len(plan.seeds)} seeds ({n} runs)", flush=True)
-    table = run_ablation(plan, out / "ablation")
-    for row in table.iter_rows(named=True):
-        print(f"      {row['variant']:<16} test {row['mean']:.3f} (n={row['n']}), vs {plan.baseline}: {row['paired_diff']:+.3f}")
+    truth = plan.model_copy(update={"base": truth_base})
+    runs = len(truth.variants) * len(truth.seeds) * len(truth.folds)
+    print(f"[3/5] ablation on the ground truth: {len(truth.variants)} variants x {len(truth.seeds)} seeds x "
+          f"{len(truth.folds)} folds ({runs} runs)", flush=True)
+    run_ablation(truth, out / "ablation")
+    _print_verdicts(out / "ablation")
 
-    print("[4/4] dashboard", flush=True)
-    dashboard = write_dashboard([out / "search", out / "ablation"], out / "dashboard.html")
+    null = parse_plan(
+        {**plan.model_dump(mode="json"), "name": "planted_null", "base": null_base,
+         "variants": {v: plan.variants[v] for v in (plan.baseline, "tacfn")}},
+        "demo planted null",
+    )
+    print(f"[4/5] ablation on the planted null ({', '.join(NULL_EFFECTS)} only): tacfn vs {plan.baseline}", flush=True)
+    run_ablation(null, out / "planted-null")
+    _print_verdicts(out / "planted-null")
+
+    print("[5/5] dashboard", flush=True)
+    dashboard = write_dashboard([out / "search", out / "ablation", out / "planted-null"], out / "dashboard.html")
     print(f"open {dashboard}")
     return dashboard

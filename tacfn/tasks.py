@@ -66,6 +66,18 @@ class TaskData:
     input_lengths: dict[str, int] | None = None
     features: bool = False
     description: str = ""
+    planted_effects: tuple[str, ...] | None = None  # a synthetic dataset's planted effects; None for real data
+
+    def dataset_record(self) -> dict[str, object]:
+        """What an experiment records of its data: the description and, for synthetic data, the
+        planted effects and the ceiling each model family can reach on them."""
+        record: dict[str, object] = {"dataset": self.dataset, "description": self.description}
+        if self.planted_effects is not None:
+            from .data.synth import planted_ceilings
+
+            record["planted_effects"] = list(self.planted_effects)
+            record["ceilings"] = planted_ceilings(self.planted_effects)
+        return record
 
 
 def default_cache_dir() -> Path:
@@ -144,6 +156,8 @@ def _ravdess_task(cfg: RunConfig, arch: TACFNConfig, cache_dir: Path, progress: 
         class_names=EMOTIONS,
         content_digest=dataset.content_digest,
         description=f"{description}, {cfg.data.protocol} fold {cfg.data.fold}",
+        # The embedded dataset was written with the config's effects, also before trees recorded them.
+        planted_effects=dataset.planted_effects or (tuple(cfg.data.synthetic.effects) if cfg.data.path is None else None),
     )
 
 

@@ -210,11 +210,13 @@ def write_ablation_store(
     skip: Iterable[tuple[str, int, int]] = (),
     budgets: dict[str, int] | None = None,
     seed: int = 0,
+    dataset: dict[str, Any] | None = None,
 ) -> Path:
     """An ablation with the planted ABLATION_EFFECTS, paired on (seed, fold).
 
     ``skip`` leaves (variant, seed, fold) runs out (an unpaired comparison); ``budgets``
-    gives a variant another ``train.epochs`` (an unequal budget).
+    gives a variant another ``train.epochs`` (an unequal budget); ``dataset`` is the record
+    experiment.json keeps of the data (planted effects and ceilings).
     """
     rng = np.random.default_rng(seed)
     seeds, folds, skip, budgets = list(seeds), list(folds), set(skip), budgets or {}
@@ -232,7 +234,7 @@ def write_ablation_store(
         "folds": folds,
         "base": BASE,
     }
-    store = ExperimentStore.create(root, "ablation", "fusion_ablation", spec)
+    store = ExperimentStore.create(root, "ablation", "fusion_ablation", spec, dataset=dataset)
     pair_effect = {(s, f): float(rng.normal(0, 0.04)) for s in seeds for f in folds}
     n = 0
     for name, overrides in variants.items():

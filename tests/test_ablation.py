@@ -91,8 +91,10 @@ def test_a_rerun_keeps_one_row_per_run(prepared_lite: Path, tmp_path: Path):
     for _ in range(2):
         proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)], capture_output=True, text=True, timeout=500)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    store = ExperimentStore.open(out)
+    trials = pl.from_arrow(store.trials())
     assert sorted(zip(trials["variant"], trials["status"])) == [("no_data", "failed"), ("tacfn", "completed")]
+    assert store.experiment["dataset"]["planted_effects"] == ["audio", "video", "cross"]  # the fixture's tree, for the dashboard
 
 
 def test_ctrl_c_stops_the_plan_and_the_same_command_finishes_it(prepared_lite: Path, tmp_path: Path):

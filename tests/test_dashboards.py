@@ -338,7 +338,7 @@ def test_dashboard_is_one_offline_file_with_every_view(search_dir: Path, ablatio
         *("curves", "confusion", "per-class", "missing-modality", "timeline"),
     ]
     ablation_views = [
-        *("ablation-table", "ablation-forest", "curves", "missing-modality"),
+        *("ablation-table", "ablation-forest", "ablation-scores", "curves", "missing-modality"),
         *("confusion", "per-class", "leaderboard", "timeline"),
     ]
     assert ids == ["compare-view", *(f"exp0-{v}" for v in search_views), *(f"exp1-{v}" for v in ablation_views)]
@@ -397,3 +397,27 @@ def test_corrupt_experiment_json_still_shows_the_tables(search_dir: Path, tmp_pa
     assert "unreadable experiment file" in page
     ids = [f["id"] for f in _payload(page)["figures"]]
     assert ids == ["exp0-leaderboard", "exp0-history", "exp0-curves", "exp0-timeline"]
+
+
+def test_ablation_scores_draw_each_family_ceiling_the_data_plant(tmp_path: Path) -> None:
+    from tacfn.data.synth import planted_ceilings
+
+    from dashboards._ablation_scores import _get_ablation_scores_info, plot_ablation_scores
+
+    ceilings = planted_ceilings(["audio", "video"])
+    record = {"dataset": "ravdess", "planted_effects": ["audio", "video"], "ceilings": ceilings}
+    exp = dashboards.load_experiment(write_ablation_store(tmp_path / "planted", dataset=record))
+    info = _get_ablation_scores_info(exp)
+    assert info.effects == ["audio", "video"] and info.ceilings == ceilings
+    assert info.order[0] == "tacfn" and info.runs.height == 4 * 3 * 2  # every (variant, seed, fold) run
+    figure = plot_ablation_scores(exp)
+    lines = sorted(shape.x0 for shape in figure.layout.shapes)
+    assert lines == sorted(ceilings.values())
+    assert "the data plant audio, video" in figure.layout.title.text
+    page = dashboards.write_dashboard([exp.root], tmp_path / "page.html").read_text()
+    assert "synthetic data planting audio, video" in page
+
+
+def test_ablation_scores_of_real_data_draw_no_ceiling(ablation: dashboards.Experiment) -> None:
+    figure = dashboards.plot_ablation_scores(ablation)
+    assert not figure.layout.shapes and "real data: no planted ceilings" in figure.layout.title.text

@@ -109,3 +109,11 @@ def test_checkpoints_of_another_dataset_are_refused(prepared_lite: Path, tmp_pat
 def test_bad_pretrain_settings_name_the_key(pretrain: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_run_config({"model": {"preset": "lite", "pretrain": pretrain}})
+
+
+def test_a_synthetic_task_records_its_planted_effects_and_ceilings(prepared_lite: Path, tmp_path: Path) -> None:
+    """What experiment.json keeps of the data, for the dashboard's ceilings."""
+    task = load_task(parse_run_config(_config(prepared_lite, tmp_path)))
+    record = task.dataset_record()
+    assert record["planted_effects"] == ["audio", "video", "cross"]
+    assert record["ceilings"] == {"audio only": 0.25, "video only": 0.25, "additive fusion": 0.5, "interaction": 1.0}

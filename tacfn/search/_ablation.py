@@ -40,8 +40,8 @@ from ray import tune
 
 from ..config import load_yaml, parse_run_config
 from ..errors import ConfigError
-from ..tasks import default_cache_dir
-from ..training import EpochRecord, train
+from ..tasks import default_cache_dir, load_task
+from ..training import EpochRecord, Trainer, train
 from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
 from ._store import ExperimentStore, absolute_root
@@ -143,6 +143,19 @@ def _params(plan_variants: dict[str, dict[str, Any]], run: dict[str, Any]) -> di
     return {**plan_variants[run["variant"]], "train.seed": run["train.seed"], "data.fold": run["data.fold"]}
 
 
+def _prepare_folds(base: dict[str, Any], folds: list[int], *, quiet: bool) -> None:
+    """Pretrain each fold's encoders and cache their features here, once, before the runs
+    start: otherwise the first runs of a fold would each do it at the same time."""
+    cfg = parse_run_config(base, "base", check_model=False)
+    if cfg.model.pretrain is None and cfg.architecture().backbone != "frozen":
+        return
+    for fold in folds:
+        fold_cfg = parse_run_config(apply_overrides(base, {"data.fold": fold}), "base", check_model=False)
+        if not quiet:
+            print(f"fold {fold}: pretraining and encoding once for every run", flush=True)
+        Trainer(fold_cfg, load_task(fold_cfg), progress=not quiet)
+
+
 def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants: dict[str, dict[str, Any]]) -> None:
     """One (variant, seed, fold): train, select on validation, score the test fold once."""
     run = config["run"]
@@ -183,13 +196,14 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     spec = {**plan.model_dump(mode="json"), "base": base}
     # An unreachable cluster, a run larger than this machine or missing data fails before
     # anything is written. Synthetic data is written once here, not raced for by the first trials.
-    from ..tasks import load_task
-
     check_ray_address(address)
     if starts_local_ray(address):
         check_local_capacity(plan.resources, 1, "resources")
-    load_task(parse_run_config(base, "base"), progress=not quiet)
-    store = ExperimentStore.create(out, "ablation", plan.name, spec, hardware={"gpus": plan.resources.gpu})
+    task = load_task(parse_run_config(base, "base"), progress=not quiet)
+    _prepare_folds(base, plan.folds, quiet=quiet)
+    store = ExperimentStore.create(
+        out, "ablation", plan.name, spec, hardware={"gpus": plan.resources.gpu}, dataset=task.dataset_record()
+    )
     # A rerun skips the completed runs and runs the others again, each record replacing the
     # earlier attempt's: one row per (variant, seed, fold).
     attempts: dict[tuple[str, int, int], list[str]] = {}

@@ -547,7 +547,9 @@ def run_search(
         _check_in_place(out)
         resume = _restorable(out, ray_path, quiet)
     task, identity = _shared_task(base, progress=not quiet)
-    store = ExperimentStore.create(out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu})
+    store = ExperimentStore.create(
+        out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu}, dataset=task.dataset_record()
+    )
     callback = StoreCallback(store, base, settings.trials, quiet=quiet)
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)

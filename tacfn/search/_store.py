@@ -172,12 +172,14 @@ class ExperimentStore:
         name: str,
         spec: Mapping[str, Any],
         hardware: Mapping[str, Any] | None = None,
+        dataset: Mapping[str, Any] | None = None,
     ) -> ExperimentStore:
         """Make the folder and its ``experiment.json``, or reopen it to resume the same experiment.
 
         A folder that already holds an experiment of another kind, name or spec raises
         ConfigError, so one search never writes into another's results. ``hardware``
-        (e.g. ``{"gpus": 2}``) is merged over the detected CPU count and platform.
+        (e.g. ``{"gpus": 2}``) is merged over the detected CPU count and platform; ``dataset``
+        (:meth:`tacfn.tasks.TaskData.dataset_record`) says what the data plant, for the dashboard.
         """
         if kind not in KINDS:
             raise ValueError(f"`kind` must be one of {list(KINDS)}, but got {kind!r}")
@@ -200,6 +202,7 @@ class ExperimentStore:
             "git_commit": git_commit(),
             "hardware": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpus": None}
             | _json_roundtrip(hardware or {}, "hardware"),
+            "dataset": _json_roundtrip(dataset or {}, "dataset"),
         }
         location.makedirs()
         text = json.dumps(experiment, indent=2, allow_nan=False) + "\n"
