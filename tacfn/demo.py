@@ -21,6 +21,7 @@ from .tasks import load_task
 
 GROUND_TRUTH_PLAN = "ablation_ground_truth"
 NULL_EFFECTS = ["audio", "video"]  # no cross-modal bit: TACFN can read no more than concat
+NULL_CLIPS_PER_ACTOR = 16  # the planted null only has to show no difference: a smaller tree will do
 
 
 def _with_data(base: dict[str, Any], cache: Path, **synthetic: Any) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
     cache = out / "cache"
     plan = load_plan(GROUND_TRUTH_PLAN)
     truth_base = _with_data(plan.base, cache)
-    null_base = _with_data(plan.base, cache, effects=NULL_EFFECTS)
+    null_base = _with_data(plan.base, cache, effects=NULL_EFFECTS, clips_per_actor=NULL_CLIPS_PER_ACTOR)
     print(f"[1/5] synthetic RAVDESS datasets -> {cache}", flush=True)
     for base in (truth_base, null_base):
         task = load_task(parse_run_config(base, "demo data"), progress=True)

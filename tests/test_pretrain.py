@@ -117,3 +117,24 @@ def test_a_synthetic_task_records_its_planted_effects_and_ceilings(prepared_lite
     record = task.dataset_record()
     assert record["planted_effects"] == ["audio", "video", "cross"]
     assert record["ceilings"] == {"audio only": 0.25, "video only": 0.25, "additive fusion": 0.5, "interaction": 1.0}
+
+
+def test_tacfn_train_refuses_another_folds_checkpoint_in_one_line(prepared_lite: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    fold1 = parse_run_config(_config(prepared_lite, tmp_path, fold=1))
+    paths = ensure_pretrained(fold1, load_task(fold1), tmp_path / "pretrained")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_config(prepared_lite, tmp_path, pretrain=None, checkpoints={"audio": str(paths["audio"])})))
+    before = {p: p.read_bytes() for p in paths["audio"].parent.iterdir()}
+    proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "train", str(config), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tacfn: error: model.checkpoints.audio: {paths['audio']} was pretrained on 6fold fold 1, but this run tests on "
+        "6fold fold 0: its test actors may have trained the encoder; pretrain on fold 0"
+    ]
+    assert {p: p.read_bytes() for p in paths["audio"].parent.iterdir()} == before
