@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_run_config
+from .outputs import check_output_folder
 from .tasks import load_task
 
 DEMO_ABLATION: dict[str, Any] = {
@@ -42,6 +43,7 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
     from .search import find_space, load_space, parse_plan, run_ablation, run_search
 
     out = Path(out).resolve()
+    check_output_folder(out, "--out")
     cache = out / "cache"
     space = load_space(find_space("quickstart"))
     space = space.model_copy(update={"base": _with_cache(space.base, cache)})

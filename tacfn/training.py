@@ -35,6 +35,7 @@ from .config import RunConfig
 from .errors import ConfigError, DataError, brief
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
+from .outputs import check_output_folder
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
 
 CHECKPOINT_VERSION = 1
@@ -404,7 +405,9 @@ def _read_run_config(path: Path) -> dict[str, Any]:
 def check_new_run_folder(out_dir: Path) -> None:
     """Refuse to start a run (not a resume) in a folder that holds one: its config, checkpoints
     and result would be overwritten one by one, and an interrupted run would leave a mix of
-    both. A folder without them (new, empty, or holding other files) is fine."""
+    both. A folder without them (new, empty, or holding other files) is fine; one that holds
+    an experiment, a dataset or media is refused (see :func:`~tacfn.outputs.check_output_folder`)."""
+    check_output_folder(out_dir, "--out", own="run")
     held = [name for name in (RUN_CONFIG, "result.json", "checkpoints") if (out_dir / name).exists()]
     if held:
         raise ConfigError(f"{out_dir} already holds a training run ({', '.join(held)}); use --resume to continue it, or another --out")

@@ -476,6 +476,40 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ("split 'train' has no key 'audio'",), e.tmp / "iemocap"),
         "iemocap: not a .pkl file": lambda e: Case(
             ["data", "iemocap", text_file(e, "f.csv", "a,b\n"), str(iemocap_out(e))], ("f.csv: expected MulT's feature file, a .pkl",), e.tmp / "iemocap"),
+        # outputs: a command writes over nothing another command wrote
+        "train: --out an experiment folder": lambda e: Case(
+            ["train", config(e), "--out", str(search_store(e))],
+            ("--out", "holds an experiment (experiment.json), not a training run", "name a new folder"), e.tmp / "exp"),
+        "train: --out a dataset folder": lambda e: Case(
+            ["train", config(e), "--out", str(prepared_copy(e))], ("holds a dataset (manifest.json), not a training run",), e.tmp / "prepared"),
+        "train: --out a results table": lambda e: Case(
+            ["train", config(e), "--out", str(search_store(e) / "trials.parquet")],
+            ("--out", "trials.parquet exists and is not a folder"), e.tmp / "exp"),
+        "search: --out a dataset folder": lambda e: Case(
+            ["search", space(e), "--out", str(prepared_copy(e))],
+            ("the experiment folder", "holds a dataset (manifest.json), not an experiment"), e.tmp / "prepared"),
+        "ablate: --out a training run": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}},
+                            base={"model": {"preset": "lite"}, "data": {"path": str(e.prepared)}, "train": {"epochs": 1}}),
+             "--out", str(run_folder(e, result="{}"))],
+            ("holds a training run (result.json), not an experiment",), e.tmp / "run"),
+        "prepare: into an experiment folder": lambda e: Case(
+            ["data", "prepare", str(e.raw), str(search_store(e))], ("OUT", "holds an experiment (experiment.json), not a dataset"), e.tmp / "exp"),
+        "iemocap: into a prepared RAVDESS dataset": lambda e: Case(
+            ["data", "iemocap", text_file(e, "f.pkl", "not read\n"), str(prepared_copy(e))],
+            ("prepared holds another dataset", "manifest.json is not an IEMOCAP conversion's"), e.tmp / "prepared"),
+        "demo: --out an experiment folder": lambda e: Case(
+            ["demo", "--out", str(search_store(e))], ("--out", "holds an experiment (experiment.json)"), e.tmp / "exp"),
+        # outputs inside inputs
+        "prepare: OUT inside the RAVDESS folder": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, str(Path(tree) / "prepared")], ("is inside the RAVDESS folder",), Path(tree)))(
+            ravdess_with(e, "inside", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
+        "prepare: OUT is the RAVDESS folder": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, tree], ("is the RAVDESS folder itself",), Path(tree)))(
+            ravdess_with(e, "same", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
+        "prepare: RAVDESS folder inside OUT": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, str(e.tmp / "outer")], ("raw is inside OUT",), e.tmp / "outer"))(
+            ravdess_with(e, "outer/raw", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
     }
 
 

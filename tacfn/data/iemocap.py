@@ -29,6 +29,7 @@ import pyarrow as pa
 import torch
 
 from ..errors import DataError
+from ..outputs import check_output_folder
 from .digest import file_sha256
 
 IEMOCAP_EMOTIONS = ("neutral", "happy", "sad", "angry")
@@ -49,7 +50,8 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
     has them) and then ``manifest.json``, each under a temporary name renamed into
     place, so a folder with a manifest is always complete. The manifest records the
     source's size and mtime (see :func:`is_converted_from`). An existing conversion in
-    ``out_dir`` is replaced. Returns ``out_dir``.
+    ``out_dir`` is replaced; a folder holding anything else tacfn wrote (another dataset, an
+    experiment, a run) is refused before the pickle is read. Returns ``out_dir``.
 
     ``allow_pickle`` must be True: unpickling runs code from the file, so only do it
     for a file you trust (the CLI passes it when you name the ``.pkl`` explicitly).
@@ -63,6 +65,8 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the conversion")
+    check_output_folder(out_dir, "OUT", own="dataset")
+    _check_replaceable(out_dir)
     source_stat = _source_stat(src)  # before reading: a change during the read shows next time
     splits, lengths = _load_splits(src, _read_pickle(src))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +236,20 @@ def write_synthetic_iemocap(
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, lambda f: pickle.dump(data, f, protocol=4))
     return path
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse a folder whose manifest is not an IEMOCAP conversion's (a prepared RAVDESS
+    dataset, say): converting removes the manifest first and would leave that dataset broken."""
+    file = out_dir / MANIFEST_NAME
+    if not file.is_file():
+        return
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError):  # ValueError: not UTF-8, or not JSON
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise DataError(f"{out_dir} holds another dataset ({file} is not an IEMOCAP conversion's); choose another OUT or delete it")
 
 
 def _source_stat(src: Path) -> dict[str, int] | None:
