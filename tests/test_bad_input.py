@@ -207,6 +207,13 @@ def corrupt_store(env: Env) -> Path:
     return root
 
 
+def store_with_page(env: Env, text: str) -> Path:
+    """A search folder whose ``dashboard.html`` (the default page name) holds ``text``."""
+    root = search_store(env)
+    (root / "dashboard.html").write_text(text)
+    return root
+
+
 def ablation_store(env: Env) -> Path:
     root = env.tmp / "abl"
     ExperimentStore.create(root, "ablation", "abl", {"baseline": "tacfn"})
@@ -510,6 +517,19 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "prepare: RAVDESS folder inside OUT": lambda e: (lambda tree: Case(
             ["data", "prepare", tree, str(e.tmp / "outer")], ("raw is inside OUT",), e.tmp / "outer"))(
             ravdess_with(e, "outer/raw", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
+        # dashboard pages: new, or one tacfn wrote
+        "dashboard: --out a results table": lambda e: Case(
+            ["dashboard", str(search_store(e)), "--out", str(e.tmp / "exp" / "trials.parquet")],
+            ("trials.parquet: a dashboard is an HTML page", "name a file ending in .html"), e.tmp / "exp"),
+        "dashboard: --out a page it did not write": lambda e: Case(
+            ["dashboard", str(search_store(e)), "--out", text_file(e, "notes.html", "<p>my notes</p>\n")],
+            ("notes.html exists and is not a page tacfn wrote",), e.tmp),
+        "dashboard: the default page name taken": lambda e: Case(
+            ["dashboard", str(store_with_page(e, "<p>my notes</p>\n"))],
+            ("exp/dashboard.html exists and is not a page tacfn wrote",), e.tmp / "exp"),
+        "dashboard: run report over result.json": lambda e: Case(
+            ["dashboard", str(run_folder(e, result="{}")), "--out", str(e.tmp / "run" / "result.json")],
+            ("result.json: a dashboard is an HTML page",), e.tmp / "run"),
     }
 
 
