@@ -24,7 +24,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -129,7 +129,7 @@ def _format_validation_error(err: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif first["type"].endswith("_type"):  # strict types: say what was given ("64" is not 64)
+    elif first["type"].endswith("_type") or first["type"] == "finite_number":  # say what was given ("64" is not 64)
         message = f"{message}, got {first['input']!r}"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {message}{more}"

@@ -530,6 +530,37 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "dashboard: run report over result.json": lambda e: Case(
             ["dashboard", str(run_folder(e, result="{}")), "--out", str(e.tmp / "run" / "result.json")],
             ("result.json: a dashboard is an HTML page",), e.tmp / "run"),
+        # non-finite numbers, named by file and key
+        "config: NaN": lambda e: Case(
+            ["train", config(e, {"train": {"lr": float("nan")}}), "--out", out(e)],
+            ("run.yaml", "train.lr: Input should be a finite number, got nan"), work(e)),
+        "--set an infinity": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.weight_decay=.inf"],
+            ("train.weight_decay: Input should be a finite number, got inf",), work(e)),
+        "--set a NaN fusion option": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.attn_dropout=.nan"],
+            ("model.fusion.attn_dropout: Input should be a finite number, got nan",), work(e)),
+        "config: infinite modality dropout": lambda e: Case(
+            ["train", config(e, {"model": {"modality_dropout": {"audio": float("-inf")}}}), "--out", out(e)],
+            ("model.modality_dropout.audio: Input should be a finite number, got -inf",), work(e)),
+        "space: infinite range end": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1.0e-4, float("inf")]}}), "--out", out(e)],
+            ("space.yaml", "space.train.lr: `float` holds inf, but every number must be finite"), work(e)),
+        "space: NaN choice": lambda e: Case(
+            ["search", space(e, {"train.lr": {"choice": [0.01, float("nan")]}}), "--out", out(e)],
+            ("space.train.lr: `choice` holds nan",), work(e)),
+        "space: infinite search setting": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "checkpoint_interval_s": float("inf")}), "--out", out(e)],
+            ("search.checkpoint_interval_s: Input should be a finite number, got inf",), work(e)),
+        "space: NaN in base": lambda e: Case(
+            ["search", space(e, base={"model": {"preset": "lite"}, "train": {"lr": float("nan")}}), "--out", out(e)],
+            ("base.train.lr: Input should be a finite number, got nan",), work(e)),
+        "plan: NaN in a variant": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "odd": {"train.lr": float("nan")}}), "--out", out(e)],
+            ("plan.yaml", "variant odd: train.lr: Input should be a finite number, got nan"), work(e)),
+        "plan: infinite resources": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, resources={"cpu": float("inf")}), "--out", out(e)],
+            ("plan.yaml", "resources.cpu: Input should be a finite number"), work(e)),
     }
 
 

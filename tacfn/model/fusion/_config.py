@@ -69,7 +69,7 @@ class FusionConfig:
 # FusionConfig fields as a run config gives them, for pydantic: any subset, each of exactly
 # its field's type (no 64.5 for d, no "false" for residual), and no other key.
 FusionOptions = TypedDict("FusionOptions", get_type_hints(FusionConfig), total=False)  # type: ignore[misc]
-FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
+FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
 
 
 def valid_heads(d: int) -> list[int]:
