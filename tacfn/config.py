@@ -170,12 +170,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: Path) -> Any:
-    """Safe-load a YAML file (a key given twice is an error); a missing or malformed file
-    raises ConfigError with the line."""
+    """Safe-load a YAML file (a key given twice is an error); a missing, malformed or
+    non-UTF-8 file raises ConfigError with the line or the byte."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:

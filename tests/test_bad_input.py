@@ -16,6 +16,7 @@ import json
 import pickle
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -104,6 +105,12 @@ def text_file(env: Env, name: str, text: str) -> str:
     return str(path)
 
 
+def bytes_file(env: Env, name: str, data: bytes) -> str:
+    path = env.tmp / name
+    path.write_bytes(data)
+    return str(path)
+
+
 def config(env: Env, sections: dict | None = None, name: str = "run.yaml") -> str:
     """A valid lite run config on the prepared data, with ``sections`` merged in."""
     data = {"model": {"preset": "lite"}, "data": {"path": str(env.prepared), "cache_dir": str(env.tmp / "cache")},
@@ -155,6 +162,17 @@ def audio_only(env: Env, clip: Path) -> None:
             if packet.dts is not None:
                 packet.stream = stream
                 dst.mux(packet)
+
+
+def no_streams(clip: Path) -> None:
+    """An MP4 with a movie header and no track at all (what PyAV opens with zero streams)."""
+
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd = bytes(4) + struct.pack(">IIIIIH", 0, 0, 1000, 0, 0x10000, 0x100) + bytes(10) + matrix + bytes(24) + struct.pack(">I", 1)
+    clip.write_bytes(box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2mp41") + box(b"moov", box(b"mvhd", mvhd)))
 
 
 def prepared_copy(env: Env, source: str | None = None) -> Path:
@@ -561,6 +579,16 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "plan: infinite resources": lambda e: Case(
             ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, resources={"cpu": float("inf")}), "--out", out(e)],
             ("plan.yaml", "resources.cpu: Input should be a finite number"), work(e)),
+        # messages that name the file and the problem
+        "config: not UTF-8": lambda e: Case(
+            ["train", bytes_file(e, "utf16.yaml", "train: {epochs: 1}\n".encode("utf-16")), "--out", out(e)],
+            ("utf16.yaml: not UTF-8 text (byte 0xff at offset 0)",), work(e)),
+        "plan: not UTF-8": lambda e: Case(
+            ["ablate", bytes_file(e, "latin1.yaml", "name: caf\xe9\n".encode("latin-1")), "--out", out(e)],
+            ("latin1.yaml: not UTF-8 text (byte 0xe9 at offset 9)",), work(e)),
+        "prepare: file without audio or video": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "nostreams", no_streams), out(e), "--workers", "1"],
+            ("01-01-03-01-01-01-01.mp4: no audio or video stream",), work(e), noisy=True),
     }
 
 
