@@ -589,6 +589,13 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "prepare: file without audio or video": lambda e: Case(
             ["data", "prepare", ravdess_with(e, "nostreams", no_streams), out(e), "--workers", "1"],
             ("01-01-03-01-01-01-01.mp4: no audio or video stream",), work(e), noisy=True),
+        # plans that compare nothing
+        "plan: variant identical to the baseline": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "same": {"train.epochs": 1}}), "--out", out(e)],
+            ("plan.yaml", "variant 'same' {'train.epochs': 1} makes the same run as the baseline 'tacfn' {}"), work(e)),
+        "plan: two identical variants": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "a": {"model.fusion.name": "concat"}, "b": {"model.fusion.name": "concat"}}), "--out", out(e)],
+            ("variant 'b' {'model.fusion.name': 'concat'} makes the same run as variant 'a'",), work(e)),
     }
 
 
