@@ -42,7 +42,7 @@ class SyntheticSection(_Section):
     """Size and seed of the embedded synthetic RAVDESS dataset."""
 
     actors: int = Field(24, ge=6, le=24)
-    clips_per_actor: int = Field(16, ge=8)
+    clips_per_actor: int = Field(16, ge=8, le=60)  # RAVDESS's speech clips per actor
     seed: int = Field(0, ge=0)
 
 
@@ -75,7 +75,7 @@ class TrainSection(_Section):
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(70, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**64 - 1)  # torch.manual_seed's range
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(False, description="bf16 autocast on CUDA; ignored on CPU")
 

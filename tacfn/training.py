@@ -115,6 +115,23 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _build_model(cfg: RunConfig, task: TaskData, device: torch.device) -> TACFN:
+    """The run's model on ``device``; one too large for its memory (an absurd ``model.fusion.d``)
+    is a ConfigError giving its size, not the allocator's traceback."""
+    arch = cfg.architecture(task.input_lengths)
+    try:
+        return TACFN(arch).to(device)
+    except RuntimeError as exc:  # torch.OutOfMemoryError on CUDA; the CPU allocator's is a plain RuntimeError
+        if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in str(exc):
+            raise
+    with torch.device("meta"):
+        count = sum(p.numel() for p in TACFN(arch).parameters())
+    raise ConfigError(
+        f"model: {count:,} parameters ({4 * count / 2**30:,.1f} GiB) do not fit in the memory of {device}; "
+        "make model.fusion.d or model.fusion.layers smaller"
+    )
+
+
 def _optimizer(cfg: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The configured optimizer; Adam and AdamW run fused (one kernel per parameter on CPU
     and CUDA instead of a dozen small ops each: the paper preset trains 69 parameter tensors)."""
@@ -148,7 +165,7 @@ class Trainer:
         self.progress = progress  # a bar over an epoch's batches, once it takes a few seconds
         self.device = device or _device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
-        self.model = TACFN(cfg.architecture(task.input_lengths)).to(self.device)
+        self.model = _build_model(cfg, task, self.device)
         self._load_unimodal_checkpoints()
         if self.model.cfg.backbone == "frozen" and not task.features:
             cache_root = Path(cfg.data.cache_dir or default_cache_dir()) / "features"

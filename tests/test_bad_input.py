@@ -596,6 +596,18 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "plan: two identical variants": lambda e: Case(
             ["ablate", plan(e, {"tacfn": {}, "a": {"model.fusion.name": "concat"}, "b": {"model.fusion.name": "concat"}}), "--out", out(e)],
             ("variant 'b' {'model.fusion.name': 'concat'} makes the same run as variant 'a'",), work(e)),
+        # absurd numbers and paths
+        "seed beyond torch's range": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.seed=99999999999999999999"],
+            ("train.seed: Input should be less than or equal to 18446744073709551615",), work(e)),
+        "synthetic clips beyond RAVDESS's": lambda e: Case(
+            ["train", config(e, {"data": {"path": None, "synthetic": {"clips_per_actor": 100}}}), "--out", out(e)],
+            ("data.synthetic.clips_per_actor: Input should be less than or equal to 60",), work(e)),
+        "fusion layers beyond reason": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.layers=100000"],
+            ("`1 <= layers <= 64` must hold, but got layers=100000",), work(e)),
+        "dashboard: --port out of range": lambda e: Case(
+            ["dashboard", str(search_store(e)), "--serve", "--port", "99999"], ("`0 <= --port <= 65535` must hold",), e.tmp / "exp"),
     }
 
 

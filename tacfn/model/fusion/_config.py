@@ -10,6 +10,9 @@ from typing_extensions import TypedDict
 
 Selection = Literal["transformer", "mean", "none"]
 SELECTIONS: tuple[str, ...] = ("transformer", "mean", "none")
+# Deeper than any fusion transformer published (MulT and TACFN use 4-5): a larger number is a
+# typo, and only building it to check the config would take minutes.
+MAX_LAYERS = 64
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,8 @@ class FusionConfig:
                 f"`heads` must divide `d`, but got heads={self.heads}, d={self.d}; "
                 f"valid heads for d={self.d}: {valid_heads(self.d)}"
             )
-        if self.layers < 1:
-            raise ValueError(f"`layers >= 1` must hold, but got layers={self.layers}")
+        if not 1 <= self.layers <= MAX_LAYERS:
+            raise ValueError(f"`1 <= layers <= {MAX_LAYERS}` must hold, but got layers={self.layers}")
         for name in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "head_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
