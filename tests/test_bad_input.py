@@ -99,6 +99,12 @@ def empty(env: Env) -> Path:
     return folder
 
 
+def folder(env: Env, name: str) -> str:
+    path = env.tmp / name
+    path.mkdir()
+    return str(path)
+
+
 def text_file(env: Env, name: str, text: str) -> str:
     path = env.tmp / name
     path.write_text(text)
@@ -608,6 +614,14 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ("`1 <= layers <= 64` must hold, but got layers=100000",), work(e)),
         "dashboard: --port out of range": lambda e: Case(
             ["dashboard", str(search_store(e)), "--serve", "--port", "99999"], ("`0 <= --port <= 65535` must hold",), e.tmp / "exp"),
+        "feature cache folder that cannot be made": lambda e: Case(
+            ["train", config(e, {"model": {"backbone": "frozen"}, "data": {"cache_dir": "/proc/tacfn-cache"}}), "--out", out(e)],
+            ("the feature cache folder /proc/tacfn-cache/features cannot be made", "data.cache_dir"), work(e)),
+        "prepare: source that is a file": lambda e: Case(
+            ["data", "prepare", config(e), out(e)], ("RAVDESS folder", "run.yaml is a file"), work(e)),
+        "iemocap: source that is a folder": lambda e: Case(
+            ["data", "iemocap", folder(e, "d.pkl"), str(iemocap_out(e))],
+            ("d.pkl is not a file",), e.tmp / "iemocap"),
     }
 
 

@@ -263,7 +263,7 @@ def _source_stat(src: Path) -> dict[str, int] | None:
 
 def _read_pickle(src: Path) -> Mapping[str, Any]:
     if not src.is_file():
-        raise DataError(f"IEMOCAP file {src} does not exist")
+        raise DataError(f"IEMOCAP file {src} {'is not a file' if src.exists() else 'does not exist'}")
     try:
         with src.open("rb") as f:
             # latin1 lets Python 3 read numpy arrays pickled by Python 2.
