@@ -1,9 +1,17 @@
-"""Helpers every view shares: visible sampling of large tables, titles, colours."""
+"""Helpers every view shares: visible sampling of large tables, titles, colours; and the
+checked, atomic write of a page file that the dashboard and the run report share."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
+from tacfn.errors import ConfigError
+from tacfn.search._store import Location
+
+_PAGE_MARK = b"<title>TACFN "  # in the head of every page tacfn writes: dashboards and run reports
+_PAGE_HEAD_BYTES = 1024
 MAX_POINTS = 1000  # points or lines one view draws before it samples
 STATUS_COLORS = {
     "completed": "#1f77b4",
@@ -36,3 +44,25 @@ def trial_numbers(trials: pl.DataFrame) -> pl.DataFrame:
     """``trials`` in start order (then id) with a 0-based ``number`` column, as Optuna numbers trials."""
     order = ["started_at", "trial_id"] if "started_at" in trials.columns else ["trial_id"]
     return trials.sort(order, nulls_last=True).with_row_index("number")
+
+
+def check_page_output(out: Path) -> None:
+    """Refuse ``out`` unless it names an ``.html`` file that is new or a page tacfn wrote: a
+    dashboard replaces an earlier dashboard, never a results table, a config or a checkpoint."""
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"{out}: a dashboard is an HTML page; name a file ending in .html")
+    if not out.exists():
+        return
+    try:
+        with out.open("rb") as f:
+            ours = out.is_file() and _PAGE_MARK in f.read(_PAGE_HEAD_BYTES)
+    except OSError:
+        ours = False
+    if not ours:
+        raise ConfigError(f"{out} exists and is not a page tacfn wrote, so it is left as it is; name another .html file")
+
+
+def write_page(out: Path, page: str) -> Path:
+    """Write the page ``out`` atomically (a browser reloading it never sees half); returns ``out``."""
+    Location(out.parent).write(out.name, lambda f: f.write(page.encode("utf-8")))
+    return out

@@ -8,10 +8,8 @@ the top of the experiment's section, and a view that fails as an error notice in
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,12 +17,12 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 import plotly.offline
 
-from tacfn.errors import DataError
 from tacfn.search._store import Location
 
 from ._ablation import plot_ablation_forest, plot_ablation_table
 from ._ablation_scores import plot_ablation_scores
 from ._best import plot_confusion_matrix, plot_missing_modality, plot_per_class
+from ._common import check_page_output, write_page
 from ._compare import display_names, plot_compare
 from ._curves import plot_learning_curves
 from ._history import plot_optimization_history
@@ -214,21 +212,14 @@ def default_output(exp_dirs: Sequence[Path | str]) -> Path:
 def write_dashboard(exp_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     """Write one self-contained, offline HTML file with every view of the experiments; returns its path.
 
-    Several folders add a comparison section. Raises DataError when a folder is not an
-    experiment (no ``experiment.json``) or the file cannot be written; anything wrong
-    inside an experiment is reported on the page instead.
+    Several folders add a comparison section. Raises ConfigError when ``out`` is not an
+    ``.html`` file that is new or a page tacfn wrote (see :func:`check_page_output`), and
+    DataError when a folder is not an experiment (no ``experiment.json``) or the file cannot
+    be written; anything wrong inside an experiment is reported on the page instead.
     """
     dirs = [Location(d).root for d in exp_dirs]
     if not dirs:
         raise ValueError("`exp_dirs` must name at least one experiment folder, but got none")
-    page = render_page(build_sections(dirs))
     out = Path(out) if out else default_output(dirs)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise DataError(f"cannot write the dashboard to {out} ({exc})") from exc
-    return out
+    check_page_output(out)
+    return write_page(out, render_page(build_sections(dirs)))

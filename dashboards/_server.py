@@ -99,6 +99,8 @@ class DashboardServer(ThreadingHTTPServer):
 
 def make_server(exp_dir: str | Path, host: str = "127.0.0.1", port: int = 8050) -> DashboardServer:
     """A server for ``exp_dir``, bound but not yet serving (``port=0`` picks a free port)."""
+    if not 0 <= port <= 65535:  # the socket would raise OverflowError, not OSError
+        raise ConfigError(f"`0 <= --port <= 65535` must hold, but got --port {port}")
     live = LiveDashboard(exp_dir)
     try:
         return DashboardServer((host, port), live)

@@ -18,6 +18,8 @@ from plotly.subplots import make_subplots
 
 from tacfn.errors import TacfnError
 
+from ._common import check_page_output, write_page
+
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 _RESULT_KEYS = ("status", "history", "num_parameters")  # what every report reads
 
@@ -104,7 +106,10 @@ def _missing_plot(result: dict[str, Any]) -> go.Figure | None:
 
 
 def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the run's dashboard HTML (plotly.js inlined: works offline); returns its path."""
+    """Write the run's dashboard HTML (plotly.js inlined: works offline); returns its path.
+    ``out`` (default: ``run_dir/dashboard.html``) must be new or a page tacfn wrote."""
+    out = Path(out) if out else Path(run_dir) / "dashboard.html"
+    check_page_output(out)
     result = load_result(run_dir)
     figures = [_curves_plot(_curves_info(result))]
     confusion = _confusion_info(result)
@@ -125,8 +130,4 @@ def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
         + "".join(parts)
         + "</body></html>"
     )
-    out = Path(out) if out else Path(run_dir) / "dashboard.html"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    return write_page(out, page)

@@ -25,7 +25,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PretrainSection(_Section):
@@ -54,7 +54,7 @@ class SyntheticSection(_Section):
     """Size, seed and planted effects of the embedded synthetic RAVDESS dataset."""
 
     actors: int = Field(24, ge=6, le=24)
-    clips_per_actor: int = Field(16, ge=8)
+    clips_per_actor: int = Field(16, ge=8, le=60)  # RAVDESS's speech clips per actor
     seed: int = Field(0, ge=0)
     effects: list[str] = Field(default_factory=lambda: list(EFFECTS))
 
@@ -93,7 +93,7 @@ class TrainSection(_Section):
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(70, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**64 - 1)  # torch.manual_seed's range
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(False, description="bf16 autocast on CUDA; ignored on CPU")
 
@@ -147,7 +147,7 @@ def _format_validation_error(err: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif first["type"].endswith("_type"):  # strict types: say what was given ("64" is not 64)
+    elif first["type"].endswith("_type") or first["type"] == "finite_number":  # say what was given ("64" is not 64)
         message = f"{message}, got {first['input']!r}"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {message}{more}"
@@ -188,12 +188,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: Path) -> Any:
-    """Safe-load a YAML file (a key given twice is an error); a missing or malformed file
-    raises ConfigError with the line."""
+    """Safe-load a YAML file (a key given twice is an error); a missing, malformed or
+    non-UTF-8 file raises ConfigError with the line or the byte."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_run_config
+from .outputs import check_output_folder
 from .tasks import load_task
 
 GROUND_TRUTH_PLAN = "ablation_ground_truth"
@@ -48,6 +49,7 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
     from .search import find_space, load_plan, load_space, parse_plan, run_ablation, run_search
 
     out = Path(out).resolve()
+    check_output_folder(out, "--out")
     cache = out / "cache"
     plan = load_plan(GROUND_TRUTH_PLAN)
     truth_base = _with_data(plan.base, cache)

@@ -35,6 +35,7 @@ from .config import RunConfig, parse_run_config
 from .errors import ConfigError, DataError, brief
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
+from .outputs import check_output_folder
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
 
 CHECKPOINT_VERSION = 1
@@ -114,6 +115,23 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _build_model(cfg: RunConfig, task: TaskData, device: torch.device) -> TACFN:
+    """The run's model on ``device``; one too large for its memory (an absurd ``model.fusion.d``)
+    is a ConfigError giving its size, not the allocator's traceback."""
+    arch = cfg.architecture(task.input_lengths)
+    try:
+        return TACFN(arch).to(device)
+    except RuntimeError as exc:  # torch.OutOfMemoryError on CUDA; the CPU allocator's is a plain RuntimeError
+        if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in str(exc):
+            raise
+    with torch.device("meta"):
+        count = sum(p.numel() for p in TACFN(arch).parameters())
+    raise ConfigError(
+        f"model: {count:,} parameters ({4 * count / 2**30:,.1f} GiB) do not fit in the memory of {device}; "
+        "make model.fusion.d or model.fusion.layers smaller"
+    )
+
+
 def _optimizer(cfg: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The configured optimizer; Adam and AdamW run fused (one kernel per parameter on CPU
     and CUDA instead of a dozen small ops each: the paper preset trains 69 parameter tensors)."""
@@ -147,7 +165,7 @@ class Trainer:
         self.progress = progress  # a bar over an epoch's batches, once it takes a few seconds
         self.device = device or _device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
-        self.model = TACFN(cfg.architecture(task.input_lengths)).to(self.device)
+        self.model = _build_model(cfg, task, self.device)
         self._load_unimodal_checkpoints(task)
         if self.model.cfg.backbone == "frozen" and not task.features:
             cache_root = Path(cfg.data.cache_dir or default_cache_dir()) / "features"
@@ -414,7 +432,9 @@ def _read_run_config(path: Path) -> dict[str, Any]:
 def check_new_run_folder(out_dir: Path) -> None:
     """Refuse to start a run (not a resume) in a folder that holds one: its config, checkpoints
     and result would be overwritten one by one, and an interrupted run would leave a mix of
-    both. A folder without them (new, empty, or holding other files) is fine."""
+    both. A folder without them (new, empty, or holding other files) is fine; one that holds
+    an experiment, a dataset or media is refused (see :func:`~tacfn.outputs.check_output_folder`)."""
+    check_output_folder(out_dir, "--out", own="run")
     held = [name for name in (RUN_CONFIG, "result.json", "checkpoints") if (out_dir / name).exists()]
     if held:
         raise ConfigError(f"{out_dir} already holds a training run ({', '.join(held)}); use --resume to continue it, or another --out")

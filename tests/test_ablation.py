@@ -67,6 +67,11 @@ def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp
         ({"folds": [7]}, r"fold 7: data\.fold: protocol '6fold' has 6 folds \(0\.\.5\), but got fold=7"),
         ({"seeds": [1, 1]}, r"all distinct"),
         ({"colour": 1}, r"colour: unknown key"),
+        ({"variants": {"tacfn": {}, "default_lr": {"train.lr": 0.001}}},
+         r"variant 'default_lr' \{'train.lr': 0.001\} makes the same run as the baseline 'tacfn' \{\}"),
+        ({"variants": {"tacfn": {}, "seeded": {"train.seed": 5}}}, r"variant 'seeded' .* same run as the baseline"),  # the plan's seeds rule
+        ({"variants": {"tacfn": {}, "a": {"model.fusion.name": "concat"}, "b": {"model.fusion.name": "concat"}}},
+         r"variant 'b' .* makes the same run as variant 'a'"),
     ],
 )
 def test_bad_plans_name_the_problem(tmp_path: Path, change, match):
@@ -76,8 +81,12 @@ def test_bad_plans_name_the_problem(tmp_path: Path, change, match):
 
 
 def test_shipped_plan_loads():
+    """The shipped plans list the baseline as a variant with no overrides (or, in the demo's
+    ground truth, with its own): that is the baseline itself, not a variant that repeats it."""
     plan = load_plan("ablation_fusion")
-    assert plan.baseline == "tacfn" and {"no_cross_modal", "no_residual"} <= set(plan.variants)
+    assert plan.baseline == "tacfn" and plan.variants["tacfn"] == {} and {"no_cross_modal", "no_residual"} <= set(plan.variants)
+    truth = load_plan("ablation_ground_truth")
+    assert truth.baseline == "concat" and {"tacfn", "paper_pool", "audio_only", "video_only"} <= set(truth.variants)
 
 
 def test_a_rerun_keeps_one_row_per_run(prepared_lite: Path, tmp_path: Path):

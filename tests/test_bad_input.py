@@ -16,6 +16,7 @@ import json
 import pickle
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -98,9 +99,21 @@ def empty(env: Env) -> Path:
     return folder
 
 
+def folder(env: Env, name: str) -> str:
+    path = env.tmp / name
+    path.mkdir()
+    return str(path)
+
+
 def text_file(env: Env, name: str, text: str) -> str:
     path = env.tmp / name
     path.write_text(text)
+    return str(path)
+
+
+def bytes_file(env: Env, name: str, data: bytes) -> str:
+    path = env.tmp / name
+    path.write_bytes(data)
     return str(path)
 
 
@@ -157,6 +170,17 @@ def audio_only(env: Env, clip: Path) -> None:
                 dst.mux(packet)
 
 
+def no_streams(clip: Path) -> None:
+    """An MP4 with a movie header and no track at all (what PyAV opens with zero streams)."""
+
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd = bytes(4) + struct.pack(">IIIIIH", 0, 0, 1000, 0, 0x10000, 0x100) + bytes(10) + matrix + bytes(24) + struct.pack(">I", 1)
+    clip.write_bytes(box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2mp41") + box(b"moov", box(b"mvhd", mvhd)))
+
+
 def prepared_copy(env: Env, source: str | None = None) -> Path:
     """A copy of the prepared dataset: an existing output a failed prepare must not touch.
 
@@ -204,6 +228,13 @@ def newer_store(env: Env) -> Path:
 def corrupt_store(env: Env) -> Path:
     root = search_store(env)
     (root / "experiment.json").write_text('{"schema_version": 1,')
+    return root
+
+
+def store_with_page(env: Env, text: str) -> Path:
+    """A search folder whose ``dashboard.html`` (the default page name) holds ``text``."""
+    root = search_store(env)
+    (root / "dashboard.html").write_text(text)
     return root
 
 
@@ -476,6 +507,121 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ("split 'train' has no key 'audio'",), e.tmp / "iemocap"),
         "iemocap: not a .pkl file": lambda e: Case(
             ["data", "iemocap", text_file(e, "f.csv", "a,b\n"), str(iemocap_out(e))], ("f.csv: expected MulT's feature file, a .pkl",), e.tmp / "iemocap"),
+        # outputs: a command writes over nothing another command wrote
+        "train: --out an experiment folder": lambda e: Case(
+            ["train", config(e), "--out", str(search_store(e))],
+            ("--out", "holds an experiment (experiment.json), not a training run", "name a new folder"), e.tmp / "exp"),
+        "train: --out a dataset folder": lambda e: Case(
+            ["train", config(e), "--out", str(prepared_copy(e))], ("holds a dataset (manifest.json), not a training run",), e.tmp / "prepared"),
+        "train: --out a results table": lambda e: Case(
+            ["train", config(e), "--out", str(search_store(e) / "trials.parquet")],
+            ("--out", "trials.parquet exists and is not a folder"), e.tmp / "exp"),
+        "search: --out a dataset folder": lambda e: Case(
+            ["search", space(e), "--out", str(prepared_copy(e))],
+            ("the experiment folder", "holds a dataset (manifest.json), not an experiment"), e.tmp / "prepared"),
+        "ablate: --out a training run": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}},
+                            base={"model": {"preset": "lite"}, "data": {"path": str(e.prepared)}, "train": {"epochs": 1}}),
+             "--out", str(run_folder(e, result="{}"))],
+            ("holds a training run (result.json), not an experiment",), e.tmp / "run"),
+        "prepare: into an experiment folder": lambda e: Case(
+            ["data", "prepare", str(e.raw), str(search_store(e))], ("OUT", "holds an experiment (experiment.json), not a dataset"), e.tmp / "exp"),
+        "iemocap: into a prepared RAVDESS dataset": lambda e: Case(
+            ["data", "iemocap", text_file(e, "f.pkl", "not read\n"), str(prepared_copy(e))],
+            ("prepared holds another dataset", "manifest.json is not an IEMOCAP conversion's"), e.tmp / "prepared"),
+        "demo: --out an experiment folder": lambda e: Case(
+            ["demo", "--out", str(search_store(e))], ("--out", "holds an experiment (experiment.json)"), e.tmp / "exp"),
+        # outputs inside inputs
+        "prepare: OUT inside the RAVDESS folder": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, str(Path(tree) / "prepared")], ("is inside the RAVDESS folder",), Path(tree)))(
+            ravdess_with(e, "inside", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
+        "prepare: OUT is the RAVDESS folder": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, tree], ("is the RAVDESS folder itself",), Path(tree)))(
+            ravdess_with(e, "same", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
+        "prepare: RAVDESS folder inside OUT": lambda e: (lambda tree: Case(
+            ["data", "prepare", tree, str(e.tmp / "outer")], ("raw is inside OUT",), e.tmp / "outer"))(
+            ravdess_with(e, "outer/raw", lambda p: shutil.copy(next((e.raw / "Actor_01").glob("01-01-*.mp4")), p))),
+        # dashboard pages: new, or one tacfn wrote
+        "dashboard: --out a results table": lambda e: Case(
+            ["dashboard", str(search_store(e)), "--out", str(e.tmp / "exp" / "trials.parquet")],
+            ("trials.parquet: a dashboard is an HTML page", "name a file ending in .html"), e.tmp / "exp"),
+        "dashboard: --out a page it did not write": lambda e: Case(
+            ["dashboard", str(search_store(e)), "--out", text_file(e, "notes.html", "<p>my notes</p>\n")],
+            ("notes.html exists and is not a page tacfn wrote",), e.tmp),
+        "dashboard: the default page name taken": lambda e: Case(
+            ["dashboard", str(store_with_page(e, "<p>my notes</p>\n"))],
+            ("exp/dashboard.html exists and is not a page tacfn wrote",), e.tmp / "exp"),
+        "dashboard: run report over result.json": lambda e: Case(
+            ["dashboard", str(run_folder(e, result="{}")), "--out", str(e.tmp / "run" / "result.json")],
+            ("result.json: a dashboard is an HTML page",), e.tmp / "run"),
+        # non-finite numbers, named by file and key
+        "config: NaN": lambda e: Case(
+            ["train", config(e, {"train": {"lr": float("nan")}}), "--out", out(e)],
+            ("run.yaml", "train.lr: Input should be a finite number, got nan"), work(e)),
+        "--set an infinity": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.weight_decay=.inf"],
+            ("train.weight_decay: Input should be a finite number, got inf",), work(e)),
+        "--set a NaN fusion option": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.attn_dropout=.nan"],
+            ("model.fusion.attn_dropout: Input should be a finite number, got nan",), work(e)),
+        "config: infinite modality dropout": lambda e: Case(
+            ["train", config(e, {"model": {"modality_dropout": {"audio": float("-inf")}}}), "--out", out(e)],
+            ("model.modality_dropout.audio: Input should be a finite number, got -inf",), work(e)),
+        "space: infinite range end": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1.0e-4, float("inf")]}}), "--out", out(e)],
+            ("space.yaml", "space.train.lr: `float` holds inf, but every number must be finite"), work(e)),
+        "space: NaN choice": lambda e: Case(
+            ["search", space(e, {"train.lr": {"choice": [0.01, float("nan")]}}), "--out", out(e)],
+            ("space.train.lr: `choice` holds nan",), work(e)),
+        "space: infinite search setting": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "checkpoint_interval_s": float("inf")}), "--out", out(e)],
+            ("search.checkpoint_interval_s: Input should be a finite number, got inf",), work(e)),
+        "space: NaN in base": lambda e: Case(
+            ["search", space(e, base={"model": {"preset": "lite"}, "train": {"lr": float("nan")}}), "--out", out(e)],
+            ("base.train.lr: Input should be a finite number, got nan",), work(e)),
+        "plan: NaN in a variant": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "odd": {"train.lr": float("nan")}}), "--out", out(e)],
+            ("plan.yaml", "variant odd: train.lr: Input should be a finite number, got nan"), work(e)),
+        "plan: infinite resources": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, resources={"cpu": float("inf")}), "--out", out(e)],
+            ("plan.yaml", "resources.cpu: Input should be a finite number"), work(e)),
+        # messages that name the file and the problem
+        "config: not UTF-8": lambda e: Case(
+            ["train", bytes_file(e, "utf16.yaml", "train: {epochs: 1}\n".encode("utf-16")), "--out", out(e)],
+            ("utf16.yaml: not UTF-8 text (byte 0xff at offset 0)",), work(e)),
+        "plan: not UTF-8": lambda e: Case(
+            ["ablate", bytes_file(e, "latin1.yaml", "name: caf\xe9\n".encode("latin-1")), "--out", out(e)],
+            ("latin1.yaml: not UTF-8 text (byte 0xe9 at offset 9)",), work(e)),
+        "prepare: file without audio or video": lambda e: Case(
+            ["data", "prepare", ravdess_with(e, "nostreams", no_streams), out(e), "--workers", "1"],
+            ("01-01-03-01-01-01-01.mp4: no audio or video stream",), work(e), noisy=True),
+        # plans that compare nothing
+        "plan: variant identical to the baseline": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "same": {"train.epochs": 1}}), "--out", out(e)],
+            ("plan.yaml", "variant 'same' {'train.epochs': 1} makes the same run as the baseline 'tacfn' {}"), work(e)),
+        "plan: two identical variants": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "a": {"model.fusion.name": "concat"}, "b": {"model.fusion.name": "concat"}}), "--out", out(e)],
+            ("variant 'b' {'model.fusion.name': 'concat'} makes the same run as variant 'a'",), work(e)),
+        # absurd numbers and paths
+        "seed beyond torch's range": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "train.seed=99999999999999999999"],
+            ("train.seed: Input should be less than or equal to 18446744073709551615",), work(e)),
+        "synthetic clips beyond RAVDESS's": lambda e: Case(
+            ["train", config(e, {"data": {"path": None, "synthetic": {"clips_per_actor": 100}}}), "--out", out(e)],
+            ("data.synthetic.clips_per_actor: Input should be less than or equal to 60",), work(e)),
+        "fusion layers beyond reason": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.layers=100000"],
+            ("`1 <= layers <= 64` must hold, but got layers=100000",), work(e)),
+        "dashboard: --port out of range": lambda e: Case(
+            ["dashboard", str(search_store(e)), "--serve", "--port", "99999"], ("`0 <= --port <= 65535` must hold",), e.tmp / "exp"),
+        "feature cache folder that cannot be made": lambda e: Case(
+            ["train", config(e, {"model": {"backbone": "frozen"}, "data": {"cache_dir": "/proc/tacfn-cache"}}), "--out", out(e)],
+            ("the feature cache folder /proc/tacfn-cache/features cannot be made", "data.cache_dir"), work(e)),
+        "prepare: source that is a file": lambda e: Case(
+            ["data", "prepare", config(e), out(e)], ("RAVDESS folder", "run.yaml is a file"), work(e)),
+        "iemocap: source that is a folder": lambda e: Case(
+            ["data", "iemocap", folder(e, "d.pkl"), str(iemocap_out(e))],
+            ("d.pkl is not a file",), e.tmp / "iemocap"),
     }
 
 

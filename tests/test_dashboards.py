@@ -30,7 +30,7 @@ from dashboards._params import categories, param_frame, space_axes
 from dashboards._pareto import _get_pareto_info
 from dashboards._slices import _get_slice_info
 from dashboards._timeline import _get_timeline_info
-from tacfn.errors import DataError
+from tacfn.errors import ConfigError, DataError
 from tacfn.search._store import ExperimentStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,6 +349,24 @@ def test_dashboard_is_one_offline_file_with_every_view(search_dir: Path, ablatio
 def test_default_output_is_inside_the_experiment_folder(search_dir: Path) -> None:
     out = dashboards.write_dashboard([search_dir])
     assert out == search_dir / "dashboard.html" and out.stat().st_size > 1_000_000
+
+
+def test_a_page_replaces_only_a_page_tacfn_wrote(search_dir: Path, tmp_path: Path) -> None:
+    """An earlier dashboard is replaced; a file tacfn did not write, or a name that is no
+    .html page (a results table, say), is refused and left as it was."""
+    from dashboards.run_report import write_run_report
+
+    out = dashboards.write_dashboard([search_dir], tmp_path / "d.html")
+    assert dashboards.write_dashboard([search_dir], out) == out
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>mine</p>")
+    with pytest.raises(ConfigError, match=r"notes\.html exists and is not a page tacfn wrote"):
+        dashboards.write_dashboard([search_dir], notes)
+    with pytest.raises(ConfigError, match=r"trials\.parquet: a dashboard is an HTML page"):
+        dashboards.write_dashboard([search_dir], search_dir / "trials.parquet")
+    with pytest.raises(ConfigError, match=r"notes\.html exists and is not a page tacfn wrote"):
+        write_run_report(tmp_path, notes)
+    assert notes.read_text() == "<p>mine</p>" and not list(tmp_path.glob("*.tmp"))
 
 
 def test_empty_store_says_no_trials_yet(tmp_path: Path) -> None:

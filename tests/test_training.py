@@ -16,6 +16,7 @@ from tacfn.data.prepare import prepare_ravdess
 from tacfn.data.preprocessing import LITE_PREPROCESS
 from tacfn.data.synth import write_synthetic_ravdess
 from tacfn.errors import ConfigError
+from tacfn.model import TACFN
 from tacfn.tasks import load_task
 from tacfn.training import RunState, Trainer, conclude, run_epochs, train
 
@@ -161,6 +162,19 @@ def test_cuda_without_cuda_is_one_config_error_line(prepared_lite: Path, tmp_pat
     config.write_text(yaml.safe_dump(_cfg_map(prepared_lite, tmp_path)))
     assert main(["train", str(config), "--set", "train.device=cuda"]) == 2
     assert "train.device: 'cuda'" in _error_line(capsys)
+
+
+def test_a_model_too_large_for_memory_is_one_config_error(prepared_lite: Path, tmp_path: Path, monkeypatch):
+    """An absurd model.fusion.d passes the config's rules but not the allocator: the run says
+    the model's size and what to change, not the allocator's traceback."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 12000000000000 bytes")
+
+    monkeypatch.setattr(TACFN, "to", refuse)
+    with pytest.raises(ConfigError, match=r"^model: 243,321 parameters \(0\.0 GiB\) do not fit in the memory of cpu; make model\.fusion\.d"):
+        train(_cfg(prepared_lite, tmp_path), out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_frozen_backbone_trains_head_only_and_caches_features(prepared_lite: Path, tmp_path: Path):

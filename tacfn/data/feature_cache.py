@@ -156,6 +156,12 @@ class FeatureCache:
         existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         if not existing.is_dir():
             raise DataError(f"the feature cache folder {self.root} cannot be made: {existing} is a file")
+        try:  # here, not after minutes of encoding
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"the feature cache folder {self.root} cannot be made ({exc.strerror or exc}); set data.cache_dir to a folder you can write"
+            ) from None
 
     def path_for(self, key: str) -> Path:
         if not _KEY_PATTERN.fullmatch(key):

@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 
 from ..errors import DataError
+from ..outputs import check_output_folder
 from ._atomic import atomic_write
 from .digest import file_sha256
 
@@ -48,7 +49,8 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
     has them) and then ``manifest.json``, each under a temporary name renamed into
     place, so a folder with a manifest is always complete. The manifest records the
     source's size and mtime (see :func:`is_converted_from`). An existing conversion in
-    ``out_dir`` is replaced. Returns ``out_dir``.
+    ``out_dir`` is replaced; a folder holding anything else tacfn wrote (another dataset, an
+    experiment, a run) is refused before the pickle is read. Returns ``out_dir``.
 
     ``allow_pickle`` must be True: unpickling runs code from the file, so only do it
     for a file you trust (the CLI passes it when you name the ``.pkl`` explicitly).
@@ -62,6 +64,8 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the conversion")
+    check_output_folder(out_dir, "OUT", own="dataset")
+    _check_replaceable(out_dir)
     source_stat = _source_stat(src)  # before reading: a change during the read shows next time
     splits, lengths = _load_splits(src, _read_pickle(src))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,6 +237,20 @@ def write_synthetic_iemocap(
     return path
 
 
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse a folder whose manifest is not an IEMOCAP conversion's (a prepared RAVDESS
+    dataset, say): converting removes the manifest first and would leave that dataset broken."""
+    file = out_dir / MANIFEST_NAME
+    if not file.is_file():
+        return
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError):  # ValueError: not UTF-8, or not JSON
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise DataError(f"{out_dir} holds another dataset ({file} is not an IEMOCAP conversion's); choose another OUT or delete it")
+
+
 def _source_stat(src: Path) -> dict[str, int] | None:
     """The source file's size and modification time, or None when it cannot be read."""
     try:
@@ -244,7 +262,7 @@ def _source_stat(src: Path) -> dict[str, int] | None:
 
 def _read_pickle(src: Path) -> Mapping[str, Any]:
     if not src.is_file():
-        raise DataError(f"IEMOCAP file {src} does not exist")
+        raise DataError(f"IEMOCAP file {src} {'is not a file' if src.exists() else 'does not exist'}")
     try:
         with src.open("rb") as f:
             # latin1 lets Python 3 read numpy arrays pickled by Python 2.

@@ -163,6 +163,8 @@ def _decode(
     The frame count comes from the container; if decoding finds a different count, the
     video is decoded a second time with the true one.
     """
+    if not container.streams.video and not container.streams.audio:
+        raise MediaError(f"{path}: no audio or video stream; TACFN needs audio and video")
     if not container.streams.video:
         raise MediaError(f"{path}: no video stream (audio-only file); TACFN needs audio and video")
     if not container.streams.audio:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import DataError, MediaError, brief
+from ..outputs import check_output_folder
 from .digest import file_sha256
 from .media import ClipArrays, LandmarkFallbackWarning, read_clip
 from .prepared import CLIPS_FILE, FORMAT_VERSION, INT_COLUMNS, MANIFEST_FILE, SKIPPED_FILE, clips_schema
@@ -76,6 +77,8 @@ def prepare_ravdess(
         raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} exists and is not a folder; name a new or existing folder for the dataset")
+    _check_apart(src_dir, out_dir)
+    check_output_folder(out_dir, "OUT", own="dataset")
     scan = scan_ravdess(src_dir)  # first: a mistyped source must not read as "delete OUT"
     synthetic = read_synthetic_record(src_dir)
     _check_replaceable(out_dir, src_dir, cfg)
@@ -139,6 +142,18 @@ def prepare_ravdess(
         skipped=tuple(skipped),
         centre_cropped=tuple(clip.path for clip in centre_cropped),
     )
+
+
+def _check_apart(src_dir: Path, out_dir: Path) -> None:
+    """Refuse a dataset folder inside the media, or media inside the dataset folder: the
+    dataset's files would be written among the clips (and a refresh would scan its own output)."""
+    src, out = src_dir.resolve(), out_dir.resolve()
+    if out == src:
+        raise DataError(f"OUT {out_dir} is the RAVDESS folder itself; name a folder outside it for the dataset")
+    if out.is_relative_to(src):
+        raise DataError(f"OUT {out_dir} is inside the RAVDESS folder {src_dir}; name a folder outside it for the dataset")
+    if src.is_relative_to(out):
+        raise DataError(f"the RAVDESS folder {src_dir} is inside OUT {out_dir}; name a folder outside it for the dataset")
 
 
 def _check_replaceable(out_dir: Path, src_dir: Path, cfg: PreprocessConfig) -> None:

@@ -110,7 +110,8 @@ def scan_ravdess(root: str | Path) -> RavdessScan:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"RAVDESS folder {root} does not exist; expected a folder with Actor_01..Actor_24")
+        what = "is a file" if root.exists() else "does not exist"
+        raise DataError(f"RAVDESS folder {root} {what}; expected a folder with Actor_01..Actor_24")
     actor_dirs = [
         (int(match.group(1)), path)
         for path in sorted(root.rglob("Actor_*"))

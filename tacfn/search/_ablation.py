@@ -38,7 +38,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray import tune
 
-from ..config import load_yaml, parse_run_config
+from ..config import RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
@@ -86,14 +86,32 @@ class AblationPlan(BaseModel):
             raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {list(self.variants)}")
         # Each fold and each variant must make a valid run: the run config's own rules decide
         # (the protocol's fold count, a dataset with one fixed split, the model's constraints).
-        runs = {f"fold {fold}": {"data.fold": fold} for fold in self.folds}
-        runs |= {f"variant {name}": overrides for name, overrides in self.variants.items()}
-        for source, overrides in runs.items():
-            try:
-                parse_run_config(apply_overrides(self.base, overrides), source)
-            except ConfigError as err:
-                raise ValueError(str(err)) from None
+        for fold in self.folds:
+            _run_config(self.base, {"data.fold": fold}, f"fold {fold}")
+        # A variant is compared with the baseline on the same seeds and folds, so one that makes
+        # the same run as the baseline or as another variant compares nothing.
+        first = {"train.seed": self.seeds[0], "data.fold": self.folds[0]}
+        seen: list[tuple[tuple[Any, ...], str]] = []
+        for name in sorted(self.variants, key=lambda name: name != self.baseline):  # the baseline first
+            cfg = _run_config(self.base, {**self.variants[name], **first}, f"variant {name}")
+            run = (cfg.architecture(), cfg.model.checkpoints, cfg.data, cfg.train)
+            same = next((other for earlier, other in seen if earlier == run), None)
+            if same is not None:
+                what = "the baseline" if same == self.baseline else "variant"
+                raise ValueError(
+                    f"variant {name!r} {self.variants[name]} makes the same run as {what} {same!r} "
+                    f"{self.variants[same]}, so comparing them measures nothing; change or drop one"
+                )
+            seen.append((run, name))
         return self
+
+
+def _run_config(base: dict[str, Any], overrides: dict[str, Any], source: str) -> RunConfig:
+    """The run config ``overrides`` make of ``base``; a rule it breaks raises ValueError naming ``source``."""
+    try:
+        return parse_run_config(apply_overrides(base, overrides), source)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
 
 
 def parse_plan(data: Any, source: str = "<plan>") -> AblationPlan:

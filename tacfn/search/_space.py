@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import UnionType
@@ -103,8 +104,19 @@ def check_folder_name(name: str) -> str:
     return name
 
 
+def _non_finite(value: Any) -> float | None:
+    """The first NaN or infinity in ``value`` (a number, or lists and mappings of them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        bad = _non_finite(item)
+        if bad is not None:
+            return bad
+    return None
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AxisSpec(_Strict):
@@ -122,6 +134,10 @@ class AxisSpec(_Strict):
     def _is_mapping(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise ValueError("an axis is a mapping with one of `choice`, `int`, `float`; fixed values go in `base`")
+        for key, value in data.items():  # here, not per field: `choice` and `step` are unions that would hide the rule
+            bad = _non_finite(value)
+            if bad is not None:
+                raise ValueError(f"`{key}` holds {bad}, but every number must be finite")
         return data
 
     @field_validator("when")
@@ -759,6 +775,8 @@ def _describe(err: ValidationError, root: type[BaseModel]) -> str:
     if first["type"] == "extra_forbidden":
         valid = _keys_at(root, loc[:-1])
         message = f"unknown key; valid: {valid}" if valid else "unknown key"
+    elif first["type"] == "finite_number":
+        message = f"{message}, got {first['input']!r}"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{'.'.join(loc) or '(top level)'}: {message}{more}"
 

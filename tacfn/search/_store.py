@@ -59,6 +59,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..errors import ConfigError, DataError
+from ..outputs import check_output_folder
 
 SCHEMA_VERSION = 1
 KINDS: tuple[str, ...] = ("search", "ablation")
@@ -177,7 +178,9 @@ class ExperimentStore:
         """Make the folder and its ``experiment.json``, or reopen it to resume the same experiment.
 
         A folder that already holds an experiment of another kind, name or spec raises
-        ConfigError, so one search never writes into another's results. ``hardware``
+        ConfigError, so one search never writes into another's results, and so does a local
+        folder that holds a dataset, a training run or media (see
+        :func:`~tacfn.outputs.check_output_folder`). ``hardware``
         (e.g. ``{"gpus": 2}``) is merged over the detected CPU count and platform; ``dataset``
         (:meth:`tacfn.tasks.TaskData.dataset_record`) says what the data plant, for the dashboard.
         """
@@ -191,6 +194,8 @@ class ExperimentStore:
             store = cls(root)
             _check_same_experiment(store, kind, name, spec_json)
             return store
+        if isinstance(location.root, Path):
+            check_output_folder(location.root, "the experiment folder", own="experiment")
         experiment = {
             "schema_version": SCHEMA_VERSION,
             "kind": kind,

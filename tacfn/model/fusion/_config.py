@@ -12,6 +12,9 @@ Selection = Literal["transformer", "mean", "none"]
 SELECTIONS: tuple[str, ...] = ("transformer", "mean", "none")
 AttendedPool = Literal["mean", "separate"]
 ATTENDED_POOLS: tuple[str, ...] = ("mean", "separate")
+# Deeper than any fusion transformer published (MulT and TACFN use 4-5): a larger number is a
+# typo, and only building it to check the config would take minutes.
+MAX_LAYERS = 64
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,8 @@ class FusionConfig:
                 f"`heads` must divide `d`, but got heads={self.heads}, d={self.d}; "
                 f"valid heads for d={self.d}: {valid_heads(self.d)}"
             )
-        if self.layers < 1:
-            raise ValueError(f"`layers >= 1` must hold, but got layers={self.layers}")
+        if not 1 <= self.layers <= MAX_LAYERS:
+            raise ValueError(f"`1 <= layers <= {MAX_LAYERS}` must hold, but got layers={self.layers}")
         for name in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "head_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -81,7 +84,7 @@ class FusionConfig:
 # FusionConfig fields as a run config gives them, for pydantic: any subset, each of exactly
 # its field's type (no 64.5 for d, no "false" for residual), and no other key.
 FusionOptions = TypedDict("FusionOptions", get_type_hints(FusionConfig), total=False)  # type: ignore[misc]
-FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
+FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
 
 
 def valid_heads(d: int) -> list[int]:
