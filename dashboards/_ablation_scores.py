@@ -74,11 +74,14 @@ def _get_ablation_scores_plot(info: AblationScoresInfo) -> go.Figure:
                 showlegend=False,
             )
         )
-    for (family, ceiling), color in zip(info.ceilings.items(), _CEILING_COLORS):
+    by_value: dict[float, list[str]] = {}
+    for family, ceiling in info.ceilings.items():  # families that share a ceiling share its line
+        by_value.setdefault(ceiling, []).append(family)
+    for (ceiling, families), color in zip(sorted(by_value.items()), _CEILING_COLORS):
         fig.add_vline(
             x=ceiling, line_dash="dot", line_color=color,
-            annotation_text=f"{family} ceiling {ceiling:.2f}", annotation_position="top",
-            annotation_font_color=color, annotation_textangle=-30,
+            annotation_text=f"{' / '.join(families)}: {ceiling:.2f}", annotation_position="top",
+            annotation_font_color=color, annotation_font_size=11,
         )
     planted = f"the data plant {', '.join(info.effects)}" if info.effects else "real data: no planted ceilings"
     fig.update_layout(
@@ -87,7 +90,7 @@ def _get_ablation_scores_plot(info: AblationScoresInfo) -> go.Figure:
         xaxis={"range": [0, 1.05]},
         yaxis={"type": "category", "categoryorder": "array", "categoryarray": info.order[::-1]},
         height=220 + 45 * len(info.order),
-        margin={"t": 130},
+        margin={"t": 100},
     )
     return fig
 

@@ -430,7 +430,8 @@ def test_ablation_scores_draw_each_family_ceiling_the_data_plant(tmp_path: Path)
     assert info.order[0] == "tacfn" and info.runs.height == 4 * 3 * 2  # every (variant, seed, fold) run
     figure = plot_ablation_scores(exp)
     lines = sorted(shape.x0 for shape in figure.layout.shapes)
-    assert lines == sorted(ceilings.values())
+    assert lines == sorted(set(ceilings.values()))  # one line per ceiling, naming every family at it
+    assert [a.text for a in figure.layout.annotations] == ["audio only / video only: 0.25", "additive fusion / interaction: 0.50"]
     assert "the data plant audio, video" in figure.layout.title.text
     page = dashboards.write_dashboard([exp.root], tmp_path / "page.html").read_text()
     assert "synthetic data planting audio, video" in page
