@@ -30,7 +30,8 @@ class _Section(BaseModel):
 
 class PretrainSection(_Section):
     """Unimodal pretraining on the fold's training actors (:mod:`tacfn.pretrain`): each encoder
-    trains with its own classifier for ``epochs``, best epoch on validation."""
+    trains with its own classifier for ``epochs`` and keeps the last (validation and test actors
+    never reach it)."""
 
     epochs: int = Field(10, ge=1)
     lr: float = Field(2e-3, gt=0)

@@ -2,9 +2,9 @@
 
 The paper's encoders start from MSAF's per-fold unimodal checkpoints. This does the same on
 any dataset: for each modality, the preset's encoder with its own classifier (the model
-restricted to that modality, ``concat`` head) trains on the fold's training split, picks its
-epoch on the validation split, and is saved in MSAF's format (the trunk's keys plus ``fc.*``)
-beside a ``pretrain.json`` that records where it came from. The test actors never reach it.
+restricted to that modality, ``concat`` head) trains on the fold's training split for a fixed
+number of epochs and is saved in MSAF's format (the trunk's keys plus ``fc.*``) beside a
+``pretrain.json`` that records where it came from. Validation and test actors never reach it.
 
 ``model.pretrain`` in a run config makes a run pretrain (or reuse) its encoders before it
 trains; with ``backbone: frozen`` the fusion block then trains on features that carry each
@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,19 @@ def _provenance(cfg: RunConfig, task: TaskData, modality: str) -> dict[str, Any]
 
 
 def pretrain_encoder(cfg: RunConfig, task: TaskData, modality: str, out_dir: Path, *, progress: bool = False) -> Path:
-    """Pretrain ``modality``'s encoder on ``task``'s training split; write ``out_dir/<modality>.pt``
-    (MSAF format) and record it in ``out_dir/pretrain.json``. Returns the checkpoint's path."""
-    unimodal = _unimodal_config(cfg, modality)
-    trainer = Trainer(unimodal, task, progress=progress)
+    """Pretrain ``modality``'s encoder on ``task``'s training split for ``model.pretrain.epochs``;
+    write ``out_dir/<modality>.pt`` (MSAF format) and record it in ``out_dir/pretrain.json``.
+
+    The validation and test actors never reach it, not even to pick an epoch: they are kept for
+    choosing and scoring the fused model, so the last epoch's weights are kept. Returns the path.
+    """
+    training_only = replace(task, val=task.train, test=task.train)
+    trainer = Trainer(_unimodal_config(cfg, modality), training_only, progress=progress)
     state = RunState()
     for _ in run_epochs(trainer, state):
         pass
-    if state.best_model is None:
+    if state.status != "completed":
         raise ConfigError(f"model.pretrain: the {modality} encoder's pretraining diverged ({state.error}); lower model.pretrain.lr")
-    trainer.model.load_state_dict(state.best_model)
     weights = {
         **trainer.model.encoders[modality].state_dict(),
         **{f"fc.{k}": v for k, v in trainer.model.fusion.head.fc.state_dict().items()},  # MSAF's classifier key
@@ -87,10 +91,12 @@ def pretrain_encoder(cfg: RunConfig, task: TaskData, modality: str, out_dir: Pat
     torch.save(weights, path)
     record_path = out_dir / PRETRAIN_RECORD
     records = json.loads(record_path.read_text()) if record_path.exists() else {}
+    last = state.history[-1]
     records[modality] = {
         **_provenance(cfg, task, modality),
-        "best_epoch": state.best_epoch,
-        "val_score": state.best_score,
+        "epochs": last.epoch,
+        "train_loss": last.train_loss,
+        "train_score": last.train_score,
         "file": path.name,
     }
     record_path.write_text(json.dumps(records, indent=2, sort_keys=True))

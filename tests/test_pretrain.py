@@ -62,7 +62,7 @@ def test_pretraining_never_sees_validation_or_test_actors(prepared_lite: Path, t
     real = pretrain.Trainer
 
     def spy(cfg, task, **kwargs):
-        seen.append(task.train.ids)
+        seen.append(task.train.ids + task.val.ids + task.test.ids)  # every split the pretraining can read
         return real(cfg, task, **kwargs)
 
     monkeypatch.setattr(pretrain, "Trainer", spy)
