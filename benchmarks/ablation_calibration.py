@@ -8,7 +8,10 @@ seeds and folds, through the real ``run_ablation`` (local Ray), and reads the ve
 dashboard gives. It prints:
 
 - power: the share of planted repetitions whose verdict finds TACFN better (goal >= 80%);
-- false-positive rate: the share of null repetitions with any verdict but inconclusive (goal <= 5%);
+- false-positive rate: the share of null repetitions whose verdict finds TACFN better, an effect
+  that was not planted (goal <= 5%); beside it, the share with any verdict but inconclusive: on
+  the null TACFN can be truly, slightly worse than concat (a larger model on data where both are
+  capped at 0.5), which is no false discovery of the planted effect;
 
 each with a 95% Clopper-Pearson interval, and the wall and CPU time it took.
 
@@ -75,14 +78,15 @@ def main() -> None:
         args.reps = 1
     seeds, folds = list(range(args.seeds)), list(range(args.folds))
     t0, cpu0 = time.perf_counter(), os.times()
-    detected = false_positive = 0
+    detected = false_positive = any_verdict = 0
     with tempfile.TemporaryDirectory(prefix="tacfn-calibration-") as tmp:
         for rep in range(args.reps):
             data_seed = 1000 + rep
             planted, planted_diff = _verdict(Path(tmp), data_seed, ["audio", "video", "cross"], seeds, folds, args.clips)
             null, null_diff = _verdict(Path(tmp), data_seed, ["audio", "video"], seeds, folds, args.clips)
             detected += planted == "better"
-            false_positive += null != "inconclusive"
+            false_positive += null == "better"
+            any_verdict += null != "inconclusive"
             print(f"rep {rep + 1}/{args.reps} (data seed {data_seed}): planted: tacfn {planted} ({planted_diff:+.3f}); "
                   f"null: tacfn {null} ({null_diff:+.3f})  [{time.perf_counter() - t0:.0f} s]", flush=True)
     wall = time.perf_counter() - t0
@@ -91,7 +95,8 @@ def main() -> None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f"\n{len(seeds)} seeds x {len(folds)} folds = {len(seeds) * len(folds)} pairs per verdict, {args.clips} clips per actor")
     print(f"power (planted effect found: tacfn better than concat): {_rate(detected, args.reps)}; goal >= 80%")
-    print(f"false-positive rate (planted null, any verdict but inconclusive): {_rate(false_positive, args.reps)}; goal <= 5%")
+    print(f"false-positive rate (planted null, tacfn better): {_rate(false_positive, args.reps)}; goal <= 5%")
+    print(f"planted null, any verdict but inconclusive: {_rate(any_verdict, args.reps)}")
     print(f"wall {wall:.0f} s on {os.cpu_count()} cores; CPU {own:.0f} s in this process, "
           f"{children.ru_utime + children.ru_stime:.0f} s in reaped child processes (Ray's workers are not reaped here)")
 
