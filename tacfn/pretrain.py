@@ -70,7 +70,7 @@ def _provenance(cfg: RunConfig, task: TaskData, modality: str) -> dict[str, Any]
 
 def pretrain_encoder(cfg: RunConfig, task: TaskData, modality: str, out_dir: Path, *, progress: bool = False) -> Path:
     """Pretrain ``modality``'s encoder on ``task``'s training split for ``model.pretrain.epochs``;
-    write ``out_dir/<modality>.pt`` (MSAF format) and record it in ``out_dir/pretrain.json``.
+    write ``out_dir/<modality>.pt`` (MSAF format) and ``out_dir/pretrain.json`` recording it.
 
     The validation and test actors never reach it, not even to pick an epoch: they are kept for
     choosing and scoring the fused model, so the last epoch's weights are kept. Returns the path.
@@ -89,17 +89,10 @@ def pretrain_encoder(cfg: RunConfig, task: TaskData, modality: str, out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{modality}.pt"
     torch.save(weights, path)
-    record_path = out_dir / PRETRAIN_RECORD
-    records = json.loads(record_path.read_text()) if record_path.exists() else {}
     last = state.history[-1]
-    records[modality] = {
-        **_provenance(cfg, task, modality),
-        "epochs": last.epoch,
-        "train_loss": last.train_loss,
-        "train_score": last.train_score,
-        "file": path.name,
-    }
-    record_path.write_text(json.dumps(records, indent=2, sort_keys=True))
+    record = {**_provenance(cfg, task, modality), "epochs": last.epoch, "train_loss": last.train_loss,
+              "train_score": last.train_score, "file": path.name}
+    (out_dir / PRETRAIN_RECORD).write_text(json.dumps({modality: record}, indent=2, sort_keys=True))
     return path
 
 
@@ -142,7 +135,7 @@ def check_provenance(path: Path, modality: str, cfg: RunConfig, task: TaskData) 
     try:
         record = json.loads(record_path.read_text()).get(modality)
     except (OSError, ValueError, AttributeError):
-        raise ConfigError(f"{record_path}: unreadable pretraining record; pretrain again with `tacfn pretrain`") from None
+        raise ConfigError(f"{record_path}: unreadable pretraining record; pretrain again with model.pretrain") from None
     if not isinstance(record, Mapping):
         return
     if record.get("content_digest") != task.content_digest:
