@@ -1,4 +1,11 @@
-"""Leaderboard: the best trials by the validation metric, with test score, budget and size."""
+"""Leaderboard: the best trials by the validation metric, with test score, budget and size.
+
+Rows are ranked as the search picks its config (``tacfn.search._runner._rank``): completed
+trials with a score first, best score first; on a tie the trial that started first (one
+without a start time after those with one), then the lower id. Pruned and other trials
+follow, ranked the same way. A search's chosen trial (``chosen``, the one scored on test)
+is the first row even while a resumed search has not yet re-chosen.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ def _get_leaderboard_info(
     dataset: str | Sequence[str] | None = None,
     status: str | Sequence[str] | None = None,
 ) -> LeaderboardInfo:
-    """The ``top_k`` trials by metric (unscored last) among those passing the filters."""
+    """The ``top_k`` trials among those passing the filters, ranked as the module docstring says."""
     if top_k < 1:
         raise ValueError(f"`top_k >= 1` must hold, but got top_k={top_k}")
     statuses = _as_list(status)
@@ -51,7 +58,7 @@ def _get_leaderboard_info(
             if column not in trials.columns:
                 raise ValueError(f"cannot filter on {column!r}: this experiment's trials have no such column")
             trials = trials.filter(pl.col(column).cast(pl.Utf8).is_in(allowed))
-    ranked = trials.sort(metric, "trial_id", descending=[True, False], nulls_last=True).head(top_k)
+    ranked = trials.sort(_rank_keys(trials, metric)).head(top_k)
     params = [a.column for a in space_axes(exp.spec) if a.column in ranked.columns and a.column != FUSION]
     columns = [
         "trial_id",
@@ -68,6 +75,18 @@ def _get_leaderboard_info(
     ]
     table = ranked.select(columns).with_row_index("rank", offset=1)
     return LeaderboardInfo(table, trials.height, metric, exp.kind)
+
+
+def _rank_keys(trials: pl.DataFrame, metric: str) -> list[pl.Expr]:
+    """Sort keys, ascending: the search's ``_rank`` over its candidates (completed with a
+    score), with the chosen trial before them and every other trial after them."""
+    keys = []
+    if "chosen" in trials.columns:
+        keys.append(~pl.col("chosen").cast(pl.Boolean, strict=False).fill_null(False))
+    keys += [~((pl.col("status") == "completed") & pl.col(metric).is_not_null()), pl.col(metric).is_null(), -pl.col(metric)]
+    if "started_at" in trials.columns:
+        keys += [pl.col("started_at").is_null(), pl.col("started_at")]
+    return [*keys, pl.col("trial_id")]
 
 
 HEADERS = {FUSION: "fusion", "best_epoch": "best epoch", "epochs_run": "epochs", "num_parameters": "parameters"}
@@ -108,7 +127,7 @@ def _get_leaderboard_plot(info: LeaderboardInfo) -> go.Figure:
     )
     note = " (test score: the chosen config only)" if info.kind == "search" else ""
     fig.update_layout(
-        title=f"Leaderboard: top {table.height} of {info.total} trials by {info.metric}{note}",
+        title=f"Leaderboard: top {table.height} of {info.total} trials by {info.metric}, completed first{note}",
         height=110 + ROW_HEIGHT * max(table.height, 1),
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
         meta={"trial_ids": table["trial_id"].to_list(), "row_height": ROW_HEIGHT},

@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +208,38 @@ def test_leaderboard_ranks_filters_and_rejects_bad_filters(search: dashboards.Ex
         dashboards.leaderboard(search, status="done")
     with pytest.raises(ValueError, match="`top_k >= 1` must hold"):
         dashboards.leaderboard(search, top_k=0)
+
+
+def test_leaderboard_ranks_as_the_search_picks_and_puts_the_chosen_trial_first(tmp_path: Path) -> None:
+    """Ties on the metric go to the earlier start (no start time last), then the lower id, as
+    the search's ``_rank`` breaks them; completed trials before pruned ones; chosen first."""
+    store = ExperimentStore.create(tmp_path / "ties", "search", "ties", {"space": {}, "search": {"metric": "val_score"}})
+    t0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
+    rows = [  # trial_id, status, val_score, minutes after t0 (None: no start time)
+        ("a_late", "completed", 0.8, 5),
+        ("b_none", "completed", 0.8, None),
+        ("c_pruned", "pruned", 0.9, 0),
+        ("d_failed", "failed", None, 0),
+        ("e_low", "completed", 0.7, 0),
+        ("f_same", "completed", 0.8, 5),
+        ("z_early", "completed", 0.8, 1),  # ties the best score, started first: the search's pick
+    ]
+    for trial_id, status, score, minutes in rows:
+        started = None if minutes is None else t0 + timedelta(minutes=minutes)
+        row = {"trial_id": trial_id, "status": status, "val_score": score, "started_at": started, "chosen": False}
+        store.record_trial(row)
+    expected = ["z_early", "a_late", "f_same", "b_none", "e_low", "c_pruned", "d_failed"]
+    exp = dashboards.load_experiment(store.root)
+    assert dashboards.leaderboard(exp, top_k=10)["trial_id"].to_list() == expected
+    pick = {"trial_id": "z_early", "status": "completed", "val_score": 0.8, "started_at": t0 + timedelta(minutes=1)}
+    store.record_trial({**pick, "chosen": True, "test_score": 0.75})  # as the search records its pick
+    exp = dashboards.load_experiment(store.root)
+    board = dashboards.leaderboard(exp, top_k=10)
+    assert board["trial_id"].to_list() == expected and board["test_score"][0] == 0.75
+    # a resumed search whose pick is stale still shows the trial scored on test first
+    store.record_trial({"trial_id": "y_better", "status": "completed", "val_score": 0.95, "started_at": t0, "chosen": False})
+    exp = dashboards.load_experiment(store.root)
+    assert dashboards.leaderboard(exp, top_k=3)["trial_id"].to_list() == ["z_early", "y_better", "a_late"]
 
 
 def test_learning_curves_average_the_top_configs(
