@@ -1,7 +1,14 @@
-"""Trial timeline: one bar per trial from start to finish, one row per worker process."""
+"""Trial timeline: one bar per trial from start to finish, one row per concurrent slot.
+
+Rows are lanes, not processes: Ray starts a fresh worker process for many trials, so a row
+per process says nothing about how many trials ran at once. Each trial takes the lowest
+lane free at its start (interval partitioning, in start order), so the number of rows is
+the most trials that ran at the same time. A trial ending when another starts frees its lane.
+"""
 
 from __future__ import annotations
 
+import heapq
 from datetime import datetime, timezone
 from typing import NamedTuple
 
@@ -13,8 +20,25 @@ from ._loading import Experiment
 
 
 class TimelineInfo(NamedTuple):
-    bars: pl.DataFrame  # trial_id, worker, status, start, finish, running (finish is "now" while running)
+    bars: pl.DataFrame  # trial_id, worker, status, start, finish, running (finish is "now" while running), lane (0-based)
     total: int  # all trials, including those without a start time
+    lanes: int  # the most trials running at once
+
+
+def _lanes(starts: list[datetime], finishes: list[datetime]) -> list[int]:
+    """The lowest lane free at each interval's start, taking intervals in start order; the
+    number of lanes used equals the most intervals open at once."""
+    order = sorted(range(len(starts)), key=lambda i: (starts[i], finishes[i], i))
+    busy: list[tuple[datetime, int]] = []  # (finish, lane) of the intervals still open
+    free: list[int] = []
+    assigned = [0] * len(starts)
+    for i in order:
+        while busy and busy[0][0] <= starts[i]:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        lane = heapq.heappop(free) if free else len(busy)
+        heapq.heappush(busy, (max(finishes[i], starts[i]), lane))
+        assigned[i] = lane
+    return assigned
 
 
 def _get_timeline_info(exp: Experiment, now: datetime | None = None) -> TimelineInfo | None:
@@ -34,9 +58,10 @@ def _get_timeline_info(exp: Experiment, now: datetime | None = None) -> Timeline
             pl.col("finished_at").fill_null(pl.lit(now, dtype=trials.schema["started_at"])).alias("finish"),
             pl.col("finished_at").is_null().alias("running"),
         )
-        .sort("worker", "start")
+        .sort("start", "trial_id")
     )
-    return TimelineInfo(bars, trials.height)
+    bars = bars.with_columns(pl.Series("lane", _lanes(bars["start"].to_list(), bars["finish"].to_list()), pl.Int64))
+    return TimelineInfo(bars, trials.height, int(bars["lane"].max()) + 1)
 
 
 def _get_timeline_plot(info: TimelineInfo) -> go.Figure:
@@ -50,29 +75,30 @@ def _get_timeline_plot(info: TimelineInfo) -> go.Figure:
             go.Bar(
                 base=rows["start"].dt.replace_time_zone(None).dt.strftime("%Y-%m-%d %H:%M:%S%.3f").to_list(),
                 x=duration_ms.to_list(),
-                y=rows["worker"].to_list(),
+                y=(rows["lane"] + 1).to_list(),
                 orientation="h",
                 name=status,
                 marker={"color": color, "line": {"color": "white", "width": 1}},
                 customdata=rows["trial_id"].to_list(),
-                hovertemplate="trial %{customdata}<br>%{base|%H:%M:%S} + %{x:,.0f} ms<extra>" + status + "</extra>",
+                hovertext=rows["worker"].to_list(),
+                hovertemplate="trial %{customdata} on %{hovertext}<br>%{base|%H:%M:%S} + %{x:,.0f} ms"
+                "<extra>" + status + "</extra>",
             )
         )
-    workers = info.bars["worker"].n_unique()
     missing = info.total - info.bars.height
     note = f", {missing} without a start time" if missing else ""
     fig.update_layout(
-        title=f"Trial timeline by worker: {info.bars.height} trials on {workers} workers{note}",
+        title=f"Trial timeline: {info.bars.height} trials, at most {info.lanes} at once{note}",
         barmode="overlay",
         xaxis={"type": "date", "title": "time (UTC)"},
-        yaxis={"title": "worker", "type": "category"},
-        height=200 + 30 * workers,
+        yaxis={"title": "slot", "tickmode": "array", "tickvals": list(range(1, info.lanes + 1)), "autorange": "reversed"},
+        height=200 + 30 * info.lanes,
         dragmode="select",
     )
     return fig
 
 
 def plot_timeline(exp: Experiment) -> go.Figure | None:
-    """When each trial ran, on which worker, and how it ended; None without start times."""
+    """When each trial ran, how many ran at once, and how each ended; None without start times."""
     info = _get_timeline_info(exp)
     return _get_timeline_plot(info) if info else None

@@ -195,6 +195,44 @@ def test_timeline_shows_every_trial_with_running_ones_until_now(tmp_path: Path) 
     assert sorted(info.bars["worker"].unique()) == ["10.0.0.1:4100", "10.0.0.2:4101"]
 
 
+def test_timeline_draws_one_row_per_concurrent_slot(tmp_path: Path) -> None:
+    """Rows are lanes: each trial takes the lowest lane free at its start, so there are as many
+    rows as trials ever ran at once, however many worker processes ran them."""
+    store = ExperimentStore.create(tmp_path / "overlap", "search", "overlap", {"space": {}, "search": {}})
+    t0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
+    spans = {"a": (0, 10), "b": (2, 5), "c": (5, 8), "d": (6, 12), "e": (11, 13), "f": (12, None)}  # minutes; f runs
+    for i, (trial_id, (start, finish)) in enumerate(spans.items()):
+        row = {
+            "trial_id": trial_id,
+            "status": "running" if finish is None else "completed",
+            "val_score": 0.5,
+            "started_at": t0 + timedelta(minutes=start),
+            "finished_at": None if finish is None else t0 + timedelta(minutes=finish),
+            "worker": f"10.0.0.1:{4100 + i}",  # a fresh process per trial, as Ray starts them
+        }
+        store.record_trial(row)
+    exp = dashboards.load_experiment(store.root)
+    info = _get_timeline_info(exp, now=t0 + timedelta(minutes=20))
+    lane = dict(zip(info.bars["trial_id"], info.bars["lane"]))
+    # c starts as b ends and takes its lane; d finds a and c busy; e takes a's lane; f starts
+    # as d ends and takes the lowest free lane, c's
+    assert lane == {"a": 0, "b": 1, "c": 1, "d": 2, "e": 0, "f": 1}
+    assert info.lanes == 3
+    figure = dashboards.plot_timeline(exp)
+    assert "Trial timeline: 6 trials, at most 3 at once" in figure.layout.title.text
+    assert sorted({y for trace in figure.data for y in trace.y}) == [1, 2, 3]
+
+
+def test_timeline_lanes_equal_the_most_trials_at_once(search: dashboards.Experiment) -> None:
+    info = _get_timeline_info(search)
+    points = sorted([(t, 1) for t in info.bars["start"]] + [(t, -1) for t in info.bars["finish"]])  # ends before starts
+    most = max(np.cumsum([step for _, step in points]))
+    assert info.lanes == most == 2 and info.bars["worker"].n_unique() == 2
+    for _, rows in info.bars.group_by("lane"):  # no two trials in one lane overlap
+        ordered = rows.sort("start")
+        assert (ordered["start"].slice(1) >= ordered["finish"].slice(0, ordered.height - 1)).all()
+
+
 def test_leaderboard_ranks_filters_and_rejects_bad_filters(search: dashboards.Experiment) -> None:
     board = dashboards.leaderboard(search, top_k=5)
     scores = search.trials["val_score"].drop_nulls().sort(descending=True).head(5).to_list()
