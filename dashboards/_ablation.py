@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from ._ablation_stats import N_RESAMPLES, describe_differences, holm, paired_comparison, verdict
+from ._common import Unavailable
 from ._loading import Experiment
 
 KEYS = ["seed", "fold"]
@@ -38,18 +39,22 @@ class AblationInfo(NamedTuple):
 
 def _get_ablation_info(
     exp: Experiment, metric: str | None = None, *, n_resamples: int = N_RESAMPLES, seed: int = 0
-) -> AblationInfo | None:
-    """None unless this is an ablation with completed, scored runs."""
-    trials = exp.completed if exp.kind == "ablation" and "variant" in exp.trials.columns else None
-    if trials is None or not trials.height:
+) -> AblationInfo | Unavailable | None:
+    """None unless this is an ablation; Unavailable until it has completed, scored runs."""
+    if exp.kind != "ablation":
         return None
+    if "variant" not in exp.trials.columns:
+        return Unavailable(f"trials.parquet has no variant column ({exp.trials.height} trials)")
+    trials = exp.completed
+    if not trials.height:
+        return Unavailable(f"no completed run with a {exp.metric} yet")
     if metric is None:
         metric = "test_score" if trials["test_score"].null_count() < trials.height else exp.metric
     if metric not in trials.columns:
         raise ValueError(f"`metric` must be a column of trials.parquet, but got {metric!r}")
     runs = _runs(trials, metric)
     if not runs.height:
-        return None
+        return Unavailable(f"no completed run has a {metric}")
     baseline = exp.spec.get("baseline") or runs["variant"][0]
     base = runs.filter(pl.col("variant") == baseline)
     order = [v for v in (exp.spec.get("variants") or {}) if v != baseline]
@@ -251,16 +256,16 @@ def ablation_table(exp: Experiment, metric: str | None = None, *, seed: int = 0)
     ``metric`` defaults to ``test_score`` when the runs have one, else the validation metric.
     """
     info = _get_ablation_info(exp, metric, seed=seed)
-    return info.table if info else None
+    return info.table if isinstance(info, AblationInfo) else None
 
 
 def plot_ablation_table(exp: Experiment, metric: str | None = None) -> go.Figure | None:
     """The ablation table as a figure, verdicts coloured; None for searches."""
     info = _get_ablation_info(exp, metric)
-    return _get_ablation_table_plot(info) if info else None
+    return _get_ablation_table_plot(info) if isinstance(info, AblationInfo) else None
 
 
 def plot_ablation_forest(exp: Experiment, metric: str | None = None) -> go.Figure | None:
     """A forest plot of each variant's paired difference to the baseline; None for searches."""
     info = _get_ablation_info(exp, metric)
-    return _get_ablation_forest_plot(info) if info else None
+    return _get_ablation_forest_plot(info) if isinstance(info, AblationInfo) else None

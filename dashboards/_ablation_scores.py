@@ -14,7 +14,8 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
-from ._ablation import KEYS, _get_ablation_info
+from ._ablation import KEYS, AblationInfo, _get_ablation_info
+from ._common import Unavailable
 from ._loading import Experiment
 
 _CEILING_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -32,11 +33,11 @@ class AblationScoresInfo(NamedTuple):
     effects: list[str] | None
 
 
-def _get_ablation_scores_info(exp: Experiment, metric: str | None = None) -> AblationScoresInfo | None:
-    """None unless this is an ablation with completed, scored runs."""
+def _get_ablation_scores_info(exp: Experiment, metric: str | None = None) -> AblationScoresInfo | Unavailable | None:
+    """None unless this is an ablation; Unavailable until it has completed, scored runs."""
     table = _get_ablation_info(exp, metric)
-    if table is None:
-        return None
+    if not isinstance(table, AblationInfo):
+        return table
     runs = (
         exp.completed.filter(pl.col(table.metric).is_not_null())
         .with_columns(pl.col(KEYS).fill_null(-1))
@@ -98,4 +99,4 @@ def _get_ablation_scores_plot(info: AblationScoresInfo) -> go.Figure:
 def plot_ablation_scores(exp: Experiment, metric: str | None = None) -> go.Figure | None:
     """Every variant's per-run scores, with each model family's ceiling on planted data; None for searches."""
     info = _get_ablation_scores_info(exp, metric)
-    return _get_ablation_scores_plot(info) if info else None
+    return _get_ablation_scores_plot(info) if isinstance(info, AblationScoresInfo) else None

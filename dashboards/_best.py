@@ -15,7 +15,8 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from ._loading import Experiment
+from ._common import Unavailable
+from ._loading import PREDICTIONS, Experiment, table_gap
 from .run_report import RAVDESS_EMOTIONS
 
 MISSING_PREFIX = "test_missing_"
@@ -25,6 +26,7 @@ _PER_EMOTION = re.compile(r"^test_(.+)_(accuracy|weighted_f1)$")
 class BestTrials(NamedTuple):
     label: str
     trial_ids: list[str]
+    tested: bool = True  # scored on the test split (False: a search's best so far, before it chose)
 
 
 class ConfusionPanel(NamedTuple):
@@ -67,14 +69,27 @@ def best_trials(exp: Experiment) -> BestTrials | None:
             ids = chosen["trial_id"].to_list()
             return BestTrials(f"chosen config (trial {', '.join(ids)})", ids)
     best = completed.sort(exp.metric, descending=True)["trial_id"][0]
-    return BestTrials(f"best trial on validation ({best}; not yet scored on test)", [best])
+    return BestTrials(f"best trial on validation ({best}; not yet scored on test)", [best], tested=False)
 
 
-def _get_confusion_info(exp: Experiment) -> ConfusionInfo | None:
-    """None when the best trials have no test predictions."""
+def _untested(exp: Experiment, best: BestTrials | None) -> Unavailable | None:
+    """Why there are no test results to show: no completed trial, or a search that has not chosen yet."""
+    if best is None:
+        return Unavailable(f"no completed trial with a {exp.metric} yet")
+    if not best.tested:
+        return Unavailable(
+            "no config is scored on test yet (the search scores the one it chooses once every trial has finished)"
+        )
+    return None
+
+
+def _get_confusion_info(exp: Experiment) -> ConfusionInfo | Unavailable:
+    """Unavailable when the best trials have no test predictions, saying why."""
     best = best_trials(exp)
-    if best is None or not exp.predictions.height:
-        return None
+    gap = table_gap(exp, PREDICTIONS.file) or _untested(exp, best)
+    if gap:
+        return gap
+    assert best is not None  # _untested said so otherwise
     predictions = exp.predictions.filter((pl.col("split") == "test") & pl.col("trial_id").is_in(best.trial_ids))
     panels = []
     for (task,), rows in sorted(predictions.group_by("task"), key=lambda item: str(item[0][0] or "")):
@@ -85,7 +100,9 @@ def _get_confusion_info(exp: Experiment) -> ConfusionInfo | None:
         for label, pred, n in counts.iter_rows():
             matrix[label][pred] = n
         panels.append(ConfusionPanel(task, classes, matrix))
-    return ConfusionInfo(best, panels) if panels else None
+    if not panels:
+        return Unavailable(f"{PREDICTIONS.file} has no test predictions for the {best.label}")
+    return ConfusionInfo(best, panels)
 
 
 def _class_names(task: str | None, size: int) -> list[str]:
@@ -122,11 +139,11 @@ def _get_confusion_plot(info: ConfusionInfo) -> go.Figure:
     return fig
 
 
-def _get_per_class_info(exp: Experiment) -> PerClassInfo | None:
+def _get_per_class_info(exp: Experiment) -> PerClassInfo | Unavailable:
     """Per-emotion accuracy and F1 columns (IEMOCAP), else per-class accuracy from the confusion matrix."""
     best = best_trials(exp)
     if best is None:
-        return None
+        return Unavailable(f"no completed trial with a {exp.metric} yet")
     rows = exp.trials.filter(pl.col("trial_id").is_in(best.trial_ids))
     # Numeric columns only: test_per_class_accuracy (a list per trial) matches the pattern too.
     scored = [c for c in rows.columns if rows[c].dtype.is_numeric() and rows[c].null_count() < rows.height]
@@ -139,8 +156,10 @@ def _get_per_class_info(exp: Experiment) -> PerClassInfo | None:
         }
         return PerClassInfo(best, emotions, scores)
     confusion = _get_confusion_info(exp)
-    if confusion is None or confusion.panels[0].task is not None:
-        return None
+    if isinstance(confusion, Unavailable):
+        return confusion
+    if confusion.panels[0].task is not None:
+        return Unavailable(f"the {best.label} has no per-emotion test scores (test_<emotion>_accuracy columns)")
     panel = confusion.panels[0]
     recall = [row[i] / sum(row) if sum(row) else None for i, row in enumerate(panel.matrix)]
     return PerClassInfo(best, panel.classes, {"accuracy": recall})
@@ -167,15 +186,15 @@ def _get_per_class_plot(info: PerClassInfo) -> go.Figure:
     return fig
 
 
-def _get_missing_info(exp: Experiment) -> MissingInfo | None:
-    """Test score with all modalities and with each one missing; None without such columns."""
+def _get_missing_info(exp: Experiment) -> MissingInfo | Unavailable:
+    """Test score with all modalities and with each one missing; Unavailable without such scores."""
     columns = [c for c in exp.trials.columns if c.startswith(MISSING_PREFIX)]
     completed = exp.completed
-    if not columns or not completed.height:
-        return None
-    scored = completed.filter(pl.any_horizontal(pl.col(columns).is_not_null()))
+    scored = completed.filter(pl.any_horizontal(pl.col(columns).is_not_null())) if columns else completed.head(0)
     if not scored.height:
-        return None
+        return _untested(exp, best_trials(exp)) or Unavailable(
+            f"no completed trial was scored on test with a modality missing ({MISSING_PREFIX}<modality> columns)"
+        )
     if exp.kind == "ablation" and "variant" in scored.columns:
         # A single-modality variant has nothing to drop: it keeps its all-modalities bar.
         scored = completed.filter(pl.col("test_score").is_not_null())
@@ -224,16 +243,16 @@ def _get_missing_plot(info: MissingInfo) -> go.Figure:
 def plot_confusion_matrix(exp: Experiment) -> go.Figure | None:
     """Confusion matrix (one per task) of the best config on test; None without predictions."""
     info = _get_confusion_info(exp)
-    return _get_confusion_plot(info) if info else None
+    return _get_confusion_plot(info) if isinstance(info, ConfusionInfo) else None
 
 
 def plot_per_class(exp: Experiment) -> go.Figure | None:
     """Per-class accuracy (RAVDESS) or per-emotion accuracy and F1 (IEMOCAP) of the best config."""
     info = _get_per_class_info(exp)
-    return _get_per_class_plot(info) if info else None
+    return _get_per_class_plot(info) if isinstance(info, PerClassInfo) else None
 
 
 def plot_missing_modality(exp: Experiment) -> go.Figure | None:
     """Test score with each modality missing, per variant (ablation) or for the chosen config."""
     info = _get_missing_info(exp)
-    return _get_missing_plot(info) if info else None
+    return _get_missing_plot(info) if isinstance(info, MissingInfo) else None

@@ -1,9 +1,11 @@
-"""Helpers every view shares: visible sampling of large tables, titles, colours; and the
-checked, atomic write of a page file that the dashboard and the run report share."""
+"""Helpers every view shares: visible sampling of large tables, titles, colours, the reason a
+view has nothing to draw; and the checked, atomic write of a page file that the dashboard
+and the run report share."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -20,6 +22,16 @@ STATUS_COLORS = {
     "failed": "#d62728",
     "diverged": "#ff7f0e",
 }
+
+
+class Unavailable(NamedTuple):
+    """Why a view that applies to an experiment has nothing to draw, returned by its info step
+    in place of its info (None there means the view does not apply: a Pareto front of a
+    single-objective search). The page shows it where the figure would be, and ``tacfn
+    dashboard`` prints it; ``reason`` completes "<view title>: ..."."""
+
+    reason: str
+    level: str = "info"  # "warning" when a results file is missing or unreadable
 
 
 def sample_best(frame: pl.DataFrame, limit: int, by: str, seed: int = 0) -> pl.DataFrame:

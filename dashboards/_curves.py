@@ -10,8 +10,8 @@ import polars as pl
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ._common import showing
-from ._loading import Experiment
+from ._common import Unavailable, showing
+from ._loading import EPOCHS, Experiment, table_gap
 
 TOP_K = 8
 SERIES = {"val_score": "validation", "train_score": "train"}
@@ -25,11 +25,14 @@ class CurvesInfo(NamedTuple):
     what: str  # "configs" or "variants"
 
 
-def _get_curves_info(exp: Experiment, top_k: int = TOP_K) -> CurvesInfo | None:
-    """The ``top_k`` best groups by mean metric; None when no completed trial has epochs."""
+def _get_curves_info(exp: Experiment, top_k: int = TOP_K) -> CurvesInfo | Unavailable:
+    """The ``top_k`` best groups by mean metric; Unavailable when no completed trial has epochs."""
     completed = exp.completed
-    if not completed.height or not exp.epochs.height:
-        return None
+    gap = table_gap(exp, EPOCHS.file)
+    if gap:
+        return gap
+    if not completed.height:
+        return Unavailable(f"no completed trial with a {exp.metric} yet")
     labelled = completed.with_columns(_group_label(exp, completed).alias("group"))
     ranked = (
         labelled.group_by("group")
@@ -48,7 +51,8 @@ def _get_curves_info(exp: Experiment, top_k: int = TOP_K) -> CurvesInfo | None:
         .sort("group", "series", "epoch")
     )
     if not curves.height:
-        return None
+        scores = " or ".join(SERIES)
+        return Unavailable(f"{EPOCHS.file} has no {scores} for the completed trials ({exp.epochs.height} rows in all)")
     return CurvesInfo(curves, groups, ranked.height, "variants" if exp.kind == "ablation" else "configs")
 
 
@@ -120,4 +124,4 @@ def _get_curves_plot(info: CurvesInfo) -> go.Figure:
 def plot_learning_curves(exp: Experiment, top_k: int = TOP_K) -> go.Figure | None:
     """Validation and train score per epoch for the best configs or variants; None without epochs."""
     info = _get_curves_info(exp, top_k)
-    return _get_curves_plot(info) if info else None
+    return _get_curves_plot(info) if isinstance(info, CurvesInfo) else None

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
-from ._common import STATUS_COLORS, trial_numbers
+from ._common import STATUS_COLORS, Unavailable, trial_numbers
 from ._loading import Experiment
 
 
@@ -19,7 +19,7 @@ class HistoryInfo(NamedTuple):
 
 
 def _get_history_info(exp: Experiment) -> HistoryInfo:
-    """Completed and pruned trials with a score; ``best`` is the best completed score so far."""
+    """Completed and pruned trials with a score (none, perhaps); ``best`` is the best completed score so far."""
     metric = exp.metric
     numbered = trial_numbers(exp.trials)
     points = (
@@ -69,7 +69,13 @@ def _get_history_plot(info: HistoryInfo) -> go.Figure:
     return fig
 
 
+def _get_history_view(exp: Experiment) -> HistoryInfo | Unavailable:
+    """The history, or why there is none to draw yet."""
+    info = _get_history_info(exp)
+    return info if info.points.height else Unavailable(f"no completed or pruned trial with a {info.metric} yet")
+
+
 def plot_optimization_history(exp: Experiment) -> go.Figure | None:
     """Each trial's validation score in start order, with the best completed score so far; None before any."""
-    info = _get_history_info(exp)
-    return _get_history_plot(info) if info.points.height else None
+    info = _get_history_view(exp)
+    return _get_history_plot(info) if isinstance(info, HistoryInfo) else None

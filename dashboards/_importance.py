@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
+from ._common import Unavailable
 from ._loading import Experiment
 from ._params import Axis, categories, param_frame, space_axes
 
@@ -32,17 +33,25 @@ class ImportanceInfo(NamedTuple):
     target_quantile: float
 
 
-def _get_importance_info(exp: Experiment) -> ImportanceInfo | None:
-    """None with fewer than MIN_TRIALS completed trials or no searched axis that varies."""
+def _get_importance_info(exp: Experiment) -> ImportanceInfo | Unavailable:
+    """Unavailable with fewer than MIN_TRIALS completed trials, no searched axis that varies,
+    or when PED-ANOVA finds every importance 0 (Optuna would then call them all equal)."""
     import optuna
-    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+    from optuna.importance import PedAnovaImportanceEvaluator
 
     completed = exp.completed
-    axes = space_axes(exp.spec)
-    params = param_frame(completed, axes)
-    axes = [a for a in axes if params[a.key].drop_nulls().n_unique() > 1]
-    if completed.height < MIN_TRIALS or not axes:
-        return None
+    if completed.height < MIN_TRIALS:
+        return Unavailable(
+            f"needs at least {MIN_TRIALS} completed trials with a {exp.metric}; this experiment has {completed.height}"
+        )
+    searched = space_axes(exp.spec)
+    if not searched:
+        return Unavailable("the experiment's spec has no search space (space) to rank")
+    params = param_frame(completed, searched)
+    axes = [a for a in searched if params[a.key].drop_nulls().n_unique() > 1]
+    if not axes:
+        keys = ", ".join(a.key for a in searched)
+        return Unavailable(f"needs an axis with more than one value; none of {keys} takes two in the completed trials")
     distributions = {a.key: _distribution(completed, a) for a in axes}
     trials = [
         optuna.trial.create_trial(
@@ -58,13 +67,23 @@ def _get_importance_info(exp: Experiment) -> ImportanceInfo | None:
     try:
         study = optuna.create_study(direction="maximize")
         study.add_trials(trials)
-        with warnings.catch_warnings():  # "some regimes have less than 2 trials": the title states n
+        with warnings.catch_warnings():
+            # "Some regimes have less than 2 trials": the title states n. "Target and region
+            # quantiles select the same set of trials": every importance is 0, said below.
             warnings.filterwarnings("ignore", message="Some regimes", category=UserWarning)
-            found = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(target_quantile=quantile))
+            warnings.filterwarnings("ignore", message="Target and region quantiles", category=UserWarning)
+            # The evaluator's raw values: get_param_importances would turn all zeros into equal shares.
+            found = PedAnovaImportanceEvaluator(target_quantile=quantile).evaluate(study)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    total = sum(found.values())
+    if not total > 0:
+        return Unavailable(
+            f"PED-ANOVA finds no axis whose values differ between the top {quantile:.0%} of trials and all "
+            f"{len(trials)} (every importance is 0: are the scores all equal?)"
+        )
     table = pl.DataFrame(
-        {"param": list(found), "importance": [float(v) for v in found.values()]},
+        {"param": list(found), "importance": [float(v) / total for v in found.values()]},
         schema={"param": pl.Utf8, "importance": pl.Float64},
     ).sort("importance", descending=True)
     return ImportanceInfo(table, exp.metric, len(trials), quantile)
@@ -113,10 +132,10 @@ def _get_importance_plot(info: ImportanceInfo) -> go.Figure:
 def param_importances(exp: Experiment) -> dict[str, float]:
     """PED-ANOVA importance of each searched axis, most important first (empty below MIN_TRIALS)."""
     info = _get_importance_info(exp)
-    return dict(info.importances.iter_rows()) if info else {}
+    return dict(info.importances.iter_rows()) if isinstance(info, ImportanceInfo) else {}
 
 
 def plot_param_importances(exp: Experiment) -> go.Figure | None:
     """Bars of :func:`param_importances`; None when there are too few trials."""
     info = _get_importance_info(exp)
-    return _get_importance_plot(info) if info else None
+    return _get_importance_plot(info) if isinstance(info, ImportanceInfo) else None

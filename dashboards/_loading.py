@@ -4,12 +4,14 @@ Every table is read through :meth:`tacfn.search._store.Location.read_table` (one
 handle, or one GET, per file), ``trials.parquet`` first: the writer saves a trial's epochs
 and predictions before its row, so every trial read here has its curves on disk. A table
 that cannot be read is reported in :attr:`Experiment.problems` and replaced by an empty
-one, so the page still says what is wrong instead of failing.
+one, so the page still says what is wrong instead of failing; a table that is not there
+is empty too, and :func:`table_gap` gives the views that need it the reason for either.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -18,6 +20,8 @@ import polars as pl
 
 from tacfn.errors import DataError
 from tacfn.search._store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location
+
+from ._common import Unavailable
 
 if TYPE_CHECKING:
     from tacfn.search._store import _TableSpec
@@ -40,6 +44,8 @@ class Experiment:
     predictions: pl.DataFrame
     problems: tuple[str, ...] = ()
     dataset: dict[str, Any] = field(default_factory=dict)  # experiment.json's record of the data (planted effects, ceilings)
+    missing: tuple[str, ...] = ()  # tables not in the folder (file names): usual before the first trial
+    unreadable: Mapping[str, str] = field(default_factory=dict)  # table file -> why it could not be read (in problems too)
 
     @property
     def metric(self) -> str:
@@ -81,6 +87,8 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     if not location.exists(EXPERIMENT_FILE):
         raise DataError(f"{location.root} is not a tacfn experiment folder (no {EXPERIMENT_FILE})")
     problems: list[str] = []
+    missing: list[str] = []
+    unreadable: dict[str, str] = {}
     try:
         experiment = ExperimentStore.open(location.root).experiment
     except DataError as exc:
@@ -88,7 +96,13 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         experiment = {"name": location.name, "kind": None, "spec": {}}
     tables = {}
     for table in (TRIALS, EPOCHS, PREDICTIONS):  # trials first: see the module docstring
-        tables[table.file] = _read(location, table, problems)
+        read = _read(location, table)
+        if read is None:
+            missing.append(table.file)
+        elif isinstance(read, str):
+            unreadable[table.file] = read
+            problems.append(read)
+        tables[table.file] = read if isinstance(read, pl.DataFrame) else pl.from_arrow(table.empty())
     return Experiment(
         root=location.root,
         name=experiment["name"],
@@ -101,24 +115,33 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         predictions=tables[PREDICTIONS.file],
         problems=tuple(problems),
         dataset=experiment.get("dataset") if isinstance(experiment.get("dataset"), dict) else {},
+        missing=tuple(missing),
+        unreadable=unreadable,
     )
 
 
-def _read(location: Location, table: _TableSpec, problems: list[str]) -> pl.DataFrame:
-    """A table as a DataFrame, or the empty table (with a problem noted) when it cannot be read."""
+def _read(location: Location, table: _TableSpec) -> pl.DataFrame | str | None:
+    """A table as a DataFrame, why it cannot be read, or None when it is not there."""
     path = location.child(table.file)
     try:
         if not location.exists(table.file):
-            return pl.from_arrow(table.empty())
+            return None
         frame = pl.from_arrow(location.read_table(table.file))
     except DataError as exc:
-        problems.append(str(exc))
-        return pl.from_arrow(table.empty())
+        return str(exc)
     missing = [c for c in table.required if c not in frame.columns]
     if missing:
-        problems.append(f"{path}: not a tacfn results table (no {', '.join(missing)} columns)")
-        return pl.from_arrow(table.empty())
+        return f"{path}: not a tacfn results table (no {', '.join(missing)} columns)"
     return frame
+
+
+def table_gap(exp: Experiment, table: str) -> Unavailable | None:
+    """Why the table ``table`` (a file name) gave no rows: it is missing or unreadable; None when it was read."""
+    if table in exp.unreadable:
+        return Unavailable(f"{table} could not be read ({exp.unreadable[table]})", "warning")
+    if table in exp.missing:
+        return Unavailable(f"{table} is missing ({Location(exp.root).child(table)})", "warning")
+    return None
 
 
 def planned_trials(exp: Experiment) -> int | None:

@@ -3,7 +3,9 @@
 plotly.js is inlined once and the figures travel as one JSON block that the page's script
 (:mod:`dashboards._script`) draws, so the file opens offline and fetches nothing. What
 cannot be drawn is said on the page: unreadable files and experiment progress as notices at
-the top of the experiment's section, and a view that fails as an error notice in its place.
+the top of the experiment's section, and a view that has nothing to draw, or fails, as a
+note in its place saying why (:class:`~dashboards._common.Unavailable`; :func:`gaps` lists
+the notes for the command line).
 """
 
 from __future__ import annotations
@@ -19,52 +21,64 @@ import plotly.offline
 
 from tacfn.search._store import Location
 
-from ._ablation import plot_ablation_forest, plot_ablation_table
-from ._ablation_scores import plot_ablation_scores
-from ._best import plot_confusion_matrix, plot_missing_modality, plot_per_class
-from ._common import check_page_output, write_page
+from ._ablation import _get_ablation_forest_plot, _get_ablation_info, _get_ablation_table_plot
+from ._ablation_scores import _get_ablation_scores_info, _get_ablation_scores_plot
+from ._best import (
+    _get_confusion_info,
+    _get_confusion_plot,
+    _get_missing_info,
+    _get_missing_plot,
+    _get_per_class_info,
+    _get_per_class_plot,
+)
+from ._common import Unavailable, check_page_output, write_page
 from ._compare import display_names, plot_compare
-from ._curves import plot_learning_curves
-from ._history import plot_optimization_history
-from ._importance import plot_param_importances
-from ._leaderboard import plot_leaderboard
+from ._curves import _get_curves_info, _get_curves_plot
+from ._history import _get_history_plot, _get_history_view
+from ._importance import _get_importance_info, _get_importance_plot
+from ._leaderboard import _get_leaderboard_info, _get_leaderboard_plot
 from ._loading import Experiment, Notice, load_experiment, notices, planned_trials
-from ._parallel import plot_parallel_coordinate
-from ._pareto import plot_pareto_front
+from ._parallel import _get_parallel_info, _get_parallel_plot
+from ._pareto import _get_pareto_info, _get_pareto_plot
 from ._script import SCRIPT, STYLE
-from ._slices import plot_slice
-from ._timeline import plot_timeline
+from ._slices import _get_slice_info, _get_slice_plot
+from ._timeline import _get_timeline_info, _get_timeline_plot
 
 PAGE_TOP_K = 25
 POLL_MS = 2000
 
 
 class _ViewSpec(NamedTuple):
+    """One view: its info step returns the info its draw step draws, an Unavailable saying why
+    there is nothing to draw, or None when the view does not apply to the experiment."""
+
     name: str  # the div id is "<section id>-<name>"
-    build: Callable[[Experiment], go.Figure | None]  # None: nothing to show for this experiment
+    title: str  # what the page calls it in a note: "<title>: <why it is not drawn>"
+    info: Callable[[Experiment], Any]
+    draw: Callable[[Any], go.Figure]
     crossfilter: str | None = None  # "points", "parcoords" or "table": takes part in cross-filtering
 
 
-def _leaderboard(exp: Experiment) -> go.Figure | None:
-    return plot_leaderboard(exp, PAGE_TOP_K) if exp.trials.height else None
+def _leaderboard_info(exp: Experiment) -> Any:
+    return _get_leaderboard_info(exp, PAGE_TOP_K) if exp.trials.height else None  # none: the notices say why
 
 
-_LEADERBOARD = _ViewSpec("leaderboard", _leaderboard, "table")
-_HISTORY = _ViewSpec("history", plot_optimization_history, "points")
-_CURVES = _ViewSpec("curves", plot_learning_curves)
-_CONFUSION = _ViewSpec("confusion", plot_confusion_matrix)
-_PER_CLASS = _ViewSpec("per-class", plot_per_class)
-_MISSING = _ViewSpec("missing-modality", plot_missing_modality)
-_TIMELINE = _ViewSpec("timeline", plot_timeline, "points")
+_LEADERBOARD = _ViewSpec("leaderboard", "Leaderboard", _leaderboard_info, _get_leaderboard_plot, "table")
+_HISTORY = _ViewSpec("history", "Optimisation history", _get_history_view, _get_history_plot, "points")
+_CURVES = _ViewSpec("curves", "Learning curves", _get_curves_info, _get_curves_plot)
+_CONFUSION = _ViewSpec("confusion", "Confusion matrix", _get_confusion_info, _get_confusion_plot)
+_PER_CLASS = _ViewSpec("per-class", "Per-class scores", _get_per_class_info, _get_per_class_plot)
+_MISSING = _ViewSpec("missing-modality", "Score with a modality missing", _get_missing_info, _get_missing_plot)
+_TIMELINE = _ViewSpec("timeline", "Trial timeline", _get_timeline_info, _get_timeline_plot, "points")
 
 VIEWS: dict[str | None, list[_ViewSpec]] = {
     "search": [
         _LEADERBOARD,
         _HISTORY,
-        _ViewSpec("parallel", plot_parallel_coordinate, "parcoords"),
-        _ViewSpec("slices", plot_slice, "points"),
-        _ViewSpec("importance", plot_param_importances),
-        _ViewSpec("pareto", plot_pareto_front, "points"),
+        _ViewSpec("parallel", "Parallel coordinates", _get_parallel_info, _get_parallel_plot, "parcoords"),
+        _ViewSpec("slices", "Slice plots", _get_slice_info, _get_slice_plot, "points"),
+        _ViewSpec("importance", "Parameter importance", _get_importance_info, _get_importance_plot),
+        _ViewSpec("pareto", "Pareto front", _get_pareto_info, _get_pareto_plot, "points"),
         _CURVES,
         _CONFUSION,
         _PER_CLASS,
@@ -72,9 +86,9 @@ VIEWS: dict[str | None, list[_ViewSpec]] = {
         _TIMELINE,
     ],
     "ablation": [
-        _ViewSpec("ablation-table", plot_ablation_table),
-        _ViewSpec("ablation-forest", plot_ablation_forest),
-        _ViewSpec("ablation-scores", plot_ablation_scores),
+        _ViewSpec("ablation-table", "Ablation table", _get_ablation_info, _get_ablation_table_plot),
+        _ViewSpec("ablation-forest", "Ablation forest plot", _get_ablation_info, _get_ablation_forest_plot),
+        _ViewSpec("ablation-scores", "Ablation scores", _get_ablation_scores_info, _get_ablation_scores_plot),
         _CURVES,
         _MISSING,
         _CONFUSION,
@@ -87,9 +101,12 @@ VIEWS: dict[str | None, list[_ViewSpec]] = {
 
 
 class View(NamedTuple):
+    """A figure, or (``figure`` None) the note saying why the view has nothing to draw."""
+
     id: str
     name: str
-    figure: go.Figure
+    figure: go.Figure | None
+    note: Notice | None = None
 
 
 class Section(NamedTuple):
@@ -101,19 +118,25 @@ class Section(NamedTuple):
 
 
 def experiment_section(exp: Experiment, section_id: str) -> Section:
-    """Every view that applies to the experiment; a view that fails becomes an error notice."""
+    """Every view that applies to the experiment, or in its place a note saying why it has
+    nothing to draw (none while there are no trials: the notices say so once) or why it failed."""
     found = notices(exp)
     views = []
     for spec in VIEWS[exp.kind]:
+        view_id = f"{section_id}-{spec.name}"
         try:
-            figure = spec.build(exp)
+            info = spec.info(exp)
+            figure = None if info is None or isinstance(info, Unavailable) else spec.draw(info)
         except Exception as exc:  # one broken view must not take the page down: say what broke
-            found.append(Notice("error", f"The {spec.name} view could not be drawn ({type(exc).__name__}: {exc})"))
+            note = Notice("error", f"{spec.title}: could not be drawn ({type(exc).__name__}: {exc})")
+            views.append(View(view_id, spec.name, None, note))
             continue
-        if figure is not None:
+        if isinstance(info, Unavailable) and exp.trials.height:
+            views.append(View(view_id, spec.name, None, Notice(info.level, f"{spec.title}: {info.reason}")))
+        elif figure is not None:
             if spec.crossfilter:
                 figure.update_layout(meta={**(figure.layout.meta or {}), "crossfilter": spec.crossfilter})
-            views.append(View(f"{section_id}-{spec.name}", spec.name, figure))
+            views.append(View(view_id, spec.name, figure))
     planned = planned_trials(exp)
     parts = [str(exp.root), f"{exp.trials.height} trials" + (f" of {planned} planned" if planned else "")]
     effects = exp.dataset.get("planted_effects")
@@ -140,6 +163,18 @@ def build_sections(exp_dirs: Sequence[str | Path]) -> list[Section]:
     return sections + [experiment_section(e, f"exp{i}") for i, e in enumerate(exps)]
 
 
+def gaps(sections: Sequence[Section]) -> list[str]:
+    """One line per view that has nothing to draw, and why (prefixed with the experiment when
+    there are several), or a section's notices when it has no view at all (no trials yet)."""
+    experiments = [s for s in sections if s.id != "compare"]
+    lines = []
+    for s in experiments:
+        prefix = f"{s.title}: " if len(experiments) > 1 else ""
+        notes = [v.note.text for v in s.views if v.note] if s.views else [n.text for n in s.notices]
+        lines += [prefix + note for note in notes]
+    return lines
+
+
 def _notices_html(found: list[Notice]) -> str:
     role = {"error": "alert", "warning": "alert", "info": "status"}
     return "".join(
@@ -153,7 +188,10 @@ def sections_html(sections: Sequence[Section]) -> str:
     out = []
     for s in sections:
         views = "".join(
-            f'<div class="view" id="{v.id}" data-title="{html.escape(v.name)}"></div>' for v in s.views
+            f'<div class="view" id="{v.id}" data-title="{html.escape(v.name)}"></div>'
+            if v.note is None
+            else f'<div class="view-note" id="{v.id}-note">{_notices_html([v.note])}</div>'
+            for v in s.views
         )
         out.append(
             f'<section class="experiment" id="{s.id}"><h2>{html.escape(s.title)}</h2>'
@@ -170,12 +208,17 @@ def figures_payload(sections: Sequence[Section], *, version: str = "", live: boo
         "live": live,
         "poll_ms": POLL_MS,
         "figures": [
-            {"id": v.id, "group": s.id, "figure": json.loads(v.figure.to_json())} for s in sections for v in s.views
+            {"id": v.id, "group": s.id, "figure": json.loads(v.figure.to_json())}
+            for s in sections
+            for v in s.views
+            if v.figure is not None
         ],
+        "slots": [v.id if v.note is None else f"{v.id}-note" for s in sections for v in s.views],
     }
     if live:
         payload["html"] = sections_html(sections)
         payload["notices"] = {f"{s.id}-notices": _notices_html(s.notices) for s in sections}
+        payload["notices"] |= {f"{v.id}-note": _notices_html([v.note]) for s in sections for v in s.views if v.note}
     return json.dumps(payload, allow_nan=False)
 
 
@@ -209,17 +252,24 @@ def default_output(exp_dirs: Sequence[Path | str]) -> Path:
     return first / name if len(exp_dirs) == 1 else first.parent / name
 
 
-def write_dashboard(exp_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+def write_dashboard(
+    exp_dirs: Sequence[str | Path], out: str | Path | None = None, *, on_gap: Callable[[str], Any] | None = None
+) -> Path:
     """Write one self-contained, offline HTML file with every view of the experiments; returns its path.
 
     Several folders add a comparison section. Raises ConfigError when ``out`` is not an
     ``.html`` file that is new or a page tacfn wrote (see :func:`check_page_output`), and
     DataError when a folder is not an experiment (no ``experiment.json``) or the file cannot
     be written; anything wrong inside an experiment is reported on the page instead.
+    ``on_gap``, if given, is called with each line of :func:`gaps`: what the page could not show.
     """
     dirs = [Location(d).root for d in exp_dirs]
     if not dirs:
         raise ValueError("`exp_dirs` must name at least one experiment folder, but got none")
     out = Path(out) if out else default_output(dirs)
     check_page_output(out)
-    return write_page(out, render_page(build_sections(dirs)))
+    sections = build_sections(dirs)
+    page = write_page(out, render_page(sections))
+    for line in gaps(sections) if on_gap else ():
+        on_gap(line)
+    return page

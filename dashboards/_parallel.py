@@ -13,7 +13,7 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
-from ._common import MAX_POINTS, sample_best, showing
+from ._common import MAX_POINTS, Unavailable, sample_best, showing
 from ._loading import Experiment
 from ._params import Axis, categories, param_frame, space_axes
 
@@ -36,20 +36,30 @@ class ParallelInfo(NamedTuple):
     total: int
 
 
-def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo | None:
-    """None when the search has no axes with sampled values or no completed trial."""
+def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo | Unavailable:
+    """Unavailable when the search has no completed trial or no axis with sampled values."""
     metric, completed = exp.metric, exp.completed
-    axes = space_axes(exp.spec)
-    params = param_frame(completed, axes)
-    axes = [a for a in axes if params[a.key].null_count() < params.height]
-    if not axes or not completed.height:
-        return None
+    searched = space_axes(exp.spec)
+    params = param_frame(completed, searched)
+    axes = [a for a in searched if params[a.key].null_count() < params.height]
+    if not completed.height:
+        return Unavailable(f"no completed trial with a {metric} yet")
+    if not axes:
+        return _no_axes(searched)
     shown = sample_best(params.with_columns(completed[metric].alias("score")), limit, "score")
     dimensions = [_dimension(completed, axis, shown[axis.key]) for axis in axes]
     scores = shown["score"].to_list()
     pad = 0.0 if max(scores) > min(scores) else 0.01
     dimensions.append(Dimension(metric, scores, None, None, (min(scores) - pad, max(scores) + pad)))
     return ParallelInfo(dimensions, shown["trial_id"].to_list(), scores, metric, completed.height)
+
+
+def _no_axes(searched: list[Axis]) -> Unavailable:
+    """Why no axis can be drawn: the spec has none, or no completed trial sampled one."""
+    if not searched:
+        return Unavailable("the experiment's spec has no search space (space) to draw")
+    keys = ", ".join(a.key for a in searched)
+    return Unavailable(f"no completed trial has a sampled value of {keys} (config.<key> columns of trials.parquet)")
 
 
 def _dimension(trials: pl.DataFrame, axis: Axis, values: pl.Series) -> Dimension:
@@ -107,4 +117,4 @@ def _get_parallel_plot(info: ParallelInfo) -> go.Figure:
 def plot_parallel_coordinate(exp: Experiment, limit: int = MAX_POINTS) -> go.Figure | None:
     """Completed trials across the searched axes and the score; None without searched axes."""
     info = _get_parallel_info(exp, limit)
-    return _get_parallel_plot(info) if info else None
+    return _get_parallel_plot(info) if isinstance(info, ParallelInfo) else None

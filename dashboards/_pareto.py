@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from ._common import Unavailable
 from ._loading import Experiment
 
 LOG_OBJECTIVES = ("num_parameters",)
@@ -21,6 +22,7 @@ class ParetoPanel(NamedTuple):
 class ParetoInfo(NamedTuple):
     panels: list[ParetoPanel]
     metric: str
+    left_out: list[str]  # why an objective of the search has no panel
 
 
 def pareto_front(x: pl.Series, score: pl.Series) -> pl.Series:
@@ -35,18 +37,29 @@ def pareto_front(x: pl.Series, score: pl.Series) -> pl.Series:
     return marked.select((~dominated).alias("front"))["front"]
 
 
-def _get_pareto_info(exp: Experiment) -> ParetoInfo | None:
+def _get_pareto_info(exp: Experiment) -> ParetoInfo | Unavailable | None:
     """One panel per objective of a multi-objective search; None for single-objective ones."""
+    search = exp.spec.get("search")
+    declared = search.get("objectives") if isinstance(search, dict) else None
+    if not declared or not isinstance(declared, list):
+        return None
     completed = exp.completed
-    panels = []
-    for objective in exp.objectives:
+    panels, left_out = [], []
+    for objective in map(str, declared):
+        if objective not in completed.columns:
+            left_out.append(f"{objective} is not a column of trials.parquet")
+            continue
         points = completed.select(
             "trial_id", pl.col(objective).cast(pl.Float64).alias("x"), pl.col(exp.metric).alias("score")
         ).drop_nulls()
         if points.height:
             front = pareto_front(points["x"], points["score"]).alias("front")
             panels.append(ParetoPanel(objective, points.with_columns(front)))
-    return ParetoInfo(panels, exp.metric) if panels else None
+        else:
+            left_out.append(f"no completed trial has both {exp.metric} and {objective}")
+    if not panels:
+        return Unavailable("; ".join(left_out))
+    return ParetoInfo(panels, exp.metric, left_out)
 
 
 def _get_pareto_plot(info: ParetoInfo) -> go.Figure:
@@ -78,8 +91,9 @@ def _get_pareto_plot(info: ParetoInfo) -> go.Figure:
             col=i,
         )
     fig.update_yaxes(title_text=info.metric, col=1)
+    left_out = f" (left out: {'; '.join(info.left_out)})" if info.left_out else ""
     fig.update_layout(
-        title="Pareto front: higher score for fewer parameters or lower latency", height=440, dragmode="select"
+        title=f"Pareto front: higher score for fewer parameters or lower latency{left_out}", height=440, dragmode="select"
     )
     return fig
 
@@ -87,4 +101,4 @@ def _get_pareto_plot(info: ParetoInfo) -> go.Figure:
 def plot_pareto_front(exp: Experiment) -> go.Figure | None:
     """Score against each extra objective with the front marked; None for single-objective searches."""
     info = _get_pareto_info(exp)
-    return _get_pareto_plot(info) if info else None
+    return _get_pareto_plot(info) if isinstance(info, ParetoInfo) else None

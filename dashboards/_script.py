@@ -6,7 +6,9 @@ their experiment: a box or lasso selection (``points`` views) or an axis constra
 (``parcoords``) selects trials by id, and every other such view follows (points are
 highlighted, table rows filtered). When every figure is drawn the script sets
 ``data-ready`` on the body and fires a ``dashboard-rendered`` event. In a live page it
-polls ``state.json`` and, when the version changes, fetches ``figures.json`` and redraws.
+polls ``state.json`` and, when the version changes, fetches ``figures.json`` and redraws:
+in place when the same figures and notes (``slots``) stand in the same places, updating the
+notices' text, else by swapping in the new markup.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ p.meta { margin: 0 0 8px; color: #5b6475; font-size: 13px; }
 .notice-warning { background: #fff5e0; border-left: 4px solid #ff7f0e; }
 .notice-error { background: #fdecea; border-left: 4px solid #d62728; }
 .view { margin: 12px 0; min-height: 120px; }
+.view-note { margin: 12px 0; }
 """
 
 SCRIPT = r"""
@@ -197,8 +200,8 @@ SCRIPT = r"""
   }
 
   function update(next) {
-    function ids(figures) { return figures.map(function (f) { return f.id; }).join(); }
-    var sameViews = ids(next.figures) === ids(data.figures);
+    function slots(d) { return (d.slots || d.figures.map(function (f) { return f.id; })).join(); }
+    var sameViews = slots(next) === slots(data);  // the same figures and notes, in the same places
     version = next.version;
     data = next;
     if (sameViews) {

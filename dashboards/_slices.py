@@ -9,8 +9,9 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from ._common import MAX_POINTS, sample_best, showing, trial_numbers
+from ._common import MAX_POINTS, Unavailable, sample_best, showing, trial_numbers
 from ._loading import Experiment
+from ._parallel import _no_axes
 from ._params import Axis, categories, param_frame, space_axes
 
 COLUMNS = 3
@@ -29,10 +30,12 @@ class SliceInfo(NamedTuple):
     total: int
 
 
-def _get_slice_info(exp: Experiment, limit: int = MAX_POINTS) -> SliceInfo | None:
-    """One panel per axis with sampled values; None when there is none."""
+def _get_slice_info(exp: Experiment, limit: int = MAX_POINTS) -> SliceInfo | Unavailable:
+    """One panel per axis with sampled values; Unavailable when there is none."""
     metric = exp.metric
     completed = trial_numbers(exp.completed)
+    if not completed.height:
+        return Unavailable(f"no completed trial with a {metric} yet")
     axes = space_axes(exp.spec)
     params = param_frame(completed, axes).with_columns(completed["number"], completed[metric].alias("score"))
     shown = sample_best(params, limit, "score")
@@ -43,7 +46,7 @@ def _get_slice_info(exp: Experiment, limit: int = MAX_POINTS) -> SliceInfo | Non
             cats = categories(completed, axis) if axis.kind == "choice" else None
             panels.append(SlicePanel(axis, points.sort("number"), cats))
     if not panels:
-        return None
+        return _no_axes(axes)
     return SliceInfo(panels, metric, shown.height, completed.height)
 
 
@@ -97,4 +100,4 @@ def _get_slice_plot(info: SliceInfo) -> go.Figure:
 def plot_slice(exp: Experiment, limit: int = MAX_POINTS) -> go.Figure | None:
     """The score against each searched axis; None without searched axes."""
     info = _get_slice_info(exp, limit)
-    return _get_slice_plot(info) if info else None
+    return _get_slice_plot(info) if isinstance(info, SliceInfo) else None

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
-from ._common import STATUS_COLORS
+from ._common import STATUS_COLORS, Unavailable
 from ._loading import Experiment
 
 
@@ -41,11 +41,11 @@ def _lanes(starts: list[datetime], finishes: list[datetime]) -> list[int]:
     return assigned
 
 
-def _get_timeline_info(exp: Experiment, now: datetime | None = None) -> TimelineInfo | None:
-    """Every trial with a start time (not capped); None when no trial has one."""
+def _get_timeline_info(exp: Experiment, now: datetime | None = None) -> TimelineInfo | Unavailable:
+    """Every trial with a start time (not capped); Unavailable when no trial has one."""
     trials = exp.trials
     if "started_at" not in trials.columns or trials["started_at"].null_count() == trials.height:
-        return None
+        return Unavailable(f"none of the {trials.height} trials has a start time (started_at in trials.parquet)")
     now = now or datetime.now(timezone.utc)
     worker = next((c for c in ("worker", "node") if c in trials.columns), None)
     bars = (
@@ -101,4 +101,4 @@ def _get_timeline_plot(info: TimelineInfo) -> go.Figure:
 def plot_timeline(exp: Experiment) -> go.Figure | None:
     """When each trial ran, how many ran at once, and how each ended; None without start times."""
     info = _get_timeline_info(exp)
-    return _get_timeline_plot(info) if info else None
+    return _get_timeline_plot(info) if isinstance(info, TimelineInfo) else None

@@ -339,13 +339,17 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     from .search import ExperimentStore
 
-    for folder in dirs:  # the page would show a problem in place of the data: refuse before writing it
+    for folder in dirs:  # without its trials the page would show a problem in place of the data: refuse
         ExperimentStore.open(folder)  # not an experiment, corrupt, or a newer schema
-        problems = load_experiment(folder).problems
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise DataError(f"{problems[0]}{more}; no dashboard written")
-    print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None)}")
+        unreadable = load_experiment(folder).unreadable
+        if "trials.parquet" in unreadable:
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise DataError(f"{unreadable['trials.parquet']}{more}; no dashboard written")
+
+    def note(line: str) -> None:  # an optional table or view the page could not show, and why
+        print(f"tacfn: note: {line}", file=sys.stderr)
+
+    print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=note)}")
     return 0
 
 

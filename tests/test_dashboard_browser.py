@@ -88,6 +88,34 @@ def _segments(dom: str, ids: list[str]) -> dict[str, str]:
     return {i: dom[starts[i] : end] for i, end in zip(ordered, ends)}
 
 
+def _chromium(page: Path, screenshot: Path, profile: Path, height: int) -> subprocess.CompletedProcess[str]:
+    """Open ``page`` in headless Chromium; its DOM once rendered on stdout, a screenshot saved."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot.unlink(missing_ok=True)
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-unsafe-swiftshader",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        f"--window-size=1400,{height}",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def test_every_view_renders_cross_filters_and_logs_no_error(tmp_path: Path) -> None:
     search_dir = write_search_store(tmp_path / "quick", objectives=["num_parameters"])
     ablation_dir = write_ablation_store(tmp_path / "fusion_ablation")
@@ -106,31 +134,8 @@ def test_every_view_renders_cross_filters_and_logs_no_error(tmp_path: Path) -> N
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("<head>", "<head>" + probe, 1))
 
-    ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
-    screenshot.unlink(missing_ok=True)
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--enable-unsafe-swiftshader",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--hide-scrollbars",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=10000",
-        "--window-size=1400,9600",
-        f"--screenshot={screenshot}",
-        "--dump-dom",
-        probed.as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = _chromium(probed, screenshot, tmp_path / "profile", height=9600)
     dom = done.stdout
     assert done.returncode == 0 and dom, done.stderr[-3000:]
 
@@ -154,3 +159,46 @@ def test_every_view_renders_cross_filters_and_logs_no_error(tmp_path: Path) -> N
     assert after_history["status"].startswith("3 trials selected in history")
 
     assert screenshot.is_file() and screenshot.stat().st_size > 50_000
+
+
+NOTES_PROBE = """<script>
+document.addEventListener("dashboard-rendered", function () {
+  var notes = Array.prototype.map.call(document.querySelectorAll(".view-note"), function (div) {
+    var box = div.getBoundingClientRect();
+    return { id: div.id, text: div.textContent, height: box.height, top: box.top };
+  });
+  var views = Array.prototype.map.call(document.querySelectorAll(".view"), function (div) {
+    return { id: div.id, top: div.getBoundingClientRect().top, drawn: !!div.querySelector(".main-svg") };
+  });
+  document.documentElement.dataset.notes = JSON.stringify(notes);
+  document.documentElement.dataset.views = JSON.stringify(views);
+}, { once: true });
+</script>"""
+
+
+def test_notes_say_in_the_browser_what_the_page_cannot_show(tmp_path: Path) -> None:
+    """A running search without its epochs table: each view with nothing to draw shows a note in
+    its place, between the views drawn before and after it."""
+    root = write_search_store(tmp_path / "running", trials=30, recorded=12, running=2)
+    (root / "epochs.parquet").unlink()
+    page = dashboards.write_dashboard([root], tmp_path / "notes.html").read_text()
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("<head>", "<head>" + NOTES_PROBE, 1))
+    done = _chromium(probed, ARTIFACTS / "dashboard-notes.png", tmp_path / "profile", height=4800)
+    assert done.returncode == 0 and done.stdout, done.stderr[-3000:]
+
+    notes = {n["id"]: n for n in _attribute(done.stdout, "data-notes")}
+    untested = "no config is scored on test yet (the search scores the one it chooses once every trial has finished)"
+    assert {i: n["text"] for i, n in notes.items()} == {
+        "exp0-importance-note": "Parameter importance: needs at least 10 completed trials with a val_score; "
+        "this experiment has 8",
+        "exp0-curves-note": f"Learning curves: epochs.parquet is missing ({root / 'epochs.parquet'})",
+        "exp0-confusion-note": f"Confusion matrix: {untested}",
+        "exp0-per-class-note": f"Per-class scores: {untested}",
+        "exp0-missing-modality-note": f"Score with a modality missing: {untested}",
+    }
+    assert all(n["height"] > 20 for n in notes.values())  # laid out and visible, not an empty box
+    views = {v["id"]: v for v in _attribute(done.stdout, "data-views")}
+    assert all(v["drawn"] for v in views.values())
+    assert views["exp0-slices"]["top"] < notes["exp0-importance-note"]["top"] < views["exp0-timeline"]["top"]
+    assert notes["exp0-missing-modality-note"]["top"] < views["exp0-timeline"]["top"]

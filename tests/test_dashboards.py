@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import re
@@ -19,15 +20,18 @@ import pytest
 from _stores import ATTENTION, FUSIONS, IEMOCAP, SPACE, write_ablation_store, write_search_store
 
 import dashboards
+from dashboards._ablation import _get_ablation_info
 from dashboards._best import _get_confusion_info, _get_missing_info, _get_per_class_info
 from dashboards._compare import _get_compare_info
 from dashboards._curves import _get_curves_info
+from dashboards._common import Unavailable
 from dashboards._history import _get_history_info
+from dashboards._importance import _get_importance_info
 from dashboards._leaderboard import _get_leaderboard_info
 from dashboards._page import build_sections, render_page
 from dashboards._parallel import NOT_SAMPLED, _get_parallel_info
 from dashboards._params import categories, param_frame, space_axes
-from dashboards._pareto import _get_pareto_info
+from dashboards._pareto import _get_pareto_info, _get_pareto_plot
 from dashboards._slices import _get_slice_info
 from dashboards._timeline import _get_timeline_info
 from tacfn.errors import ConfigError, DataError
@@ -183,6 +187,21 @@ def test_importance_ranks_the_planted_fusion_effect_first(search: dashboards.Exp
 def test_importance_needs_ten_completed_trials(tmp_path: Path) -> None:
     exp = dashboards.load_experiment(write_search_store(tmp_path / "small", trials=9))
     assert dashboards.param_importances(exp) == {} and dashboards.plot_param_importances(exp) is None
+    assert _get_importance_info(exp) == Unavailable(
+        f"needs at least 10 completed trials with a val_score; this experiment has {exp.completed.height}"
+    )
+
+
+def test_importance_says_when_no_axis_varies_or_every_importance_is_zero(search: dashboards.Experiment) -> None:
+    fixed = dataclasses.replace(search, spec={**search.spec, "space": {"train.epochs": {"int": [1, 10]}}})
+    assert _get_importance_info(fixed) == Unavailable(
+        "needs an axis with more than one value; none of train.epochs takes two in the completed trials"
+    )
+    no_space = _get_importance_info(dataclasses.replace(search, spec={}))
+    assert no_space.reason.startswith("the experiment's spec has no search space")
+    flat = dataclasses.replace(search, trials=search.trials.with_columns(pl.lit(0.5).alias("val_score")))
+    info = _get_importance_info(flat)  # Optuna would call every axis equally important
+    assert isinstance(info, Unavailable) and "every importance is 0" in info.reason
 
 
 def test_timeline_shows_every_trial_with_running_ones_until_now(tmp_path: Path) -> None:
@@ -414,6 +433,7 @@ def test_dashboard_is_one_offline_file_with_every_view(search_dir: Path, ablatio
     assert ids == ["compare-view", *(f"exp0-{v}" for v in search_views), *(f"exp1-{v}" for v in ablation_views)]
     assert all(f'id="{i}"' in page for i in ids)
     assert 'class="notice notice-error"' not in page and "Traceback" not in page
+    assert 'class="view-note"' not in page  # every view of a finished store draws
 
 
 def test_default_output_is_inside_the_experiment_folder(search_dir: Path) -> None:
@@ -465,14 +485,106 @@ def test_corrupt_tables_are_named_on_the_page_and_the_rest_still_shows(search_di
     exp = dashboards.load_experiment(root)
     assert len(exp.problems) == 1 and "epochs.parquet: not a readable Parquet file" in exp.problems[0]
     sections = build_sections([root])
-    ids = [v.id for v in sections[0].views]
-    assert "exp0-history" in ids and "exp0-curves" not in ids
+    drawn = [v.id for v in sections[0].views if v.figure]
+    assert "exp0-history" in drawn and "exp0-curves" not in drawn
+    (note,) = [v.note for v in sections[0].views if v.note]
+    assert note.level == "warning" and note.text.startswith(
+        f"Learning curves: epochs.parquet could not be read ({root / 'epochs.parquet'}: not a readable Parquet file"
+    )
     (root / "trials.parquet").write_bytes(b"")
     found = dashboards.notices(dashboards.load_experiment(root))
     assert [n.level for n in found] == ["error", "error"]  # no "0 trials finished" beside them
     page = render_page(build_sections([root]))
     assert "trials.parquet: not a readable Parquet file" in page and "Traceback" not in page
     assert _payload(page)["figures"] == []
+
+
+def _notes(root: Path) -> dict[str, str]:
+    """The notes of the first experiment's section: view id -> text."""
+    return {v.id: v.note.text for v in build_sections([root])[0].views if v.note}
+
+
+def test_missing_optional_tables_are_said_where_their_figures_would_be(
+    search_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tacfn.cli import main
+
+    root = tmp_path / "missing"
+    shutil.copytree(search_dir, root)
+    (root / "epochs.parquet").unlink()
+    (root / "predictions.parquet").unlink()
+    expected = {
+        "exp0-curves": f"Learning curves: epochs.parquet is missing ({root / 'epochs.parquet'})",
+        "exp0-confusion": f"Confusion matrix: predictions.parquet is missing ({root / 'predictions.parquet'})",
+        "exp0-per-class": f"Per-class scores: predictions.parquet is missing ({root / 'predictions.parquet'})",
+    }
+    assert _notes(root) == expected
+    assert main(["dashboard", str(root), "--out", str(tmp_path / "d.html")]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"tacfn: note: {text}" for text in expected.values()]
+    assert out == f"dashboard: {tmp_path / 'd.html'}\n"
+    page = (tmp_path / "d.html").read_text()
+    for view_id, text in expected.items():  # each note where its figure would be: between its neighbours
+        assert f'<div class="view-note" id="{view_id}-note">' in page and html.escape(text) in page
+    order = [m.group(1) for m in re.finditer(r'<div class="view(?:-note)?" id="(exp0-[a-z-]+?)(?:-note)?"', page)]
+    assert order[order.index("exp0-pareto") + 1 : order.index("exp0-timeline")] == [
+        "exp0-curves", "exp0-confusion", "exp0-per-class", "exp0-missing-modality"
+    ]
+    assert {f["id"] for f in _payload(page)["figures"]}.isdisjoint(expected)
+
+
+def test_an_unreadable_optional_table_still_gives_the_page(
+    search_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tacfn.cli import main
+
+    root = tmp_path / "corrupt"
+    shutil.copytree(search_dir, root)
+    (root / "predictions.parquet").write_bytes(b"PAR1 truncated")
+    assert main(["dashboard", str(root)]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "tacfn: note: Confusion matrix: predictions.parquet could not be read",
+        "tacfn: note: Per-class scores: predictions.parquet could not be read",
+    ]
+    assert "not a readable Parquet file" in lines[0] and out == f"dashboard: {root / 'dashboard.html'}\n"
+    (root / "trials.parquet").write_bytes(b"")  # the required table: refused, one line, no page
+    (root / "dashboard.html").unlink()
+    assert main(["dashboard", str(root)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("tacfn: error: ") and "trials.parquet: not a readable Parquet file" in err
+    assert err.rstrip().endswith("(and 1 more); no dashboard written") and len(err.splitlines()) == 1
+    assert not (root / "dashboard.html").exists() and out == ""
+
+
+def test_every_view_says_why_it_has_nothing_to_draw(
+    search: dashboards.Experiment, ablation: dashboards.Experiment, tmp_path: Path
+) -> None:
+    running = write_search_store(tmp_path / "running", trials=30, recorded=12, running=2)
+    untested = "no config is scored on test yet (the search scores the one it chooses once every trial has finished)"
+    assert _notes(running) == {
+        "exp0-importance": "Parameter importance: needs at least 10 completed trials with a val_score; "
+        "this experiment has 8",
+        "exp0-confusion": f"Confusion matrix: {untested}",
+        "exp0-per-class": f"Per-class scores: {untested}",
+        "exp0-missing-modality": f"Score with a modality missing: {untested}",
+    }
+    unstarted = dataclasses.replace(search, trials=search.trials.with_columns(pl.lit(None).alias("started_at")))
+    assert _get_timeline_info(unstarted).reason == "none of the 30 trials has a start time (started_at in trials.parquet)"
+    spec = {**search.spec, "search": {**search.spec["search"], "objectives": ["latency_ms", "memory_mb"]}}
+    pareto = _get_pareto_info(dataclasses.replace(search, spec=spec))
+    assert pareto.left_out == ["memory_mb is not a column of trials.parquet"]
+    assert "(left out: memory_mb is not a column of trials.parquet)" in _get_pareto_plot(pareto).layout.title.text
+    spec = {**search.spec, "search": {**search.spec["search"], "objectives": ["memory_mb"]}}
+    only_absent = _get_pareto_info(dataclasses.replace(search, spec=spec))
+    assert only_absent == Unavailable("memory_mb is not a column of trials.parquet")
+    assert _get_pareto_info(dataclasses.replace(search, spec={**search.spec, "search": {}})) is None  # single objective
+    failed = dataclasses.replace(ablation, trials=ablation.trials.with_columns(pl.lit("failed").alias("status")))
+    assert _get_ablation_info(failed) == Unavailable("no completed run with a val_score yet")
+    assert _get_ablation_info(search) is None  # not an ablation: no view, no note
+    no_scores = dataclasses.replace(search, trials=search.trials.select(pl.exclude("^test_missing_.*$")))
+    assert _get_missing_info(no_scores).reason.startswith("no completed trial was scored on test with a modality missing")
 
 
 def test_corrupt_experiment_json_still_shows_the_tables(search_dir: Path, tmp_path: Path) -> None:

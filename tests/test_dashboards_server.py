@@ -93,6 +93,8 @@ def test_figures_follow_new_trials(server: DashboardServer, running_search: Path
     assert before["version"] == json.loads(state)["version"]
     assert _history_points(before) == 5  # 7 recorded: 1 running, 1 failed
     assert "In progress: 6 trials finished of 12 planned, 1 running." in before["notices"]["exp0-notices"]
+    importance = before["notices"]["exp0-importance-note"]  # a note where the figure will be
+    assert "needs at least 10 completed trials with a val_score; this experiment has 5" in importance
 
     now = datetime.now(timezone.utc)
     row = {"trial_id": "trial_new", "status": "completed", "val_score": 0.9, "started_at": now, "finished_at": now}
@@ -103,3 +105,5 @@ def test_figures_follow_new_trials(server: DashboardServer, running_search: Path
     assert after["version"] == after_state["version"]
     assert _history_points(after) == 6
     assert "7 trials finished of 12 planned" in after["notices"]["exp0-notices"]
+    assert after["slots"] == before["slots"]  # same figures and notes in the same places: the page updates their text
+    assert "this experiment has 6" in after["notices"]["exp0-importance-note"]
