@@ -34,6 +34,7 @@ class ParallelInfo(NamedTuple):
     scores: list[float]
     metric: str
     total: int
+    unsampled: list[str]  # axes of the space no completed trial sampled: left out
 
 
 def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo | Unavailable:
@@ -51,7 +52,13 @@ def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo
     scores = shown["score"].to_list()
     pad = 0.0 if max(scores) > min(scores) else 0.01
     dimensions.append(Dimension(metric, scores, None, None, (min(scores) - pad, max(scores) + pad)))
-    return ParallelInfo(dimensions, shown["trial_id"].to_list(), scores, metric, completed.height)
+    unsampled = [a.key for a in searched if a not in axes]
+    return ParallelInfo(dimensions, shown["trial_id"].to_list(), scores, metric, completed.height, unsampled)
+
+
+def unsampled_note(keys: list[str]) -> str:
+    """A title's note of the searched axes left out because no completed trial sampled them."""
+    return f"; not sampled by a completed trial: {', '.join(keys)}" if keys else ""
 
 
 def _no_axes(searched: list[Axis]) -> Unavailable:
@@ -106,7 +113,7 @@ def _get_parallel_plot(info: ParallelInfo) -> go.Figure:
     )
     fig.update_layout(
         title=f"Parallel coordinates: {showing(len(info.trial_ids), info.total, 'completed trials')} "
-        "(drag along an axis to filter)",
+        f"(drag along an axis to filter{unsampled_note(info.unsampled)})",
         height=460,
         margin={"l": 80, "r": 80, "t": 110},
         meta={"trial_ids": info.trial_ids},

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from ._common import MAX_POINTS, Unavailable, sample_best, showing, trial_numbers
 from ._loading import Experiment
-from ._parallel import _no_axes
+from ._parallel import _no_axes, unsampled_note
 from ._params import Axis, categories, param_frame, space_axes
 
 COLUMNS = 3
@@ -28,6 +28,7 @@ class SliceInfo(NamedTuple):
     metric: str
     shown: int
     total: int
+    unsampled: list[str]  # axes with no sampled value among the trials shown: no panel
 
 
 def _get_slice_info(exp: Experiment, limit: int = MAX_POINTS) -> SliceInfo | Unavailable:
@@ -39,15 +40,17 @@ def _get_slice_info(exp: Experiment, limit: int = MAX_POINTS) -> SliceInfo | Una
     axes = space_axes(exp.spec)
     params = param_frame(completed, axes).with_columns(completed["number"], completed[metric].alias("score"))
     shown = sample_best(params, limit, "score")
-    panels = []
+    panels, unsampled = [], []
     for axis in axes:
         points = shown.select("trial_id", "number", pl.col(axis.key).alias("value"), "score").drop_nulls("value")
         if points.height:
             cats = categories(completed, axis) if axis.kind == "choice" else None
             panels.append(SlicePanel(axis, points.sort("number"), cats))
+        else:
+            unsampled.append(axis.key)
     if not panels:
         return _no_axes(axes)
-    return SliceInfo(panels, metric, shown.height, completed.height)
+    return SliceInfo(panels, metric, shown.height, completed.height, unsampled)
 
 
 def _get_slice_plot(info: SliceInfo) -> go.Figure:
@@ -90,7 +93,7 @@ def _get_slice_plot(info: SliceInfo) -> go.Figure:
     fig.update_yaxes(title_text=info.metric, col=1)
     fig.update_layout(
         title=f"Slices: {info.metric} against each searched axis "
-        f"({showing(info.shown, info.total, 'completed trials')})",
+        f"({showing(info.shown, info.total, 'completed trials')}{unsampled_note(info.unsampled)})",
         height=300 * rows + 80,
         dragmode="select",
     )

@@ -583,6 +583,10 @@ def test_every_view_says_why_it_has_nothing_to_draw(
     failed = dataclasses.replace(ablation, trials=ablation.trials.with_columns(pl.lit("failed").alias("status")))
     assert _get_ablation_info(failed) == Unavailable("no completed run with a val_score yet")
     assert _get_ablation_info(search) is None  # not an ablation: no view, no note
+    no_tacfn = dataclasses.replace(search, trials=search.trials.filter(pl.col("config.model.fusion.name") != "tacfn"))
+    assert _get_slice_info(no_tacfn).unsampled == _get_parallel_info(no_tacfn).unsampled == ["model.fusion.selection"]
+    for figure in (dashboards.plot_slice(no_tacfn), dashboards.plot_parallel_coordinate(no_tacfn)):
+        assert "not sampled by a completed trial: model.fusion.selection" in figure.layout.title.text
     no_scores = dataclasses.replace(search, trials=search.trials.select(pl.exclude("^test_missing_.*$")))
     assert _get_missing_info(no_scores).reason.startswith("no completed trial was scored on test with a modality missing")
 
