@@ -16,11 +16,11 @@ import yaml
 from tacfn.config import parse_run_config
 from tacfn.errors import ConfigError
 from tacfn.model.fusion import get_fusion_block_class
+from tacfn.nested import apply_overrides
 from tacfn.search._space import (
     SEARCH_SPACES_DIR,
     SearchSpace,
     SearchSpec,
-    apply_overrides,
     compile_space,
     config_hash,
     find_space,
@@ -202,19 +202,6 @@ def test_grid_points_are_valid_optuna_trials(tmp_path: Path):
 # --- run configs from params -----------------------------------------------------------------
 
 
-def test_apply_overrides_sets_dotted_keys_on_a_copy():
-    base = {"model": {"preset": "lite"}, "train": {"epochs": 3}}
-    out = apply_overrides(base, {"model.fusion.heads": 2, "train.lr": 0.01, "data.synthetic.seed": 5})
-    assert out == {
-        "model": {"preset": "lite", "fusion": {"heads": 2}},
-        "train": {"epochs": 3, "lr": 0.01},
-        "data": {"synthetic": {"seed": 5}},
-    }
-    assert base == {"model": {"preset": "lite"}, "train": {"epochs": 3}}
-    with pytest.raises(ConfigError, match=r"cannot set model\.preset\.x: model\.preset is a str"):
-        apply_overrides(base, {"model.preset.x": 1})
-
-
 def test_config_hash_pairs_seeds_and_folds_but_not_settings():
     cfg = {"model": {"preset": "lite"}, "data": {"fold": 0}, "train": {"lr": 0.001, "seed": 0}}
     key = config_hash(cfg)
@@ -223,6 +210,13 @@ def test_config_hash_pairs_seeds_and_folds_but_not_settings():
     assert config_hash({"train": {"seed": 1, "lr": 0.001}, "model": {"preset": "lite"}}) == key
     assert config_hash(apply_overrides(cfg, {"train.lr": 0.002})) != key
     assert config_hash(apply_overrides(cfg, {"data.synthetic.seed": 1})) != key
+
+
+def test_config_hash_is_stable_and_ignores_empty_mappings():
+    # Stores written earlier pair their runs on these keys: the hash of a config must not change.
+    assert config_hash({"model": {"preset": "lite"}, "train": {"lr": 0.001}}) == "c79cad8a1b594c5a"
+    with_empty = {"model": {"preset": "lite", "fusion": {}, "x": {"y": {}}}, "train": {"lr": 0.001, "seed": 3}}
+    assert config_hash(with_empty) == "c79cad8a1b594c5a"
 
 
 # --- bad spaces ------------------------------------------------------------------------------

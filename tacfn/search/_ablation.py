@@ -40,10 +40,11 @@ from ray import tune
 
 from ..config import RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError
+from ..nested import apply_overrides, has_dotted
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
 from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
-from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
+from ._space import SEARCH_SPACES_DIR, Resources, check_folder_name
 from ._store import ExperimentStore, absolute_root
 
 
@@ -209,8 +210,8 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     """
     out = absolute_root(out)
     base = dict(plan.base)
-    if "cache_dir" not in base.get("data", {}):
-        base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
+    if not has_dotted(base, "data.cache_dir"):
+        base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
     spec = {**plan.model_dump(mode="json"), "base": base}
     # An unreachable cluster, a run larger than this machine or missing data fails before
     # anything is written. Synthetic data is written once here, not raced for by the first trials.

@@ -71,6 +71,7 @@ from ..config import RunConfig, load_yaml
 from ..errors import ConfigError
 from ..model import TACFNConfig
 from ..model.fusion import FusionConfig, get_fusion_block_class, list_fusion_blocks, valid_heads
+from ..nested import apply_overrides, prune_empty
 
 if TYPE_CHECKING:
     import optuna
@@ -480,21 +481,6 @@ def _test_values(axis: AxisInfo) -> tuple[Any, ...]:
 # --- run configs from params ----------------------------------------------------------------
 
 
-def apply_overrides(base: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``base`` with each dotted key of ``flat`` set (``{"train.lr": 0.01}``)."""
-    out = copy.deepcopy(dict(base))
-    for dotted, value in flat.items():
-        *parents, leaf = dotted.split(".")
-        node = out
-        for depth, part in enumerate(parents):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                where = ".".join(parents[: depth + 1])
-                raise ConfigError(f"cannot set {dotted}: {where} is a {type(node).__name__}, not a mapping")
-        node[leaf] = value
-    return out
-
-
 def config_hash(run_cfg: Mapping[str, Any]) -> str:
     """sha256 (16 hex digits) of a run-config mapping without ``train.seed`` and ``data.fold``.
 
@@ -506,15 +492,8 @@ def config_hash(run_cfg: Mapping[str, Any]) -> str:
     for section, key in (("train", "seed"), ("data", "fold")):
         if isinstance(cfg.get(section), dict):
             cfg[section].pop(key, None)
-    text = json.dumps(_prune(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(prune_empty(cfg), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _prune(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    pruned = {k: _prune(v) for k, v in value.items()}
-    return {k: v for k, v in pruned.items() if v != {}}
 
 
 # --- loading and validation ---------------------------------------------------------------
