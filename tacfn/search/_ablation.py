@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray import tune
 
 from ..config import RunConfig, load_yaml, parse_run_config
-from ..errors import ConfigError
+from ..errors import ConfigError, describe_validation_error
 from ..nested import apply_overrides, has_dotted
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
@@ -122,10 +122,7 @@ def parse_plan(data: Any, source: str = "<plan>") -> AblationPlan:
     try:
         return AblationPlan.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "plan"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {where}: {message}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(err, AblationPlan)}") from None
 
 
 def load_plan(name_or_path: str | Path) -> AblationPlan:

@@ -68,7 +68,7 @@ from pydantic import (
 )
 
 from ..config import RunConfig, load_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, describe_validation_error
 from ..model import TACFNConfig
 from ..model.fusion import FusionConfig, get_fusion_block_class, list_fusion_blocks, valid_heads
 from ..nested import apply_overrides, prune_empty
@@ -538,7 +538,7 @@ def parse_space(data: Any, source: str = "<space>") -> SearchSpec:
     try:
         spec = SearchSpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_describe(err, SearchSpec)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(err, SearchSpec)}") from None
     try:
         _validate(spec)
     except ConfigError as err:
@@ -550,7 +550,7 @@ def _validate(spec: SearchSpec) -> None:
     try:
         base = RunConfig.model_validate(spec.base)
     except ValidationError as err:
-        raise ConfigError(f"base.{_describe(err, RunConfig)}") from None
+        raise ConfigError(describe_validation_error(err, RunConfig, at="base")) from None
     arch = base.architecture()
     for key, axis in spec.space.items():
         _check_axis_type(key, axis, _base_value(key, base, arch))
@@ -742,46 +742,5 @@ def _run_config_error(data: dict[str, Any]) -> str | None:
     try:
         RunConfig.model_validate(data)
     except ValidationError as err:
-        return _describe(err, RunConfig)
+        return describe_validation_error(err, RunConfig)
     return None
-
-
-def _describe(err: ValidationError, root: type[BaseModel]) -> str:
-    """``key: rule`` for the first error; an unknown key lists the valid ones."""
-    first = err.errors()[0]
-    loc = [str(part) for part in first["loc"]]
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        valid = _keys_at(root, loc[:-1])
-        message = f"unknown key; valid: {valid}" if valid else "unknown key"
-    elif first["type"] == "finite_number":
-        message = f"{message}, got {first['input']!r}"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{'.'.join(loc) or '(top level)'}: {message}{more}"
-
-
-def _keys_at(root: type[BaseModel], path: list[str]) -> list[str] | None:
-    """The keys of the pydantic model found at ``path`` under ``root`` (None: not a model)."""
-    kind: Any = root
-    for part in path:
-        kind = _unwrap_optional(kind)
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            field = next((f for n, f in kind.model_fields.items() if part in (n, f.alias)), None)
-            if field is None:
-                return None
-            kind = field.annotation
-        elif get_origin(kind) is dict:
-            kind = get_args(kind)[1]
-        else:
-            return None
-    kind = _unwrap_optional(kind)
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        return sorted(f.alias or n for n, f in kind.model_fields.items())
-    return None
-
-
-def _unwrap_optional(kind: Any) -> Any:
-    if get_origin(kind) in (Union, UnionType):
-        args = [arg for arg in get_args(kind) if arg is not type(None)]
-        return args[0] if len(args) == 1 else kind
-    return kind
