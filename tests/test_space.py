@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,9 @@ from tacfn.config import parse_run_config
 from tacfn.errors import ConfigError
 from tacfn.model.fusion import get_fusion_block_class
 from tacfn.nested import apply_overrides
-from tacfn.search._space import (
-    SEARCH_SPACES_DIR,
-    SearchSpace,
-    SearchSpec,
-    compile_space,
-    config_hash,
-    find_space,
-    grid,
-    list_spaces,
-    load_space,
-    optuna_distributions,
-    parse_space,
-)
+from tacfn.search._space import SEARCH_SPACES_DIR, find_space, list_spaces, load_space, parse_space
+from tacfn.search._space_compile import SearchSpace, compile_space, config_hash, grid, optuna_distributions
+from tacfn.search._space_schema import SearchSpec
 
 SHIPPED = ("quickstart", "ravdess_tacfn", "iemocap_tacfn", "modality_dropout")
 LITE = {"model": {"preset": "lite", "backbone": "frozen"}, "train": {"epochs": 4}}
@@ -64,6 +56,34 @@ def _study(space: SearchSpace, trials: int, seed: int = 0) -> optuna.Study:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
     return study
+
+
+# --- what importing a space costs -------------------------------------------------------------
+
+_WITHOUT_TORCH = """
+import sys
+from tacfn.search import AxisInfo, SearchSpec
+from tacfn.search._space_compile import SearchSpace, compile_space, config_hash, grid
+
+spec = SearchSpec.model_validate({"name": "x", "space": {
+    "train.batch_size": {"choice": [8, 16]},
+    "train.epochs": {"int": [2, 4], "when": {"train.batch_size": [16]}},
+}})
+info = compile_space(spec)
+assert isinstance(info.axes[0], AxisInfo) and len(grid(info)) == 4, grid(info)
+config_hash(spec.base)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray") or m.startswith("tacfn.model"))
+assert not loaded, loaded
+"""
+
+
+def test_the_schema_and_compiled_space_need_neither_torch_nor_the_model():
+    """What dashboards and other readers of a space use must not import torch (seconds of
+    start-up, and not installed beside the dashboards); only checking a space against the
+    run config, and compiling one that searches fusion blocks, ask the model."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # --- shipped files ---------------------------------------------------------------------------
