@@ -34,8 +34,8 @@ from pathlib import Path
 from scipy import stats
 
 from dashboards import ablation_table, load_experiment
+from tacfn.nested import apply_overrides
 from tacfn.search import load_plan, parse_plan, run_ablation
-from tacfn.search._space import apply_overrides
 
 BASELINE, VARIANT = "concat", "tacfn"
 

@@ -8,27 +8,20 @@ the value lies inside the axis (a base value outside the range was never sampled
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import polars as pl
 
+from tacfn.search import AxisInfo
 from tacfn.search._store import CONFIG_PREFIX
 
-KINDS = ("choice", "int", "float")
 
+class Axis(AxisInfo):
+    """One axis of a search space (the search layer's :class:`~tacfn.search.AxisInfo`, built
+    from the spec as written: ``when`` holds the file's conditions only), with the names the
+    views draw it under."""
 
-class Axis(NamedTuple):
-    """One axis of a search space, as written in the spec."""
-
-    key: str  # dotted config key, e.g. "train.lr"
-    kind: str  # one of KINDS
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    when: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
+    __slots__ = ()
 
     @property
     def column(self) -> str:
@@ -47,7 +40,7 @@ def space_axes(spec: Mapping[str, Any]) -> list[Axis]:
     for key, entry in (space.items() if isinstance(space, Mapping) else ()):
         if not isinstance(entry, Mapping):
             continue
-        when = {k: tuple(v) for k, v in (entry.get("when") or {}).items() if isinstance(v, list)}
+        when = tuple((k, tuple(v)) for k, v in (entry.get("when") or {}).items() if isinstance(v, list))
         if isinstance(entry.get("choice"), list):
             axes.append(Axis(key, "choice", choices=tuple(entry["choice"]), when=when))
             continue
@@ -106,7 +99,7 @@ def _inside(value: pl.Expr, axis: Axis) -> pl.Expr:
 def _when(trials: pl.DataFrame, axis: Axis) -> pl.Expr:
     """True for the trials where every ``when`` condition of the axis holds."""
     active = pl.lit(True)
-    for key, values in axis.when.items():
+    for key, values in axis.when:
         column = CONFIG_PREFIX + key
         if column not in trials.columns:
             return pl.lit(False)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, DataError, TacfnError
+from .nested import set_dotted
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -27,18 +28,12 @@ def _set_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {assignment!r}")
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node = child
     try:
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or type(err).__name__
         raise ConfigError(f"--set {key}: {raw!r} is not a plain YAML value ({problem})") from None
+    set_dotted(data, key, value)
 
 
 # --- data -------------------------------------------------------------------------------

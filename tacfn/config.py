@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from .data.splits import FOLDS
 from .data.synth import EFFECTS, check_effects
-from .errors import ConfigError
+from .errors import ConfigError, describe_validation_error
 from .model import TACFN, TACFNConfig, configure
 from .model.fusion._config import FusionOptions
 
@@ -142,18 +142,6 @@ def _configure(section: ModelSection, input_lengths: dict[str, int] | None = Non
     )
 
 
-def _format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"].endswith("_type") or first["type"] == "finite_number":  # say what was given ("64" is not 64)
-        message = f"{message}, got {first['input']!r}"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}: {message}{more}"
-
-
 def parse_run_config(data: Any, source: str = "<config>", *, check_model: bool = True) -> RunConfig:
     """Validate a mapping as a :class:`RunConfig`; raises ConfigError naming key and rule.
 
@@ -170,7 +158,7 @@ def parse_run_config(data: Any, source: str = "<config>", *, check_model: bool =
     try:
         return RunConfig.model_validate(data, context={"check_model": check_model})
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_format_validation_error(err)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(err, RunConfig)}") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -35,6 +35,7 @@ from .config import RunConfig, parse_run_config
 from .errors import ConfigError, DataError, brief
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
+from .nested import flatten
 from .outputs import check_output_folder
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
 
@@ -400,17 +401,6 @@ def _finite_or_none(data: Any) -> Any:
     return data
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def record_run_config(cfg: RunConfig, out_dir: Path) -> None:
     """Write the config a run folder trains to ``out_dir/config.json`` (see :func:`check_resumable_config`)."""
     _write_json(Path(out_dir) / RUN_CONFIG, cfg.model_dump(mode="json"))
@@ -453,7 +443,7 @@ def check_resumable_config(cfg: RunConfig, out_dir: Path) -> None:
         recorded_data = parse_run_config(recorded_data, str(path), check_model=False).model_dump(mode="json")
     except ConfigError:
         pass  # compared as written: the difference is then named below
-    recorded, current = _flat(recorded_data), _flat(cfg.model_dump(mode="json"))
+    recorded, current = flatten(recorded_data), flatten(cfg.model_dump(mode="json"))
     missing = object()
     differ = sorted(
         key for key in recorded.keys() | current.keys()

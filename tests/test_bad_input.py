@@ -326,6 +326,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["train", config(e), "--out", out(e), "--set", "train.epochs=many"], ("train.epochs", "valid integer"), work(e)),
         "--set not YAML": lambda e: Case(
             ["train", config(e), "--out", out(e), "--set", "train.lr=["], ("--set train.lr", "not a plain YAML value"), work(e)),
+        "--set through a value": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.preset.x=1"],
+            ("cannot set model.preset.x: model.preset is a str, not a mapping",), work(e)),
         "--set without =": lambda e: Case(
             ["train", config(e), "--out", out(e), "--set", "train.epochs"], ("--set expects KEY=VALUE",), work(e)),
         "--workers 0": lambda e: Case(

@@ -11,8 +11,8 @@ import pytest
 
 from tacfn.config import parse_run_config
 from tacfn.data.synth import planted_bits
+from tacfn.nested import apply_overrides
 from tacfn.search import load_plan
-from tacfn.search._space import apply_overrides
 from tacfn.training import train
 
 pytestmark = pytest.mark.slow

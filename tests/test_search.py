@@ -210,7 +210,8 @@ def _searcher(tmp_path: Path):
     """A PrunableOptunaSearch over one float, with its study in ``tmp_path/optuna.db``, built
     as Tune builds a resumed search's (no Ray)."""
     from tacfn.search._runner import PrunableOptunaSearch
-    from tacfn.search._space import SearchSpace, compile_space, parse_space
+    from tacfn.search._space import parse_space
+    from tacfn.search._space_compile import SearchSpace, compile_space
 
     spec = parse_space({
         "name": "lost",

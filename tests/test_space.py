@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +18,10 @@ import yaml
 from tacfn.config import parse_run_config
 from tacfn.errors import ConfigError
 from tacfn.model.fusion import get_fusion_block_class
-from tacfn.search._space import (
-    SEARCH_SPACES_DIR,
-    SearchSpace,
-    SearchSpec,
-    apply_overrides,
-    compile_space,
-    config_hash,
-    find_space,
-    grid,
-    list_spaces,
-    load_space,
-    optuna_distributions,
-    parse_space,
-)
+from tacfn.nested import apply_overrides
+from tacfn.search._space import SEARCH_SPACES_DIR, find_space, list_spaces, load_space, parse_space
+from tacfn.search._space_compile import SearchSpace, compile_space, config_hash, grid, optuna_distributions
+from tacfn.search._space_schema import SearchSpec
 
 SHIPPED = ("quickstart", "ravdess_tacfn", "iemocap_tacfn", "modality_dropout")
 LITE = {"model": {"preset": "lite", "backbone": "frozen"}, "train": {"epochs": 4}}
@@ -64,6 +56,34 @@ def _study(space: SearchSpace, trials: int, seed: int = 0) -> optuna.Study:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
     return study
+
+
+# --- what importing a space costs -------------------------------------------------------------
+
+_WITHOUT_TORCH = """
+import sys
+from tacfn.search import AxisInfo, SearchSpec
+from tacfn.search._space_compile import SearchSpace, compile_space, config_hash, grid
+
+spec = SearchSpec.model_validate({"name": "x", "space": {
+    "train.batch_size": {"choice": [8, 16]},
+    "train.epochs": {"int": [2, 4], "when": {"train.batch_size": [16]}},
+}})
+info = compile_space(spec)
+assert isinstance(info.axes[0], AxisInfo) and len(grid(info)) == 4, grid(info)
+config_hash(spec.base)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray") or m.startswith("tacfn.model"))
+assert not loaded, loaded
+"""
+
+
+def test_the_schema_and_compiled_space_need_neither_torch_nor_the_model():
+    """What dashboards and other readers of a space use must not import torch (seconds of
+    start-up, and not installed beside the dashboards); only checking a space against the
+    run config, and compiling one that searches fusion blocks, ask the model."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # --- shipped files ---------------------------------------------------------------------------
@@ -202,19 +222,6 @@ def test_grid_points_are_valid_optuna_trials(tmp_path: Path):
 # --- run configs from params -----------------------------------------------------------------
 
 
-def test_apply_overrides_sets_dotted_keys_on_a_copy():
-    base = {"model": {"preset": "lite"}, "train": {"epochs": 3}}
-    out = apply_overrides(base, {"model.fusion.heads": 2, "train.lr": 0.01, "data.synthetic.seed": 5})
-    assert out == {
-        "model": {"preset": "lite", "fusion": {"heads": 2}},
-        "train": {"epochs": 3, "lr": 0.01},
-        "data": {"synthetic": {"seed": 5}},
-    }
-    assert base == {"model": {"preset": "lite"}, "train": {"epochs": 3}}
-    with pytest.raises(ConfigError, match=r"cannot set model\.preset\.x: model\.preset is a str"):
-        apply_overrides(base, {"model.preset.x": 1})
-
-
 def test_config_hash_pairs_seeds_and_folds_but_not_settings():
     cfg = {"model": {"preset": "lite"}, "data": {"fold": 0}, "train": {"lr": 0.001, "seed": 0}}
     key = config_hash(cfg)
@@ -223,6 +230,13 @@ def test_config_hash_pairs_seeds_and_folds_but_not_settings():
     assert config_hash({"train": {"seed": 1, "lr": 0.001}, "model": {"preset": "lite"}}) == key
     assert config_hash(apply_overrides(cfg, {"train.lr": 0.002})) != key
     assert config_hash(apply_overrides(cfg, {"data.synthetic.seed": 1})) != key
+
+
+def test_config_hash_is_stable_and_ignores_empty_mappings():
+    # Stores written earlier pair their runs on these keys: the hash of a config must not change.
+    assert config_hash({"model": {"preset": "lite"}, "train": {"lr": 0.001}}) == "c79cad8a1b594c5a"
+    with_empty = {"model": {"preset": "lite", "fusion": {}, "x": {"y": {}}}, "train": {"lr": 0.001, "seed": 3}}
+    assert config_hash(with_empty) == "c79cad8a1b594c5a"
 
 
 # --- bad spaces ------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from typing import Any
 from ._store import ExperimentStore, read_table
 
 _LAZY = {
-    "SearchSpace": "_space",
-    "SearchSpec": "_space",
-    "compile_space": "_space",
-    "config_hash": "_space",
+    "AxisInfo": "_space_compile",
+    "SearchSpace": "_space_compile",
+    "SearchSpec": "_space_schema",
+    "compile_space": "_space_compile",
+    "config_hash": "_space_compile",
     "find_space": "_space",
     "list_spaces": "_space",
     "load_space": "_space",

@@ -39,11 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray import tune
 
 from ..config import RunConfig, load_yaml, parse_run_config
-from ..errors import ConfigError
+from ..errors import ConfigError, describe_validation_error
+from ..nested import apply_overrides, has_dotted
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
 from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
-from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
+from ._space import SEARCH_SPACES_DIR
+from ._space_schema import Resources, check_folder_name
 from ._store import ExperimentStore, absolute_root
 
 
@@ -121,10 +123,7 @@ def parse_plan(data: Any, source: str = "<plan>") -> AblationPlan:
     try:
         return AblationPlan.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "plan"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {where}: {message}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(err, AblationPlan)}") from None
 
 
 def load_plan(name_or_path: str | Path) -> AblationPlan:
@@ -209,8 +208,8 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     """
     out = absolute_root(out)
     base = dict(plan.base)
-    if "cache_dir" not in base.get("data", {}):
-        base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
+    if not has_dotted(base, "data.cache_dir"):
+        base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
     spec = {**plan.model_dump(mode="json"), "base": base}
     # An unreachable cluster, a run larger than this machine or missing data fails before
     # anything is written. Synthetic data is written once here, not raced for by the first trials.

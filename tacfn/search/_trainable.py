@@ -27,10 +27,10 @@ from ray import tune
 
 from ..config import RunConfig, parse_run_config
 from ..model import TACFN
+from ..nested import apply_overrides
 from ..tasks import TaskData, load_task
 from ..training import LAST_CHECKPOINT, RunState, Trainer, run_epochs
 from ._distributed import SharedTask, TrialWorkers, best_epoch_scores, fit_trial
-from ._space import apply_overrides
 
 
 def encoder_identity(cfg: RunConfig) -> str:
