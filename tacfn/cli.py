@@ -273,38 +273,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
+    from dashboards import format_ablation_table, load_experiment
+
     from .search import load_plan, run_ablation
     from .search._store import absolute_root
 
     plan = load_plan(args.plan)
     out = absolute_root(args.out or Path("runs") / plan.name)
-    table = run_ablation(plan, out, address=args.address)
+    run_ablation(plan, out, address=args.address)
     print()
-    if table.is_empty():
+    exp = load_experiment(out)  # the dashboard's own table: the page shows the same numbers
+    if not exp.completed.height:
         print(f"no run completed; results: {out}")
         return EXIT_FAILED
-    print(f"test score per variant (baseline {plan.baseline!r}; paired on seeds {plan.seeds} x folds {plan.folds}):")
-    for row in table.iter_rows(named=True):
-        std = f"{row['std']:.3f}" if row["std"] is not None else "-"
-        print(f"  {row['variant']:<24} n={row['n']:<3} mean {row['mean']:.3f}  std {std}  vs baseline {row['paired_diff']:+.3f}")
-    _print_verdicts(out)
+    print(format_ablation_table(exp))
     print(f"results: {out}")
     return 0
-
-
-def _print_verdicts(out: Path | str) -> None:
-    """Each variant's verdict, the pattern of its paired differences and why, as in the dashboard's ablation table."""
-    from dashboards import ablation_table, load_experiment
-
-    table = ablation_table(load_experiment(out))
-    if table is None:
-        return
-    print("verdicts (paired sign-flip test of the mean difference, Holm over the variants):")
-    for row in table.filter(table["verdict"] != "baseline").iter_rows(named=True):
-        pattern = f": {row['pattern']}" if row["pattern"] else ""
-        flags = f". ⚠ {row['flags']}" if row["flags"] else ""
-        print(f"  {row['variant']:<24} {row['verdict']}{pattern}")
-        print(f"  {'':<24} {row['reason']}{flags}")
 
 
 # --- demo and dashboard -----------------------------------------------------------------
