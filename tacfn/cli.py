@@ -304,13 +304,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from .search._store import Location
 
+    def note(line: str) -> None:  # an optional table or view the page could not show, and why
+        print(f"tacfn: note: {line}", file=sys.stderr)
+
     dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
     if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
         if args.serve:
             raise ConfigError(f"--serve shows a search or ablation folder; {dirs[0]} is one `tacfn train` run (drop --serve for its report)")
-        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None)}")
+        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None, on_gap=note)}")
         return 0
     if args.serve:
         from dashboards import serve
@@ -329,9 +332,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         if "trials.parquet" in unreadable:
             more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
             raise DataError(f"{unreadable['trials.parquet']}{more}; no dashboard written")
-
-    def note(line: str) -> None:  # an optional table or view the page could not show, and why
-        print(f"tacfn: note: {line}", file=sys.stderr)
 
     print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=note)}")
     return 0
