@@ -7,7 +7,7 @@ HTML file and :func:`serve` shows them live while a search runs.
 
 from __future__ import annotations
 
-from ._ablation import ablation_table, plot_ablation_forest, plot_ablation_table
+from ._ablation import ablation_table, format_ablation_table, plot_ablation_forest, plot_ablation_table
 from ._ablation_scores import plot_ablation_scores
 from ._ablation_stats import (
     PairedComparison,
@@ -43,6 +43,7 @@ __all__ = [
     "bootstrap_mean",
     "describe_differences",
     "fewest_pairs",
+    "format_ablation_table",
     "holm",
     "leaderboard",
     "load_experiment",

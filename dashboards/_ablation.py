@@ -159,45 +159,63 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "" if value is None or value != value else format(value, spec)
 
 
-def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
+def _get_ablation_cells(info: AblationInfo) -> dict[str, list[str]]:
+    """Every column of the table as the reader sees it, one string per variant: what the page
+    draws (:func:`_get_ablation_table_plot`) and what ``tacfn ablate`` prints
+    (:func:`_get_ablation_text`), so the two can never show different numbers."""
     t = info.table
-    cells = [
-        t["variant"].to_list(),
-        t["n"].to_list(),
-        [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(t["mean"], t["std"])],
-        [
+    return {
+        "variant": t["variant"].to_list(),
+        "n": [str(n) for n in t["n"]],
+        "mean": [f"{_fmt(m)} ± {_fmt(s)}" if _fmt(s) else _fmt(m) for m, s in zip(t["mean"], t["std"])],
+        "baseline_mean": [_fmt(m) for m in t["baseline_mean"]],
+        "diff": [
             _fmt(d, "+.3f") + ("" if _fmt(lo) == "" else f" [{lo:+.3f}, {hi:+.3f}]")
             for d, lo, hi in zip(t["diff"], t["ci_low"], t["ci_high"])
         ],
-        [_fmt(p, ".0%") for p in t["prob_improvement"]],
-        [_fmt(p, ".3g") for p in t["p_value"]],
-        [_fmt(p, ".3g") for p in t["p_holm"]],
-        t["pattern"].to_list(),
-        t["verdict"].to_list(),
-        [r if not f else f"{r}. ⚠ {f}" for r, f in zip(t["reason"], t["flags"])],
-    ]
-    header = [
-        "variant",
-        "n pairs",
-        f"{info.metric} mean ± std",
-        "Δ vs baseline [95% CI]",
-        "P(Δ > 0)",
-        "p (sign-flip)",
-        "p (Holm)",
-        "pattern",
-        "verdict",
-        "why / flags",
-    ]
+        "prob_improvement": [_fmt(p, ".0%") for p in t["prob_improvement"]],
+        "p_value": [_fmt(p, ".3g") for p in t["p_value"]],
+        "p_holm": [_fmt(p, ".3g") for p in t["p_holm"]],
+        "pattern": t["pattern"].to_list(),
+        "verdict": t["verdict"].to_list(),
+        "reason": [r if not f else f"{r}. ⚠ {f}" for r, f in zip(t["reason"], t["flags"])],
+    }
+
+
+# The page's columns: cell key -> header, width.
+_PAGE_COLUMNS = {
+    "variant": ("variant", 90),
+    "n": ("n pairs", 50),
+    "mean": ("{metric} mean ± std", 110),
+    "baseline_mean": ("baseline mean", 70),
+    "diff": ("Δ vs baseline [95% CI]", 150),
+    "prob_improvement": ("P(Δ > 0)", 60),
+    "p_value": ("p (sign-flip)", 70),
+    "p_holm": ("p (Holm)", 60),
+    "pattern": ("pattern", 200),
+    "verdict": ("verdict", 80),
+    "reason": ("why / flags", 300),
+}
+
+
+def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
+    t = info.table
+    cells = _get_ablation_cells(info)
     plain, black = ["white"] * t.height, ["black"] * t.height
     verdict_colors = [VERDICT_COLORS.get(v, "#7f7f7f") for v in t["verdict"]]
     fig = go.Figure(
         go.Table(
-            columnwidth=[90, 50, 110, 150, 60, 70, 60, 200, 80, 300],
-            header={"values": header, "fill_color": "#e8eef7", "align": "left", "font": {"size": 12}},
+            columnwidth=[width for _, width in _PAGE_COLUMNS.values()],
+            header={
+                "values": [header.format(metric=info.metric) for header, _ in _PAGE_COLUMNS.values()],
+                "fill_color": "#e8eef7",
+                "align": "left",
+                "font": {"size": 12},
+            },
             cells={
-                "values": cells,
-                "fill_color": [plain] * 8 + [verdict_colors, plain],
-                "font": {"color": [black] * 8 + [plain, black]},
+                "values": [cells[key] for key in _PAGE_COLUMNS],
+                "fill_color": [verdict_colors if key == "verdict" else plain for key in _PAGE_COLUMNS],
+                "font": {"color": [plain if key == "verdict" else black for key in _PAGE_COLUMNS]},
                 "align": "left",
                 "height": 36,
             },
@@ -210,6 +228,45 @@ def _get_ablation_table_plot(info: AblationInfo) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig
+
+
+# The printed table's columns (cell key -> header); pattern and why follow each variant's row.
+_TEXT_COLUMNS = {
+    "variant": "variant",
+    "n": "n pairs",
+    "mean": "mean ± std",
+    "baseline_mean": "baseline",
+    "diff": "Δ [95% CI]",
+    "prob_improvement": "P(Δ > 0)",
+    "p_holm": "p (Holm)",
+    "verdict": "verdict",
+}
+
+
+def _get_ablation_text(info: AblationInfo, indent: str = "") -> str:
+    """The table as plain text for a terminal: the page's cells, aligned, one row per variant,
+    then each variant's pattern and why (with any flags) on lines of their own."""
+    cells = _get_ablation_cells(info)
+    columns = [[header, *cells[key]] for key, header in _TEXT_COLUMNS.items()]
+    widths = [max(map(len, column)) for column in columns]
+    under = indent + " " * (widths[0] + 2)  # the continuation lines start under the second column
+
+    def line(values: list[str]) -> str:
+        return (indent + "  ".join(v.ljust(w) for v, w in zip(values, widths))).rstrip()
+
+    lines = [
+        f"{indent}{info.metric} per variant against baseline {info.baseline!r}, paired on (seed, fold):",
+        line([column[0] for column in columns]),
+    ]
+    for i in range(info.table.height):
+        lines.append(line([column[i + 1] for column in columns]))
+        if cells["verdict"][i] != "baseline":
+            lines += [under + text for text in (cells["pattern"][i], cells["reason"][i]) if text]
+    lines.append(
+        f"{indent}P(Δ > 0): the share of {info.n_resamples:,} bootstrap means above 0; "
+        "p (Holm): sign-flip test of the mean difference, Holm over the variants"
+    )
+    return "\n".join(lines)
 
 
 def _get_ablation_forest_plot(info: AblationInfo) -> go.Figure:
@@ -257,6 +314,15 @@ def ablation_table(exp: Experiment, metric: str | None = None, *, seed: int = 0)
     """
     info = _get_ablation_info(exp, metric, seed=seed)
     return info.table if isinstance(info, AblationInfo) else None
+
+
+def format_ablation_table(exp: Experiment, metric: str | None = None, *, indent: str = "") -> str | None:
+    """The ablation table as plain text, the numbers the page shows, as ``tacfn ablate`` and
+    ``tacfn demo`` print it; the reason when there is nothing to tabulate yet; None for searches."""
+    info = _get_ablation_info(exp, metric)
+    if isinstance(info, Unavailable):
+        return f"{indent}Ablation table: {info.reason}"
+    return _get_ablation_text(info, indent) if info is not None else None
 
 
 def plot_ablation_table(exp: Experiment, metric: str | None = None) -> go.Figure | None:

@@ -4,6 +4,7 @@ and the run report share."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +33,13 @@ class Unavailable(NamedTuple):
 
     reason: str
     level: str = "info"  # "warning" when a results file is missing or unreadable
+
+
+def notice_html(text: str, level: str = "info") -> str:
+    """One notice's markup, styled by :data:`dashboards._script.NOTICE_STYLE`: errors and
+    warnings are announced as alerts, the rest as status."""
+    role = "alert" if level in ("error", "warning") else "status"
+    return f'<div class="notice notice-{level}" role="{role}">{html.escape(text)}</div>'
 
 
 def sample_best(frame: pl.DataFrame, limit: int, by: str, seed: int = 0) -> pl.DataFrame:

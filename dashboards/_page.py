@@ -31,7 +31,7 @@ from ._best import (
     _get_per_class_info,
     _get_per_class_plot,
 )
-from ._common import Unavailable, check_page_output, write_page
+from ._common import Unavailable, check_page_output, notice_html, write_page
 from ._compare import display_names, plot_compare
 from ._curves import _get_curves_info, _get_curves_plot
 from ._history import _get_history_plot, _get_history_view
@@ -176,11 +176,7 @@ def gaps(sections: Sequence[Section]) -> list[str]:
 
 
 def _notices_html(found: list[Notice]) -> str:
-    role = {"error": "alert", "warning": "alert", "info": "status"}
-    return "".join(
-        f'<div class="notice notice-{n.level}" role="{role.get(n.level, "status")}">{html.escape(n.text)}</div>'
-        for n in found
-    )
+    return "".join(notice_html(n.text, n.level) for n in found)
 
 
 def sections_html(sections: Sequence[Section]) -> str:

@@ -13,6 +13,15 @@ notices' text, else by swapping in the new markup.
 
 from __future__ import annotations
 
+# Notices and the notes that stand in for a view: the dashboard's and the run report's.
+NOTICE_STYLE = """
+.notice { border-radius: 4px; padding: 8px 12px; margin: 8px 0; font-size: 14px; }
+.notice-info { background: #e8f1fb; border-left: 4px solid #1f77b4; }
+.notice-warning { background: #fff5e0; border-left: 4px solid #ff7f0e; }
+.notice-error { background: #fdecea; border-left: 4px solid #d62728; }
+.view-note { margin: 12px 0; }
+"""
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
 header { position: sticky; top: 0; z-index: 10; background: #1d2330; color: white; padding: 10px 24px;
@@ -25,13 +34,8 @@ section.experiment { background: white; border: 1px solid #dde1e8; border-radius
                      margin: 16px 0; padding: 8px 16px 16px; }
 section h2 { margin: 8px 0 2px; font-size: 18px; }
 p.meta { margin: 0 0 8px; color: #5b6475; font-size: 13px; }
-.notice { border-radius: 4px; padding: 8px 12px; margin: 8px 0; font-size: 14px; }
-.notice-info { background: #e8f1fb; border-left: 4px solid #1f77b4; }
-.notice-warning { background: #fff5e0; border-left: 4px solid #ff7f0e; }
-.notice-error { background: #fdecea; border-left: 4px solid #d62728; }
 .view { margin: 12px 0; min-height: 120px; }
-.view-note { margin: 12px 0; }
-"""
+""" + NOTICE_STYLE
 
 SCRIPT = r"""
 (function () {

@@ -2,13 +2,16 @@
 and the test score with each modality missing, as one offline HTML file.
 
 Reads only the run's ``result.json``. Each view is two steps, as in Optuna's plots: an
-``_info`` function does the data work with Polars, a ``_plot`` function only draws.
+``_info`` function does the data work with Polars, a ``_plot`` function only draws. An info
+step that finds nothing to draw returns an :class:`~dashboards._common.Unavailable` saying
+why; the page puts that note where the figure would be, as the experiment dashboard does.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,7 +21,8 @@ from plotly.subplots import make_subplots
 
 from tacfn.errors import TacfnError
 
-from ._common import check_page_output, write_page
+from ._common import Unavailable, check_page_output, notice_html, write_page
+from ._script import NOTICE_STYLE
 
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 _RESULT_KEYS = ("status", "history", "num_parameters")  # what every report reads
@@ -54,8 +58,25 @@ def load_result(run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _curves_info(result: dict[str, Any]) -> CurvesInfo:
+def _status(result: dict[str, Any]) -> str:
+    """``"status diverged: <error>"``: how the run ended, for a note."""
+    error = result.get("error")
+    return f"status {result['status']}" + (f": {error}" if error else "")
+
+
+def _untested(result: dict[str, Any]) -> Unavailable | None:
+    """Why the run has no test scores: no epoch was chosen on validation, or none was scored."""
+    if result.get("test"):
+        return None
+    if result.get("best_epoch") is None:
+        return Unavailable(f"no epoch was chosen on validation, so nothing was scored on test ({_status(result)})")
+    return Unavailable("result.json has no test scores")
+
+
+def _curves_info(result: dict[str, Any]) -> CurvesInfo | Unavailable:
     history = pl.DataFrame(result.get("history") or [], schema_overrides={"epoch": pl.Int64})
+    if not history.height:
+        return Unavailable(f"no epoch finished ({_status(result)})")
     return CurvesInfo(history, result.get("best_epoch"))
 
 
@@ -73,10 +94,15 @@ def _curves_plot(info: CurvesInfo) -> go.Figure:
     return fig
 
 
-def _confusion_info(result: dict[str, Any]) -> ConfusionInfo | None:
-    test = result.get("test") or {}
+def _confusion_info(result: dict[str, Any]) -> ConfusionInfo | Unavailable:
+    gap = _untested(result)
+    if gap:
+        return gap
+    test = result["test"]
     if "confusion" not in test:
-        return None
+        tasks = [key.removesuffix("_accuracy") for key in test if key.endswith("_accuracy") and key != "per_class_accuracy"]
+        per_task = f" per task ({', '.join(tasks)})" if tasks else ""
+        return Unavailable(f"the test split is scored{per_task} without a confusion matrix in result.json")
     n = len(test["confusion"])
     names = list(RAVDESS_EMOTIONS) if n == len(RAVDESS_EMOTIONS) else [str(i) for i in range(n)]
     return ConfusionInfo(test["confusion"], names, test["per_class_accuracy"])
@@ -94,40 +120,69 @@ def _confusion_plot(info: ConfusionInfo) -> go.Figure:
     return fig
 
 
-def _missing_plot(result: dict[str, Any]) -> go.Figure | None:
+class MissingInfo(NamedTuple):
+    names: list[str]
+    scores: list[float]
+
+
+def _missing_info(result: dict[str, Any]) -> MissingInfo | Unavailable:
+    gap = _untested(result)
+    if gap:
+        return gap
     missing = result.get("test_missing_modality") or {}
-    if not missing or not result.get("test"):
-        return None
-    names = ["all modalities", *[f"without {m}" for m in missing]]
-    values = [result["test"]["score"], *missing.values()]
-    fig = go.Figure(go.Bar(x=names, y=values, text=[f"{v:.3f}" for v in values], textposition="outside"))
+    if not missing:
+        return Unavailable("the model reads one modality, so there is none to leave out")
+    return MissingInfo(["all modalities", *[f"without {m}" for m in missing]], [result["test"]["score"], *missing.values()])
+
+
+def _missing_plot(info: MissingInfo) -> go.Figure:
+    fig = go.Figure(go.Bar(x=info.names, y=info.scores, text=[f"{v:.3f}" for v in info.scores], textposition="outside"))
     fig.update_layout(title="Test score with a modality missing", yaxis_range=[0, 1.05], height=360)
     return fig
 
 
-def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
+# Each view: its title in a note ("<title>: <why it is not drawn>"), its info step, its draw step.
+_VIEWS: list[tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], go.Figure]]] = [
+    ("Learning curves", _curves_info, _curves_plot),
+    ("Confusion matrix and per-class accuracy", _confusion_info, _confusion_plot),
+    ("Score with a modality missing", _missing_info, _missing_plot),
+]
+
+
+def _score(split: dict[str, Any] | None) -> str:
+    return f"{split['score']:.3f}" if split and "score" in split else "not scored"
+
+
+def write_run_report(run_dir: Path, out: Path | None = None, *, on_gap: Callable[[str], Any] | None = None) -> Path:
     """Write the run's dashboard HTML (plotly.js inlined: works offline); returns its path.
-    ``out`` (default: ``run_dir/dashboard.html``) must be new or a page tacfn wrote."""
+    ``out`` (default: ``run_dir/dashboard.html``) must be new or a page tacfn wrote. A view
+    with nothing to draw gets a note in its place saying why; ``on_gap``, if given, is called
+    with each such note's line (``"<view>: <why>"``)."""
     out = Path(out) if out else Path(run_dir) / "dashboard.html"
     check_page_output(out)
     result = load_result(run_dir)
-    figures = [_curves_plot(_curves_info(result))]
-    confusion = _confusion_info(result)
-    if confusion:
-        figures.append(_confusion_plot(confusion))
-    missing = _missing_plot(result)
-    if missing:
-        figures.append(missing)
+    parts, gaps, plotly_js = [], [], True
+    for i, (title, info_step, draw) in enumerate(_VIEWS):
+        info = info_step(result)
+        if isinstance(info, Unavailable):
+            gaps.append(f"{title}: {info.reason}")
+            parts.append(f'<div class="view-note" id="view-{i}-note">{notice_html(gaps[-1], info.level)}</div>')
+            continue
+        parts.append(draw(info).to_html(full_html=False, include_plotlyjs=plotly_js, div_id=f"view-{i}"))
+        plotly_js = False  # inlined once, with the first figure
     summary = (
         f"status {result['status']}, best epoch {result.get('best_epoch')}, "
-        f"validation {result.get('val', {}).get('score', float('nan')):.3f}, test {result.get('test', {}).get('score', float('nan')):.3f}, "
+        f"validation {_score(result.get('val'))}, test {_score(result.get('test'))}, "
         f"{result['num_parameters']:,} parameters"
     )
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"view-{i}") for i, fig in enumerate(figures)]
     page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TACFN run</title></head>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TACFN run</title>"
+        f"<style>{NOTICE_STYLE}</style></head>"
         f"<body style='font-family:sans-serif'><h1>TACFN run</h1><p>{html.escape(summary)}</p>"
         + "".join(parts)
         + "</body></html>"
     )
-    return write_page(out, page)
+    written = write_page(out, page)
+    for line in gaps if on_gap else ():
+        on_gap(line)
+    return written

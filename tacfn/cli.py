@@ -268,38 +268,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
+    from dashboards import format_ablation_table, load_experiment
+
     from .search import load_plan, run_ablation
     from .search._store import absolute_root
 
     plan = load_plan(args.plan)
     out = absolute_root(args.out or Path("runs") / plan.name)
-    table = run_ablation(plan, out, address=args.address)
+    run_ablation(plan, out, address=args.address)
     print()
-    if table.is_empty():
+    exp = load_experiment(out)  # the dashboard's own table: the page shows the same numbers
+    if not exp.completed.height:
         print(f"no run completed; results: {out}")
         return EXIT_FAILED
-    print(f"test score per variant (baseline {plan.baseline!r}; paired on seeds {plan.seeds} x folds {plan.folds}):")
-    for row in table.iter_rows(named=True):
-        std = f"{row['std']:.3f}" if row["std"] is not None else "-"
-        print(f"  {row['variant']:<24} n={row['n']:<3} mean {row['mean']:.3f}  std {std}  vs baseline {row['paired_diff']:+.3f}")
-    _print_verdicts(out)
+    print(format_ablation_table(exp))
     print(f"results: {out}")
     return 0
-
-
-def _print_verdicts(out: Path | str) -> None:
-    """Each variant's verdict, the pattern of its paired differences and why, as in the dashboard's ablation table."""
-    from dashboards import ablation_table, load_experiment
-
-    table = ablation_table(load_experiment(out))
-    if table is None:
-        return
-    print("verdicts (paired sign-flip test of the mean difference, Holm over the variants):")
-    for row in table.filter(table["verdict"] != "baseline").iter_rows(named=True):
-        pattern = f": {row['pattern']}" if row["pattern"] else ""
-        flags = f". ⚠ {row['flags']}" if row["flags"] else ""
-        print(f"  {row['variant']:<24} {row['verdict']}{pattern}")
-        print(f"  {'':<24} {row['reason']}{flags}")
 
 
 # --- demo and dashboard -----------------------------------------------------------------
@@ -315,13 +299,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from .search._store import Location
 
+    def note(line: str) -> None:  # an optional table or view the page could not show, and why
+        print(f"tacfn: note: {line}", file=sys.stderr)
+
     dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
     if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
         if args.serve:
             raise ConfigError(f"--serve shows a search or ablation folder; {dirs[0]} is one `tacfn train` run (drop --serve for its report)")
-        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None)}")
+        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None, on_gap=note)}")
         return 0
     if args.serve:
         from dashboards import serve
@@ -340,9 +327,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         if "trials.parquet" in unreadable:
             more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
             raise DataError(f"{unreadable['trials.parquet']}{more}; no dashboard written")
-
-    def note(line: str) -> None:  # an optional table or view the page could not show, and why
-        print(f"tacfn: note: {line}", file=sys.stderr)
 
     print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=note)}")
     return 0

@@ -27,6 +27,7 @@ NULL_CLIPS_PER_ACTOR = 16  # the planted null only has to show no difference: a 
 # independent (a variant can be ahead on those test clips by chance, on every seed), which the
 # paired test does not model; on a null that would read as an effect (README, Ground truth).
 NULL_SEEDS, NULL_FOLDS = [0], [0, 1, 2, 3, 4, 5]
+INDENT = " " * 6  # under a step's "[n/5] "
 
 
 def _with_data(base: dict[str, Any], cache: Path, **synthetic: Any) -> dict[str, Any]:
@@ -34,21 +35,9 @@ def _with_data(base: dict[str, Any], cache: Path, **synthetic: Any) -> dict[str,
     return {**base, "data": {**data, "cache_dir": str(cache), "synthetic": {**data.get("synthetic", {}), **synthetic}}}
 
 
-def _print_verdicts(exp: Path) -> None:
-    from dashboards import ablation_table, load_experiment
-
-    table = ablation_table(load_experiment(exp))
-    for row in (table.iter_rows(named=True) if table is not None else ()):
-        if row["verdict"] == "baseline":
-            print(f"      {row['variant']:<16} test {row['mean']:.3f} (baseline, {row['n']} runs)")
-            continue
-        interval = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" if row["ci_low"] == row["ci_low"] else ""
-        print(f"      {row['variant']:<16} test {row['mean']:.3f}  diff {row['diff']:+.3f} {interval}  {row['verdict']}")
-
-
 def run_demo(out: Path, *, trials: int | None = None) -> Path:
     """Run the demo into ``out``; returns the dashboard's path."""
-    from dashboards import write_dashboard
+    from dashboards import format_ablation_table, load_experiment, write_dashboard
 
     from .search import find_space, load_plan, load_space, parse_plan, run_ablation, run_search
 
@@ -74,8 +63,8 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
     runs = len(truth.variants) * len(truth.seeds) * len(truth.folds)
     print(f"[3/5] ablation on the ground truth: {len(truth.variants)} variants x {len(truth.seeds)} seeds x "
           f"{len(truth.folds)} folds ({runs} runs)", flush=True)
-    run_ablation(truth, out / "ablation")
-    _print_verdicts(out / "ablation")
+    ablation = run_ablation(truth, out / "ablation")
+    print(format_ablation_table(load_experiment(ablation), indent=INDENT))
 
     null = parse_plan(
         {**plan.model_dump(mode="json"), "name": "planted_null", "base": null_base,
@@ -83,10 +72,10 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
         "demo planted null",
     )
     print(f"[4/5] ablation on the planted null ({', '.join(NULL_EFFECTS)} only): tacfn vs {plan.baseline}", flush=True)
-    run_ablation(null, out / "planted-null")
-    _print_verdicts(out / "planted-null")
+    planted_null = run_ablation(null, out / "planted-null")
+    print(format_ablation_table(load_experiment(planted_null), indent=INDENT))
 
     print("[5/5] dashboard", flush=True)
-    dashboard = write_dashboard([out / "search", out / "ablation", out / "planted-null"], out / "dashboard.html")
+    dashboard = write_dashboard([out / "search", ablation, planted_null], out / "dashboard.html")
     print(f"open {dashboard}")
     return dashboard

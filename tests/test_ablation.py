@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,17 +33,23 @@ def _plan(data: Path, tmp: Path) -> dict:
     }
 
 
-def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp_path: Path):
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump(_plan(prepared_lite, tmp_path)))
-    out = tmp_path / "exp"
+@pytest.fixture(scope="module")
+def ablated(prepared_lite: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny plan run once by `tacfn ablate`: its experiment folder and what it printed."""
+    tmp = tmp_path_factory.mktemp("ablate")
+    plan = tmp / "plan.yaml"
+    plan.write_text(yaml.safe_dump(_plan(prepared_lite, tmp)))
+    out = tmp / "exp"
     proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "ablate", str(plan), "--out", str(out)], capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "vs baseline" in proc.stdout
+    return out, proc.stdout
+
+
+def test_every_variant_runs_on_the_same_seeds_and_folds(ablated: tuple[Path, str]):
+    out, stdout = ablated
     # 2 pairs cannot pass Holm over the 2 variants, whatever the scores: the verdict says so
-    assert "verdicts (paired sign-flip test of the mean difference, Holm over the variants):" in proc.stdout
-    assert proc.stdout.count(" of 2 pairs") == 2 and proc.stdout.count("inconclusive") == 2
-    assert "with 2 pairs no outcome can reach p < 0.05 after Holm over 2 comparisons; at least 7 pairs are needed" in proc.stdout
+    assert stdout.count(" of 2 pairs") == 2 and stdout.count("inconclusive") == 2
+    assert "with 2 pairs no outcome can reach p < 0.05 after Holm over 2 comparisons; at least 7 pairs are needed" in stdout
     store = ExperimentStore.open(out)
     assert store.kind == "ablation"
     trials = pl.from_arrow(store.trials())
@@ -56,6 +64,58 @@ def test_every_variant_runs_on_the_same_seeds_and_folds(prepared_lite: Path, tmp
     assert {"test_missing_audio", "test_missing_video"} <= set(trials.columns)
     predictions = pl.from_arrow(store.predictions())
     assert predictions["trial_id"].n_unique() == 6
+
+
+# The printed table's headers -> the page's (the page has two more: p (sign-flip), and pattern
+# and why / flags, which the printout puts on lines of their own).
+PRINTED_AS = {
+    "variant": "variant",
+    "n pairs": "n pairs",
+    "mean ± std": "test_score mean ± std",
+    "baseline": "baseline mean",
+    "Δ [95% CI]": "Δ vs baseline [95% CI]",
+    "P(Δ > 0)": "P(Δ > 0)",
+    "p (Holm)": "p (Holm)",
+    "verdict": "verdict",
+}
+
+
+def test_ablate_prints_the_numbers_the_dashboard_shows(ablated: tuple[Path, str], tmp_path: Path):
+    """What `tacfn ablate` prints is the ablation table of the page `tacfn dashboard` writes:
+    the same variants, pairs, means, differences, intervals, verdicts, patterns and reasons."""
+    out, stdout = ablated
+    page = tmp_path / "d.html"
+    proc = subprocess.run([sys.executable, "-m", "tacfn.cli", "dashboard", str(out), "--out", str(page)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = re.search(r"<script type='application/json' id='dashboard-data'>(.*?)</script>", page.read_text(), re.S)
+    (figure,) = [f["figure"] for f in json.loads(data.group(1))["figures"] if f["id"] == "exp0-ablation-table"]
+    table = figure["data"][0]
+    shown = {header: [str(cell) for cell in cells] for header, cells in zip(table["header"]["values"], table["cells"]["values"])}
+    assert shown["variant"] == ["tacfn", "no_cross_modal", "no_residual"]
+
+    lines = stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("test_score per variant against baseline 'tacfn'"))
+    header = lines[first + 1]
+    columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", header)]  # cells are 2+ spaces apart
+    assert [name for name, _ in columns] == list(PRINTED_AS)
+    bounds = [start for _, start in columns] + [None]
+    printed: dict[str, list[str]] = {name: [] for name in PRINTED_AS}
+    below: dict[str, list[str]] = {}  # a variant's lines under its row: pattern, why / flags
+    for line in lines[first + 2 :]:
+        if line.startswith("P(Δ > 0): "):
+            break
+        if line.startswith(" "):
+            below[printed["variant"][-1]].append(line.strip())
+            continue
+        for (name, _), start, end in zip(columns, bounds, bounds[1:]):
+            printed[name].append(line[start:end].strip())
+        below[printed["variant"][-1]] = []
+    for name, page_header in PRINTED_AS.items():
+        assert printed[name] == shown[page_header], name
+    assert below["tacfn"] == []
+    for i, variant in enumerate(shown["variant"][1:], 1):
+        assert below[variant] == [shown["pattern"][i], shown["why / flags"][i]]
+    assert printed["n pairs"] == ["2", "2", "2"] and all(cell.count(".") == 3 for cell in printed["Δ [95% CI]"][1:])
 
 
 @pytest.mark.parametrize(

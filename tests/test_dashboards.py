@@ -626,3 +626,77 @@ def test_ablation_scores_draw_each_family_ceiling_the_data_plant(tmp_path: Path)
 def test_ablation_scores_of_real_data_draw_no_ceiling(ablation: dashboards.Experiment) -> None:
     figure = dashboards.plot_ablation_scores(ablation)
     assert not figure.layout.shapes and "real data: no planted ceilings" in figure.layout.title.text
+
+
+# --- the one-run report (`tacfn dashboard` on a `tacfn train --out` folder) -------------------------
+
+
+def _run_folder(root: Path, **changes: object) -> Path:
+    """A `tacfn train --out` folder: result.json of a completed audio-video RAVDESS run, with ``changes``."""
+    result = {
+        "status": "completed", "error": None, "best_epoch": 2, "epochs_run": 2, "val": {"score": 0.5},
+        "test": {"score": 0.75, "accuracy": 0.75, "weighted_f1": 0.7, "per_class_accuracy": [0.75] * 8,
+                 "confusion": [[3 if i == j else 1 if j == (i + 1) % 8 else 0 for j in range(8)] for i in range(8)]},
+        "test_missing_modality": {"audio": 0.5, "video": 0.25},
+        "history": [{"epoch": e, "train_loss": 2.0 / e, "train_score": 0.3 * e, "val_loss": 2.1 / e, "val_score": 0.25 * e,
+                     "val_weighted_f1": 0.2 * e, "seconds": 1.0} for e in (1, 2)],
+        "num_parameters": 1000, "trainable_parameters": 100, "seconds": 2.0, "predictions": {},
+    }
+    root.mkdir(parents=True)
+    (root / "result.json").write_text(json.dumps({**result, **changes}))
+    return root
+
+
+def _run_report(run: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str], list[str]]:
+    """`tacfn dashboard RUN`: the page, its views in order (a note's id ends in -note), and stderr's lines."""
+    from tacfn.cli import main
+
+    assert main(["dashboard", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"dashboard: {run / 'dashboard.html'}\n"
+    page = (run / "dashboard.html").read_text()
+    return page, re.findall(r'<div (?:class="view-note" )?id="(view-\d(?:-note)?)"', page), err.splitlines()
+
+
+def test_run_report_of_a_complete_run_draws_every_view(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page, views, err = _run_report(_run_folder(tmp_path / "run"), capsys)
+    assert views == ["view-0", "view-1", "view-2"] and err == []
+    assert "validation 0.500, test 0.750" in page and not re.search(r"<script[^>]*\bsrc=", page)
+
+
+def test_run_report_says_a_one_modality_run_has_no_modality_to_leave_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page, views, err = _run_report(_run_folder(tmp_path / "run", test_missing_modality={}), capsys)
+    note = "Score with a modality missing: the model reads one modality, so there is none to leave out"
+    assert views == ["view-0", "view-1", "view-2-note"]
+    assert html.escape(note) in page and err == [f"tacfn: note: {note}"]
+
+
+def test_run_report_says_why_a_per_task_run_has_no_confusion_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    test = {"happy_accuracy": 0.8, "happy_weighted_f1": 0.7, "sad_accuracy": 0.6, "sad_weighted_f1": 0.5,
+            "accuracy": 0.7, "weighted_f1": 0.6, "score": 0.7}  # IEMOCAP's: one binary task per emotion
+    page, views, err = _run_report(_run_folder(tmp_path / "run", test=test), capsys)
+    note = "Confusion matrix and per-class accuracy: the test split is scored per task (happy, sad) without a confusion matrix in result.json"
+    assert views == ["view-0", "view-1-note", "view-2"]
+    assert html.escape(note) in page and err == [f"tacfn: note: {note}"]
+
+
+def test_run_report_of_a_run_that_diverged_before_any_epoch_says_so_in_each_view(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = "non-finite training loss (nan) in epoch 1, step 3"
+    run = _run_folder(tmp_path / "run", status="diverged", error=error, best_epoch=None, epochs_run=0, val={}, test={},
+                      test_missing_modality={}, history=[])
+    page, views, err = _run_report(run, capsys)
+    untested = f"no epoch was chosen on validation, so nothing was scored on test (status diverged: {error})"
+    notes = [
+        f"Learning curves: no epoch finished (status diverged: {error})",
+        f"Confusion matrix and per-class accuracy: {untested}",
+        f"Score with a modality missing: {untested}",
+    ]
+    assert views == ["view-0-note", "view-1-note", "view-2-note"]
+    assert all(html.escape(note) in page for note in notes) and err == [f"tacfn: note: {note}" for note in notes]
+    assert "validation not scored, test not scored" in page and "nan," not in page

@@ -13,6 +13,7 @@ from _stores import write_ablation_store, write_search_store
 from scipy import stats
 
 import dashboards
+from tacfn.search import ExperimentStore
 from dashboards._ablation import _get_ablation_info
 from dashboards._ablation_stats import PairedComparison, _sign_flip_pvalues
 
@@ -290,6 +291,32 @@ def test_one_pair_gives_a_difference_but_no_interval(tmp_path: Path) -> None:
     cells = [str(v) for column in dashboards.plot_ablation_table(exp).data[0].cells.values for v in column]
     assert not any("nan" in v for v in cells) and "+0.0" in " ".join(cells)
     assert "won in 1 of 1 pair (by 0.0" in " ".join(cells)  # the pattern column
+
+
+def test_the_printed_table_is_the_pages_table(tmp_path: Path) -> None:
+    """`tacfn ablate` and `tacfn demo` print format_ablation_table: the page's cells, aligned, with
+    each variant's pattern and why / flags under its row (flags here: unpaired runs left out)."""
+    root = write_ablation_store(tmp_path / "abl", skip=[("late_average", 0, 1), ("tacfn", 2, 0)])
+    exp = dashboards.load_experiment(root)
+    table = dashboards.plot_ablation_table(exp).data[0]
+    shown = dict(zip(table.header.values, (list(map(str, c)) for c in table.cells.values)))
+    text = dashboards.format_ablation_table(exp, indent="  ")
+    title, header, *lines, legend = text.splitlines()
+    assert title == "  test_score per variant against baseline 'tacfn', paired on (seed, fold):"
+    assert header.split()[:3] == ["variant", "n", "pairs"] and legend.startswith("  P(Δ > 0): the share of 10,000")
+    rows = [line for line in lines if not line.startswith("   ")]
+    assert [row.split()[0] for row in rows] == shown["variant"] == ["tacfn", "no_selection", "modality_dropout", "late_average"]
+    late = rows[3]
+    for column in ("n pairs", "test_score mean ± std", "baseline mean", "Δ vs baseline [95% CI]", "P(Δ > 0)", "p (Holm)", "verdict"):
+        assert shown[column][3] in late, column
+    under = lines[lines.index(late) + 1 :]
+    assert [line.strip() for line in under] == [shown["pattern"][3], shown["why / flags"][3]]
+    assert "⚠ unpaired: 1 (seed, fold) only in the variant, 1 only in the baseline (left out)" in under[1]
+    late_baseline = _row(dashboards.ablation_table(exp), "late_average")["baseline_mean"]  # over its own 4 pairs
+    assert shown["baseline mean"] == ["", *shown["baseline mean"][1:3], f"{late_baseline:.3f}"]
+    assert dashboards.format_ablation_table(dashboards.load_experiment(write_search_store(tmp_path / "s", trials=6))) is None
+    failed = ExperimentStore.create(tmp_path / "none", "ablation", "none", {"baseline": "tacfn"})
+    assert dashboards.format_ablation_table(dashboards.load_experiment(failed.root)) == "Ablation table: trials.parquet has no variant column (0 trials)"
 
 
 def test_ablation_views_are_none_for_a_search_and_metric_is_checked(tmp_path: Path) -> None:

@@ -34,7 +34,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray import tune
 
@@ -199,9 +198,10 @@ def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants
     tune.report({**last, **static, **sizes, "status": result.status, "error": result.error, "finished": True, "summary": summary, "predictions_json": json.dumps(result.predictions)})
 
 
-def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = None, quiet: bool = False) -> pl.DataFrame:
+def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = None, quiet: bool = False) -> Path | str:
     """Run every variant on every seed and fold into the experiment folder ``out`` (a local
-    folder or a URI such as ``s3://bucket/prefix``, where Ray keeps its experiment too).
+    folder or a URI such as ``s3://bucket/prefix``, where Ray keeps its experiment too);
+    returns that folder, absolute (or the URI).
 
     Ctrl-C (SIGINT) stops the plan and raises KeyboardInterrupt; running it again into the
     same ``out`` runs what did not complete.
@@ -254,27 +254,7 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
         recorded = {_row_key(row) for row in store.trials().to_pylist() if row["trial_id"] not in earlier}
         if unfinished(grid) or any(_run_key(r) not in recorded for r in runs):
             raise KeyboardInterrupt(f"run the same command again to finish the plan in {out}")
-    table = summarize_ablation(store, plan.baseline)
     if not quiet:
         print(f"ablation finished in {time.perf_counter() - t0:.0f} s")
-    return table
-
-
-def summarize_ablation(store: ExperimentStore, baseline: str) -> pl.DataFrame:
-    """Test score per variant (mean, std, n) and the mean paired difference with the baseline."""
-    trials = pl.from_arrow(store.trials()).filter(pl.col("status") == "completed")
-    if trials.is_empty():
-        return pl.DataFrame()
-    base = trials.filter(pl.col("variant") == baseline).select("seed", "fold", pl.col("test_score").alias("baseline_score"))
-    paired = trials.join(base, on=["seed", "fold"], how="left").with_columns(diff=pl.col("test_score") - pl.col("baseline_score"))
-    return (
-        paired.group_by("variant")
-        .agg(
-            n=pl.len(),
-            mean=pl.col("test_score").mean(),
-            std=pl.col("test_score").std(),
-            paired_diff=pl.col("diff").mean(),
-        )
-        .sort("mean", descending=True)
-    )
+    return out
 
