@@ -209,7 +209,7 @@ def test_asha_lets_a_trial_run_the_epochs_it_sampled(prepared_lite: Path, tmp_pa
 def _searcher(tmp_path: Path):
     """A PrunableOptunaSearch over one float, with its study in ``tmp_path/optuna.db``, built
     as Tune builds a resumed search's (no Ray)."""
-    from tacfn.search._runner import PrunableOptunaSearch
+    from tacfn.search._searcher import PrunableOptunaSearch
     from tacfn.search._space import SearchSpace, compile_space, parse_space
 
     spec = parse_space({
@@ -273,7 +273,7 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
     """Ties on validation go to the trial that started first, whatever the store's row order;
     a pick already tested is not tested again; a better trial found by a resumed search is
     then the only chosen one, and the only one with test metrics and predictions."""
-    from tacfn.search import _runner
+    from tacfn.search import _choosing
     from tacfn.search._trainable import encoder_identity, trial_run_config
 
     store = ExperimentStore.create(tmp_path / "exp", "search", "ties", {"name": "ties", "search": {}})
@@ -286,14 +286,14 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
         tested.append(cfg.train.lr)
         return {"score": 0.6, "weighted_f1": 0.5}, {"audio": 0.4}, {"id": ["s1"], "label": [0], "pred": [0]}
 
-    monkeypatch.setattr(_runner, "score_checkpoint", score)
+    monkeypatch.setattr(_choosing, "score_checkpoint", score)
     base = {"model": {"preset": "lite"}}
     lrs = {"first": 1e-3, "later": 2e-3, "better": 3e-3}
     grid = [SimpleNamespace(metrics={"trial_id": t}, config={"train.lr": lr}, checkpoint=tune.Checkpoint(str(tmp_path))) for t, lr in lrs.items()]
     identity = encoder_identity(trial_run_config(base, {}, check_model=False))
 
     def finish() -> tuple[str, list[str]]:
-        summary = _runner._finish(store, grid, base, object(), identity, 0, 0.0, quiet=True)
+        summary = _choosing.choose_and_test(store, grid, base, object(), identity, 0, 0.0, quiet=True)
         chosen = pl.from_arrow(store.trials()).filter(pl.col("chosen"))
         assert chosen["trial_id"].to_list() == [summary.best_trial] and summary.test_score == chosen["test_score"][0]
         tested_rows = pl.from_arrow(store.trials()).filter(pl.col("test_score").is_not_null() | pl.col("test_missing_audio").is_not_null())
