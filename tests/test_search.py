@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import yaml
 from ray import tune
 
 from _cluster import tune_results
-from _drivers import wait_for_trials
+from _drivers import pausing_driver, wait_for_file, wait_for_trials
 from tacfn.search import ExperimentStore, load_space
 
 pytestmark = pytest.mark.timeout(600)
@@ -112,16 +113,26 @@ def test_a_weighted_f1_search_tells_optuna_and_chooses_on_the_best_epochs_f1(pre
     assert f"validation val_weighted_f1 {chosen['val_weighted_f1'][0]:.3f}, score " in proc.stdout
 
 
+def _kill_after(space: Path, out: Path, rows: int) -> list[dict]:
+    """Start a search of ``space`` into ``out``, kill its driver (and its Ray) once it has
+    recorded ``rows`` trials, and return those trials' rows."""
+    paused = out.parent / f"{out.name}.paused"
+    argv = pausing_driver(["search", str(space), "--out", str(out)], rows, paused)
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_file(driver, paused)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the driver and its Ray, if any is left
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    return pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
+
+
 def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=8, epochs=4, name="killed")
     out = tmp_path / "exp"
-    driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for_trials(driver, out, 3)
-    assert driver.poll() is None, "the search finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    recorded = pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
-    assert 3 <= len(recorded) < 8
+    recorded = _kill_after(space, out, 3)
+    assert len(recorded) == 3
 
     proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
