@@ -154,6 +154,50 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
 
 
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("tacfn: warning: ")]
+
+
+def test_resume_rebuilds_a_damaged_or_deleted_optuna_file_from_the_store(prepared_lite: Path, tmp_path: Path):
+    """The store is the record: a resumed search whose optuna.db is garbage gets the study
+    rebuilt from trials.parquet (the garbage kept aside) and runs the trials it lacks; one
+    whose optuna.db is gone gets it rebuilt and reruns nothing."""
+    space = _space_file(tmp_path, prepared_lite, trials=5, epochs=2, name="rebuilt", scheduler="none")
+    out = tmp_path / "exp"
+    recorded = _kill_after(space, out, 2)
+    assert len(recorded) == 2
+    db = out / "optuna.db"
+    garbage = bytes(range(256)) * (db.stat().st_size // 256 + 1)
+    db.write_bytes(garbage)
+
+    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert _warnings(proc.stderr) == [
+        f"tacfn: warning: {db} is not a readable SQLite database (file is not a database); "
+        f"moved it to {next(out.glob('optuna.db.damaged-*')).name} and rebuilt the Optuna study from trials.parquet (2 trials)"
+    ]
+    assert next(out.glob("optuna.db.damaged-*")).read_bytes() == garbage, "the damaged file is kept as it was"
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert trials.height == 5 and trials["trial_id"].n_unique() == 5, "the budget is kept: no trial lost, none added"
+    for before in recorded:
+        after = trials.filter(pl.col("trial_id") == before["trial_id"]).to_dicts()[0]
+        assert (after["val_score"], after["finished_at"]) == (before["val_score"], before["finished_at"]), "kept, not rerun"
+    study = optuna.load_study(study_name="rebuilt", storage=f"sqlite:///{db}")
+    told = {t.user_attrs["tune_trial_id"]: t for t in study.trials if "repeat_of" not in t.user_attrs}
+    assert set(told) == set(trials["trial_id"]) and {t.state.name for t in told.values()} == {"COMPLETE"}
+    for row in trials.iter_rows(named=True):
+        assert told[row["trial_id"]].value == pytest.approx(row["val_score"])
+
+    db.unlink()
+    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _warnings(again.stderr) == [f"tacfn: warning: {db} is missing; rebuilt the Optuna study from trials.parquet (5 trials)"]
+    assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
+    study = optuna.load_study(study_name="rebuilt", storage=f"sqlite:///{db}")
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials["trial_id"])
+
+
 def test_a_search_stopped_before_tune_saved_anything_can_be_resumed(prepared_lite: Path, tmp_path: Path):
     """A search stopped before Tune's first snapshot (Ctrl-C while Ray starts) leaves its
     experiment.json, maybe an Optuna study, and no Ray state: --resume starts it over in that
@@ -278,6 +322,90 @@ def test_a_rerun_of_a_trial_optuna_already_knows_keeps_its_first_outcome(tmp_pat
     again = _study(tmp_path).trials[0]
     assert (again.state, again.value) == (told.state, told.value)
     assert told.state.name == ("COMPLETE" if first["finished"] else "PRUNED")
+
+
+def _lost_info():
+    from tacfn.search._space import compile_space, parse_space
+
+    return compile_space(parse_space({
+        "name": "lost",
+        "base": {"model": {"preset": "lite"}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+        "search": {"trials": 6},
+    }, "lost.yaml"))
+
+
+def test_a_study_rebuilt_from_the_store_takes_up_tunes_snapshot(tmp_path: Path):
+    """After optuna.db is lost, the study is rebuilt from the store and the restored searcher
+    finds its trials in it by Tune trial id: a finished one is the rebuilt trial, one still
+    running gets a new running trial with its parameters, which Tune's rerun then tells; one
+    that ended after the snapshot counts against the budget as the store recorded it."""
+    from tacfn.search._study import StudyRebuiltWarning, recover_study
+
+    before = _searcher(tmp_path)
+    store = before.store
+    lrs = {trial_id: before.suggest(trial_id)["train.lr"] for trial_id in ("done", "running")}
+    before.on_trial_complete("done", {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
+    store.record_trial({"trial_id": "done", "status": "completed", "val_score": 0.5, "config.train.lr": lrs["done"]})
+    before.save(str(tmp_path / "snapshot.pkl"))
+    lrs["late"] = before.suggest("late")["train.lr"]  # then the driver records it and dies
+    store.record_trial({"trial_id": "late", "status": "pruned", "val_score": 0.4, "config.train.lr": lrs["late"]})
+    (tmp_path / "optuna.db").unlink()
+
+    with pytest.warns(StudyRebuiltWarning, match=r"optuna\.db is missing; rebuilt the Optuna study from trials\.parquet \(2 trials\)"):
+        recover_study(tmp_path / "optuna.db", store.root, "lost", _lost_info(), "val_score", [])
+    after = _searcher(tmp_path)
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    trials = {t.user_attrs["tune_trial_id"]: t for t in _study(tmp_path).trials}
+    assert {k: (t.state.name, t.value, t.params["train.lr"]) for k, t in trials.items()} == {
+        "done": ("COMPLETE", 0.5, lrs["done"]),
+        "late": ("PRUNED", None, lrs["late"]),
+        "running": ("RUNNING", None, lrs["running"]),
+    }
+    after.on_trial_complete("running", {"val_score": 0.7, "best_val_score": 0.7, "finished": True, "status": "completed"})
+    assert [t.value for t in _study(tmp_path).trials if t.user_attrs.get("tune_trial_id") == "running"] == [0.7]
+    assert after._started() == 3, "the budget counts every trial the store recorded or Tune knows"
+    after.suggest("next")
+    assert "next" in {t.user_attrs.get("tune_trial_id") for t in _study(tmp_path).trials}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "another study"])
+def test_a_damaged_optuna_file_is_kept_aside_and_the_study_rebuilt(tmp_path: Path, damage: str):
+    from tacfn.search._study import StudyRebuiltWarning, recover_study
+
+    searcher = _searcher(tmp_path)
+    lr = searcher.suggest("t0")["train.lr"]
+    searcher.on_trial_complete("t0", {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
+    searcher.store.record_trial({"trial_id": "t0", "status": "completed", "val_score": 0.5, "config.train.lr": lr})
+    db = tmp_path / "optuna.db"
+    good = db.read_bytes()
+    damaged = {
+        "garbage": b"not a database" * 100,
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "another study": None,
+    }[damage]
+    if damaged is None:
+        db.unlink()
+        optuna.create_study(study_name="other", storage=f"sqlite:///{db}")
+        damaged = db.read_bytes()
+    else:
+        db.write_bytes(damaged)
+    reason = {
+        "garbage": "is not a readable SQLite database (file is not a database)",
+        "truncated": "is not a readable SQLite database (database disk image is malformed)",
+        "empty": "holds no Optuna study",
+        "another study": "holds no study named 'lost'",
+    }[damage]
+
+    with pytest.warns(StudyRebuiltWarning) as warned:
+        recover_study(db, searcher.store.root, "lost", _lost_info(), "val_score", [])
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("optuna.db.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged
+    assert str(warned[0].message) == f"{db} {reason}; moved it to {aside[0].name} and rebuilt the Optuna study from trials.parquet (1 trial)"
+    assert [(t.state.name, t.value, t.params) for t in _study(tmp_path).trials] == [("COMPLETE", 0.5, {"train.lr": lr})]
+    recover_study(db, searcher.store.root, "lost", _lost_info(), "val_score", [])  # a sound file is left alone
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("optuna.db")]) == 2
 
 
 def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, monkeypatch):

@@ -30,7 +30,7 @@ from ._recording import StoreCallback
 from ._searcher import CONVERGED, PrunableOptunaSearch
 from ._space import SearchSettings, SearchSpace, SearchSpec, SpaceInfo, compile_space
 from ._store import ExperimentStore, Location, absolute_root
-from ._study import optuna_file, upload_optuna_file
+from ._study import optuna_file, recover_study, upload_optuna_file
 from ._trainable import encoder_identity, run_trial
 
 RAY_DIR = "ray"
@@ -136,8 +136,9 @@ def run_search(
         base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
     dump = {"mode": "json", "by_alias": True, "exclude_none": True}
     spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
-    # Bad input (an unreachable cluster, a trial larger than this machine, missing data, an
-    # unreadable store) fails before Ray starts, and all but the last before anything is written.
+    # Bad input (an unreachable cluster, a trial larger than this machine, a damaged Optuna file
+    # with nothing to rebuild it from, missing data, an unreadable store) fails before Ray
+    # starts, and all but the last before anything is written.
     check_ray_address(address)
     if starts_local_ray(address):
         check_local_capacity(settings.resources.cpu, settings.resources.gpu, "search.resources", workers=settings.workers)
@@ -145,6 +146,9 @@ def run_search(
     if resume:
         _check_in_place(out)
         resume = _restorable(out, ray_path, quiet)
+    study_file = optuna_file(out, resume)
+    if resume:  # a damaged or missing study is rebuilt from the store, or refused, here
+        recover_study(study_file, out, spec.name, info, settings.metric, settings.objectives)
     task, identity = shared_task(base, progress=not quiet)
     store = ExperimentStore.create(
         out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu}, dataset=task.dataset_record()
@@ -153,7 +157,6 @@ def run_search(
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
     trainable = _trial_trainable(settings, base, task, identity, out)
-    study_file = optuna_file(out, resume)
     if resume:
         tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:

@@ -12,6 +12,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from ._store import ExperimentStore
+from ._study import REBUILT, TUNE_TRIAL_ID
 
 CONVERGED = "converged"  # the study's user attribute: TPE proposed only configurations already run
 
@@ -35,7 +36,9 @@ class PrunableOptunaSearch(OptunaSearch):
     ones do.
 
     It starts ``budget`` trials in all, counting those a resumed Tune lost but ``store``
-    recorded (see :meth:`_started`).
+    recorded (see :meth:`_started`). Each Optuna trial it starts carries its Tune trial id
+    (the store's ``trial_id``) as the user attribute ``tune_trial_id``: a study rebuilt from
+    the store is matched to Tune's snapshot by it (see :meth:`restore`).
     """
 
     MAX_REPEATS = 20
@@ -52,6 +55,8 @@ class PrunableOptunaSearch(OptunaSearch):
             config = super().suggest(trial_id)
             earlier = self._finished_with(self._ot_trials[trial_id]) if isinstance(config, dict) else None
             if earlier is None:
+                if isinstance(config, dict):
+                    self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
                 return config
             repeat = self._ot_trials.pop(trial_id)
             repeat.set_user_attr("repeat_of", earlier.number)
@@ -91,13 +96,39 @@ class PrunableOptunaSearch(OptunaSearch):
         It is marked FAIL, as Optuna's own ``fail_stale_trials`` marks a trial whose process
         died, and the resumed search starts another in its place. The snapshot's trials stay
         as they are: Tune reruns those that were unfinished and tells their outcome.
+
+        A study rebuilt from the store (``._study.recover_study``) replaced the file the
+        snapshot's trials live in: they are found again in it first (see :meth:`_rebind`).
         """
         super().restore(checkpoint_path)
+        study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._ot_study.sampler)
+        if REBUILT in study.user_attrs:
+            self._rebind(study)
         known = {trial.number for trial in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for orphan in running:
             if orphan.number not in known:
                 self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+
+    def _rebind(self, study: optuna.Study) -> None:
+        """Point the restored searcher at ``study``, rebuilt from the store.
+
+        Each trial of Tune's snapshot becomes the study's trial with its Tune trial id. One
+        the store never recorded (it was running when the driver died) becomes a new running
+        trial with the same parameters, which Tune reruns and tells; if Tune had seen it
+        end, a failed one, for its outcome is lost. The sampler stays the snapshot's.
+        """
+        tagged = {t.user_attrs[TUNE_TRIAL_ID]: t for t in study.get_trials(deepcopy=False) if TUNE_TRIAL_ID in t.user_attrs}
+        rebound: dict[str, optuna.Trial] = {}
+        for trial_id, old in self._ot_trials.items():
+            if trial_id in tagged:
+                rebound[trial_id] = optuna.Trial(study, tagged[trial_id]._trial_id)  # Optuna's own id of the trial
+                continue
+            study.enqueue_trial(old.params, user_attrs={TUNE_TRIAL_ID: trial_id})
+            rebound[trial_id] = study.ask(old.distributions)
+            if trial_id in self._completed_trials:
+                study.tell(rebound[trial_id], state=optuna.trial.TrialState.FAIL)
+        self._ot_study, self._ot_trials = study, rebound
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Nothing: per-epoch values stay out of the study. ASHA stops trials, not an Optuna
