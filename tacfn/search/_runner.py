@@ -177,10 +177,12 @@ def run_search(
             if settings.scheduler == "asha"
             else FIFOScheduler()
         )
+        # Tune (and with it ASHA, and each Result's ranking) compares trials on the best epoch so
+        # far, the weights a trial keeps and the value Optuna and the store get (see _trainable).
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=None if settings.objectives else settings.metric,
+                metric=None if settings.objectives else f"best_{settings.metric}",
                 mode=None if settings.objectives else "max",
                 search_alg=searcher,
                 reuse_actors=settings.workers == 1,  # a new process per trial costs seconds each
