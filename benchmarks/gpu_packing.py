@@ -28,7 +28,7 @@ import torch
 
 from tacfn.config import parse_run_config
 from tacfn.search import ExperimentStore, compile_space, run_search
-from tacfn.search._runner import init_ray
+from tacfn.search._ray import init_ray
 from tacfn.search._space import parse_space
 from tacfn.search._space_compile import grid
 from tacfn.tasks import default_cache_dir, load_task

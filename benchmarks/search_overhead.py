@@ -53,7 +53,7 @@ from tacfn.config import parse_run_config
 from tacfn.data.feature_cache import CachedFeatures, FeatureCache, cache_key, encode_to_cache
 from tacfn.model import create_model
 from tacfn.search import ExperimentStore, SearchSpec, compile_space, run_search
-from tacfn.search._runner import init_ray
+from tacfn.search._ray import init_ray
 from tacfn.search._space import parse_space
 from tacfn.search._space_compile import grid
 from tacfn.search._trainable import trial_run_config

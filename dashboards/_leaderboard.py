@@ -1,6 +1,6 @@
 """Leaderboard: the best trials by the validation metric, with test score, budget and size.
 
-Rows are ranked as the search picks its config (``tacfn.search._runner._rank``): completed
+Rows are ranked as the search picks its config (``tacfn.search._choosing._rank``): completed
 trials with a score first, best score first; on a tie the trial that started first (one
 without a start time after those with one), then the lower id. Pruned and other trials
 follow, ranked the same way. A search's chosen trial (``chosen``, the one scored on test)

@@ -142,20 +142,6 @@ def _print_result(result: Any, out_dir: Path | None) -> None:
         print(f"results: {out_dir / 'result.json'}")
 
 
-def _check_local_capacity(workers: int, gpu: bool) -> None:
-    """A local Ray runtime has this machine's CPUs and GPUs; a worker group that cannot fit
-    would wait for them forever, so say so now."""
-    import torch
-
-    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
-    if workers > cpus or (gpu and workers > gpus):
-        need = f"{workers} GPUs" if gpu else f"{workers} CPUs"
-        raise ConfigError(
-            f"--workers {workers}{' --gpu' if gpu else ''} needs {need}, but this machine has {cpus} CPUs and {gpus} GPUs; "
-            "use fewer workers, or give --address of a larger Ray cluster"
-        )
-
-
 def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
     """``--resume`` needs an earlier run's checkpoint in ``--out``: silently starting afresh
     would hide a mistyped folder."""
@@ -197,10 +183,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs{where}", flush=True)
     if on_ray:
         from .search._distributed import run_distributed
-        from .search._runner import init_ray
+        from .search._ray import check_local_capacity, init_ray
 
-        if args.address is None:
-            _check_local_capacity(args.workers, args.gpu)
+        if args.address is None:  # a local runtime: a CPU per worker, and a GPU each with --gpu
+            option = f"--workers {args.workers}{' --gpu' if args.gpu else ''}"
+            check_local_capacity(1, 1 if args.gpu else 0, option, workers=args.workers, needs="the run")
         init_ray(args.address, dashboard=True)
         result = run_distributed(
             cfg,

@@ -204,6 +204,20 @@ def search_store(env: Env) -> Path:
     return root
 
 
+def interrupted_store(env: Env, optuna_db: bytes | None, trials: bool = True) -> Path:
+    """``search_store`` as a search killed midway leaves it (Ray's experiment, restorable),
+    with ``optuna_db`` as its Optuna file (None: no file), and without trials.parquet
+    unless ``trials``."""
+    root = search_store(env)
+    (root / "ray").mkdir()
+    (root / "ray" / "tuner.pkl").write_bytes(b"")  # all Tuner.can_restore looks for
+    if optuna_db is not None:
+        (root / "optuna.db").write_bytes(optuna_db)
+    if not trials:
+        (root / "trials.parquet").unlink()
+    return root
+
+
 def truncated_store(env: Env) -> Path:
     root = search_store(env)
     table = root / "trials.parquet"
@@ -420,6 +434,17 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["search", "--resume", str(ablation_store(e))], ("kind 'ablation', not a search",), e.tmp / "abl"),
         "--resume on a newer schema": lambda e: Case(
             ["search", "--resume", str(newer_store(e))], ("schema_version 99 is newer", "upgrade tacfn"), e.tmp / "exp"),
+        "--resume: optuna.db garbage, trials.parquet missing": lambda e: Case(
+            ["search", "--resume", str(interrupted_store(e, b"\x00garbage" * 512, trials=False))],
+            ("optuna.db is not a readable SQLite database (file is not a database)", "trials.parquet", "is missing too",
+             "nothing was changed"), e.tmp / "exp"),
+        "--resume: optuna.db deleted, trials.parquet missing": lambda e: Case(
+            ["search", "--resume", str(interrupted_store(e, None, trials=False))],
+            ("optuna.db is missing, and trials.parquet, which it is rebuilt from, is missing too",), e.tmp / "exp"),
+        "--resume: optuna.db truncated, trials.parquet without the sampled parameters": lambda e: Case(
+            ["search", "--resume", str(interrupted_store(e, b"SQLite format 3\x00" + b"\x00" * 84))],
+            ("optuna.db is not a readable SQLite database", "cannot be rebuilt from trials.parquet",
+             "trial t0 records no config.train.lr"), e.tmp / "exp"),
         "--resume on a truncated Parquet table": lambda e: Case(
             ["search", "--resume", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file",), e.tmp / "exp"),
         "dashboard: truncated Parquet table": lambda e: Case(

@@ -20,7 +20,8 @@ from tacfn.cli import main
 from tacfn.config import parse_run_config
 from tacfn.search import ExperimentStore, load_space
 from tacfn.search._distributed import run_distributed
-from tacfn.search._runner import init_ray, run_search
+from tacfn.search._ray import init_ray
+from tacfn.search._runner import run_search
 
 pytestmark = pytest.mark.timeout(600)
 

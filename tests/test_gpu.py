@@ -17,7 +17,8 @@ import torch
 from tacfn.config import parse_run_config
 from tacfn.search import ExperimentStore
 from tacfn.search._distributed import run_distributed
-from tacfn.search._runner import _shared_task, init_ray, run_search
+from tacfn.search._ray import init_ray
+from tacfn.search._runner import run_search, shared_task
 from tacfn.search._space import parse_space
 from tacfn.tasks import load_task
 from tacfn.training import Trainer, train
@@ -52,7 +53,7 @@ def test_search_driver_hands_back_the_gpu_memory_encoding_used(prepared_lite: Pa
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     reserved = torch.cuda.memory_reserved()
-    task, _ = _shared_task(_config(prepared_lite, tmp_path), progress=False)
+    task, _ = shared_task(_config(prepared_lite, tmp_path), progress=False)
     assert task.features and torch.cuda.max_memory_reserved() > reserved, "the encoders ran on the GPU"
     assert torch.cuda.memory_reserved() <= reserved
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,7 +21,7 @@ import yaml
 from ray import tune
 
 from _cluster import tune_results
-from _drivers import wait_for_trials
+from _drivers import pausing_driver, wait_for_file, wait_for_trials
 from tacfn.search import ExperimentStore, load_space
 
 pytestmark = pytest.mark.timeout(600)
@@ -84,6 +86,20 @@ def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_p
     saved = {(r["trial_id"], r["epoch"]) for r in tune_results(out) if r["checkpoint_dir_name"]}
     assert saved == {(t, 3) for t in completed_ids}
 
+    # Ray's own results tell the story the store tells: each trial's best epoch so far (what
+    # it keeps), not its last epoch, and Tune's best result is the store's best trial.
+    from tacfn.search._trainable import run_trial
+
+    results = tune.Tuner.restore(str(out / "ray"), trainable=run_trial).get_results()
+    by_id = {r.metrics["trial_id"]: r.metrics for r in results}
+    assert set(by_id) == set(trials["trial_id"])
+    for row in trials.iter_rows(named=True):
+        assert by_id[row["trial_id"]]["best_val_score"] == pytest.approx(row["val_score"])
+        assert by_id[row["trial_id"]]["best_val_weighted_f1"] == pytest.approx(row["val_weighted_f1"])
+    best = results.get_best_result()  # ranked on the TuneConfig's metric
+    assert best.metrics["best_val_score"] == pytest.approx(trials["val_score"].max())
+    assert trials.filter(pl.col("trial_id") == best.metrics["trial_id"])["val_score"][0] == trials["val_score"].max()
+
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
     states = {t.state.name for t in study.trials}
     assert len(study.trials) == 6
@@ -112,16 +128,38 @@ def test_a_weighted_f1_search_tells_optuna_and_chooses_on_the_best_epochs_f1(pre
     assert f"validation val_weighted_f1 {chosen['val_weighted_f1'][0]:.3f}, score " in proc.stdout
 
 
+def test_every_report_names_the_best_epoch_so_far():
+    """Tune checks that every report holds its metric (best_val_score or best_val_weighted_f1),
+    the last report of a trial that diverged before its first epoch too."""
+    from tacfn.search._distributed import best_epoch_scores
+    from tacfn.training import EpochRecord, RunState
+
+    assert all(math.isnan(v) for v in best_epoch_scores(RunState(status="diverged")).values())
+    epochs = [EpochRecord(epoch=e, train_loss=1.0, train_score=0.5, val_loss=1.0, val_score=s, val_weighted_f1=f, seconds=0.1)
+              for e, s, f in ((1, 0.6, 0.55), (2, 0.5, 0.45))]
+    assert best_epoch_scores(RunState(history=epochs, best_epoch=1, best_score=0.6)) == {"best_val_score": 0.6, "best_val_weighted_f1": 0.55}
+
+
+def _kill_after(space: Path, out: Path, rows: int) -> list[dict]:
+    """Start a search of ``space`` into ``out``, kill its driver (and its Ray) once it has
+    recorded ``rows`` trials, and return those trials' rows."""
+    paused = out.parent / f"{out.name}.paused"
+    argv = pausing_driver(["search", str(space), "--out", str(out)], rows, paused)
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_file(driver, paused)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the driver and its Ray, if any is left
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    return pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
+
+
 def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=8, epochs=4, name="killed")
     out = tmp_path / "exp"
-    driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for_trials(driver, out, 3)
-    assert driver.poll() is None, "the search finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    recorded = pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
-    assert 3 <= len(recorded) < 8
+    recorded = _kill_after(space, out, 3)
+    assert len(recorded) == 3
 
     proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -141,6 +179,50 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
     assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("tacfn: warning: ")]
+
+
+def test_resume_rebuilds_a_damaged_or_deleted_optuna_file_from_the_store(prepared_lite: Path, tmp_path: Path):
+    """The store is the record: a resumed search whose optuna.db is garbage gets the study
+    rebuilt from trials.parquet (the garbage kept aside) and runs the trials it lacks; one
+    whose optuna.db is gone gets it rebuilt and reruns nothing."""
+    space = _space_file(tmp_path, prepared_lite, trials=5, epochs=2, name="rebuilt", scheduler="none")
+    out = tmp_path / "exp"
+    recorded = _kill_after(space, out, 2)
+    assert len(recorded) == 2
+    db = out / "optuna.db"
+    garbage = bytes(range(256)) * (db.stat().st_size // 256 + 1)
+    db.write_bytes(garbage)
+
+    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert _warnings(proc.stderr) == [
+        f"tacfn: warning: {db} is not a readable SQLite database (file is not a database); "
+        f"moved it to {next(out.glob('optuna.db.damaged-*')).name} and rebuilt the Optuna study from trials.parquet (2 trials)"
+    ]
+    assert next(out.glob("optuna.db.damaged-*")).read_bytes() == garbage, "the damaged file is kept as it was"
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert trials.height == 5 and trials["trial_id"].n_unique() == 5, "the budget is kept: no trial lost, none added"
+    for before in recorded:
+        after = trials.filter(pl.col("trial_id") == before["trial_id"]).to_dicts()[0]
+        assert (after["val_score"], after["finished_at"]) == (before["val_score"], before["finished_at"]), "kept, not rerun"
+    study = optuna.load_study(study_name="rebuilt", storage=f"sqlite:///{db}")
+    told = {t.user_attrs["tune_trial_id"]: t for t in study.trials if "repeat_of" not in t.user_attrs}
+    assert set(told) == set(trials["trial_id"]) and {t.state.name for t in told.values()} == {"COMPLETE"}
+    for row in trials.iter_rows(named=True):
+        assert told[row["trial_id"]].value == pytest.approx(row["val_score"])
+
+    db.unlink()
+    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _warnings(again.stderr) == [f"tacfn: warning: {db} is missing; rebuilt the Optuna study from trials.parquet (5 trials)"]
+    assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
+    study = optuna.load_study(study_name="rebuilt", storage=f"sqlite:///{db}")
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials["trial_id"])
 
 
 def test_a_search_stopped_before_tune_saved_anything_can_be_resumed(prepared_lite: Path, tmp_path: Path):
@@ -209,7 +291,7 @@ def test_asha_lets_a_trial_run_the_epochs_it_sampled(prepared_lite: Path, tmp_pa
 def _searcher(tmp_path: Path):
     """A PrunableOptunaSearch over one float, with its study in ``tmp_path/optuna.db``, built
     as Tune builds a resumed search's (no Ray)."""
-    from tacfn.search._runner import PrunableOptunaSearch
+    from tacfn.search._searcher import PrunableOptunaSearch
     from tacfn.search._space import parse_space
     from tacfn.search._space_compile import SearchSpace, compile_space
 
@@ -270,11 +352,97 @@ def test_a_rerun_of_a_trial_optuna_already_knows_keeps_its_first_outcome(tmp_pat
     assert told.state.name == ("COMPLETE" if first["finished"] else "PRUNED")
 
 
+def _lost_info():
+    from tacfn.search._space import parse_space
+    from tacfn.search._space_compile import compile_space
+
+    return compile_space(parse_space({
+        "name": "lost",
+        "base": {"model": {"preset": "lite"}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+        "search": {"trials": 6},
+    }, "lost.yaml"))
+
+
+def test_a_study_rebuilt_from_the_store_takes_up_tunes_snapshot(tmp_path: Path):
+    """After optuna.db is lost, the study is rebuilt from the store and the restored searcher
+    finds its trials in it by Tune trial id: a finished one is the rebuilt trial, one still
+    running gets a new running trial with its parameters, which Tune's rerun then tells; one
+    that ended after the snapshot counts against the budget as the store recorded it."""
+    from tacfn.search._study import StudyRebuiltWarning, recover_study
+
+    before = _searcher(tmp_path)
+    store = before.store
+    lrs = {trial_id: before.suggest(trial_id)["train.lr"] for trial_id in ("done", "running")}
+    before.on_trial_complete("done", {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
+    store.record_trial({"trial_id": "done", "status": "completed", "val_score": 0.5, "config.train.lr": lrs["done"]})
+    before.save(str(tmp_path / "snapshot.pkl"))
+    lrs["late"] = before.suggest("late")["train.lr"]  # then the driver records it and dies
+    store.record_trial({"trial_id": "late", "status": "pruned", "val_score": 0.4, "config.train.lr": lrs["late"]})
+    (tmp_path / "optuna.db").unlink()
+
+    with pytest.warns(StudyRebuiltWarning, match=r"optuna\.db is missing; rebuilt the Optuna study from trials\.parquet \(2 trials\)"):
+        recover_study(tmp_path / "optuna.db", store.root, "lost", _lost_info(), "val_score", [])
+    after = _searcher(tmp_path)
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    trials = {t.user_attrs["tune_trial_id"]: t for t in _study(tmp_path).trials}
+    assert {k: (t.state.name, t.value, t.params["train.lr"]) for k, t in trials.items()} == {
+        "done": ("COMPLETE", 0.5, lrs["done"]),
+        "late": ("PRUNED", None, lrs["late"]),
+        "running": ("RUNNING", None, lrs["running"]),
+    }
+    after.on_trial_complete("running", {"val_score": 0.7, "best_val_score": 0.7, "finished": True, "status": "completed"})
+    assert [t.value for t in _study(tmp_path).trials if t.user_attrs.get("tune_trial_id") == "running"] == [0.7]
+    for trial_id in ("next", "n5", "n6"):  # the budget of 6 counts the 3 the store recorded or Tune knows
+        assert isinstance(after.suggest(trial_id), dict)
+    assert after.suggest("n7") == after.FINISHED
+    assert {"next", "n5", "n6"} <= {t.user_attrs.get("tune_trial_id") for t in _study(tmp_path).trials}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "another study"])
+def test_a_damaged_optuna_file_is_kept_aside_and_the_study_rebuilt(tmp_path: Path, damage: str):
+    from tacfn.search._study import StudyRebuiltWarning, recover_study
+
+    searcher = _searcher(tmp_path)
+    lr = searcher.suggest("t0")["train.lr"]
+    searcher.on_trial_complete("t0", {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
+    searcher.store.record_trial({"trial_id": "t0", "status": "completed", "val_score": 0.5, "config.train.lr": lr})
+    db = tmp_path / "optuna.db"
+    good = db.read_bytes()
+    damaged = {
+        "garbage": b"not a database" * 100,
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "another study": None,
+    }[damage]
+    if damaged is None:
+        db.unlink()
+        optuna.create_study(study_name="other", storage=f"sqlite:///{db}")
+        damaged = db.read_bytes()
+    else:
+        db.write_bytes(damaged)
+    reason = {
+        "garbage": "is not a readable SQLite database (file is not a database)",
+        "truncated": "is not a readable SQLite database (database disk image is malformed)",
+        "empty": "holds no Optuna study",
+        "another study": "holds no study named 'lost'",
+    }[damage]
+
+    with pytest.warns(StudyRebuiltWarning) as warned:
+        recover_study(db, searcher.store.root, "lost", _lost_info(), "val_score", [])
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("optuna.db.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged
+    assert str(warned[0].message) == f"{db} {reason}; moved it to {aside[0].name} and rebuilt the Optuna study from trials.parquet (1 trial)"
+    assert [(t.state.name, t.value, t.params) for t in _study(tmp_path).trials] == [("COMPLETE", 0.5, {"train.lr": lr})]
+    recover_study(db, searcher.store.root, "lost", _lost_info(), "val_score", [])  # a sound file is left alone
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("optuna.db")]) == 2
+
+
 def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, monkeypatch):
     """Ties on validation go to the trial that started first, whatever the store's row order;
     a pick already tested is not tested again; a better trial found by a resumed search is
     then the only chosen one, and the only one with test metrics and predictions."""
-    from tacfn.search import _runner
+    from tacfn.search import _choosing
     from tacfn.search._trainable import encoder_identity, trial_run_config
 
     store = ExperimentStore.create(tmp_path / "exp", "search", "ties", {"name": "ties", "search": {}})
@@ -287,14 +455,14 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
         tested.append(cfg.train.lr)
         return {"score": 0.6, "weighted_f1": 0.5}, {"audio": 0.4}, {"id": ["s1"], "label": [0], "pred": [0]}
 
-    monkeypatch.setattr(_runner, "score_checkpoint", score)
+    monkeypatch.setattr(_choosing, "score_checkpoint", score)
     base = {"model": {"preset": "lite"}}
     lrs = {"first": 1e-3, "later": 2e-3, "better": 3e-3}
     grid = [SimpleNamespace(metrics={"trial_id": t}, config={"train.lr": lr}, checkpoint=tune.Checkpoint(str(tmp_path))) for t, lr in lrs.items()]
     identity = encoder_identity(trial_run_config(base, {}, check_model=False))
 
     def finish() -> tuple[str, list[str]]:
-        summary = _runner._finish(store, grid, base, object(), identity, 0, 0.0, quiet=True)
+        summary = _choosing.choose_and_test(store, grid, base, object(), identity, 0, 0.0, quiet=True)
         chosen = pl.from_arrow(store.trials()).filter(pl.col("chosen"))
         assert chosen["trial_id"].to_list() == [summary.best_trial] and summary.test_score == chosen["test_score"][0]
         tested_rows = pl.from_arrow(store.trials()).filter(pl.col("test_score").is_not_null() | pl.col("test_missing_audio").is_not_null())

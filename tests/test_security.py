@@ -65,12 +65,12 @@ def test_servers_bind_127_0_0_1_by_default(tmp_path: Path, monkeypatch):
         assert server.server_address[0] == "127.0.0.1"
 
     # the local Ray runtime's dashboard (started for Ray Train) binds 127.0.0.1 too
-    from tacfn.search import _runner
+    from tacfn.search import _ray
 
     calls: list[dict] = []
-    monkeypatch.setattr(_runner.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(_runner.ray, "init", lambda **kwargs: calls.append(kwargs))
-    _runner.init_ray(None, dashboard=True)
+    monkeypatch.setattr(_ray.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(_ray.ray, "init", lambda **kwargs: calls.append(kwargs))
+    _ray.init_ray(None, dashboard=True)
     assert len(calls) == 1 and calls[0]["include_dashboard"] and calls[0]["dashboard_host"] == "127.0.0.1"
 
 

@@ -42,7 +42,8 @@ from ..errors import ConfigError, describe_validation_error
 from ..nested import apply_overrides, has_dotted
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
-from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
+from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
+from ._recording import StoreCallback
 from ._space import SEARCH_SPACES_DIR
 from ._space_schema import Resources, check_folder_name
 from ._store import ExperimentStore, absolute_root
@@ -215,7 +216,7 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     # anything is written. Synthetic data is written once here, not raced for by the first trials.
     check_ray_address(address)
     if starts_local_ray(address):
-        check_local_capacity(plan.resources, 1, "resources")
+        check_local_capacity(plan.resources.cpu, plan.resources.gpu, "resources")
     task = load_task(parse_run_config(base, "base"), progress=not quiet)
     _prepare_folds(base, plan.folds, quiet=quiet)
     store = ExperimentStore.create(

@@ -17,6 +17,7 @@ checkpoint, up to ``max_failures`` times, and the epochs it had done are not run
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import threading
@@ -123,7 +124,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _report(trainer, state, {"final": True}, rank == 0, result=result)
     elif state.status != "completed":
         last = asdict(state.history[-1]) if state.history else {"epoch": 0, "val_score": 0.0}
-        ray.train.report({**last, **config["extra"], "status": state.status, "error": state.error, "finished": True})
+        ending = {"status": state.status, "error": state.error, "finished": True}
+        ray.train.report({**last, **config["extra"], **best_epoch_scores(state), **ending})
 
 
 def _barrier(device: torch.device) -> None:
@@ -285,10 +287,11 @@ class TrialWorkers:
 
 def best_epoch_scores(state: RunState) -> dict[str, float]:
     """The validation metrics of the run's best epoch so far (chosen on ``val_score``), as
-    ``best_<metric>``: the weights kept are that epoch's, so a search is told its scores."""
+    ``best_<metric>``: the weights kept are that epoch's, so a search ranks trials on its
+    scores, as the results store records them. NaN (no score) before the first epoch."""
     best = next((r for r in state.history if r.epoch == state.best_epoch), None)
     if best is None:
-        return {"best_val_score": state.best_score}
+        return {"best_val_score": math.nan, "best_val_weighted_f1": math.nan}
     return {"best_val_score": best.val_score, "best_val_weighted_f1": best.val_weighted_f1}
 
 

@@ -19,10 +19,6 @@ from ..errors import ConfigError, describe_validation_error
 from ._space_checks import check_space
 from ._space_schema import SearchSpec
 
-# For _runner.py alone, which imports these from this module: once it imports them from
-# ._space_compile and ._space_schema (issue 17 splits it), these two lines go.
-from ._space_compile import SearchSpace, SpaceInfo, compile_space, config_hash  # noqa: E402,F401
-from ._space_schema import Resources, SearchSettings  # noqa: E402,F401
 
 # The shipped spaces: the checkout's search_spaces/, which a wheel installs beside tacfn.
 SEARCH_SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"

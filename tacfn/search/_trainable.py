@@ -8,6 +8,12 @@ TorchTrainer from the trial's process instead (:func:`._distributed.fit_trial`);
 run keeps its own checkpoints, and a restored trial resumes that run. Data shared by every
 trial (the prepared dataset, or the frozen encoders' features) arrives once through Ray's
 object store.
+
+Each report carries the epoch's own metrics (``val_score``, ...) and those of the best epoch
+so far (``best_val_score``, ``best_val_weighted_f1``), the last report of an unfinished or
+diverged trial too. A trial keeps the best epoch's weights, so the best epoch's scores are
+what Tune ranks trials on (and ASHA compares), what Optuna is told and what the results store
+records: Ray's results and the store tell one story.
 """
 
 from __future__ import annotations
@@ -122,7 +128,7 @@ def run_trial(
         if state.status != "completed":
             last = asdict(state.history[-1]) if state.history else {"epoch": 0, "val_score": 0.0}
             ending = {"status": state.status, "error": state.error, "finished": True, "history_json": _history_json(state)}
-            tune.report({**last, **static, **ending})
+            tune.report({**last, **static, **best_epoch_scores(state), **ending})
     finally:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
 

@@ -1,0 +1,135 @@
+"""Choosing a search's result: the best completed trial on validation, scored on the test
+split once (:func:`choose_and_test`), with the Pareto front marked for multi-objective searches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from ..config import parse_run_config
+from ..tasks import TaskData, load_task
+from ..training import LAST_CHECKPOINT, score_checkpoint
+from ._distributed import checkpoint_dir
+from ._recording import prediction_rows, store_epochs
+from ._store import ExperimentStore
+from ._trainable import encoder_identity, trial_run_config
+
+
+@dataclass
+class SearchSummary:
+    """What a finished search found."""
+
+    path: Path | str
+    trials: int
+    completed: int
+    best_trial: str | None
+    best_params: dict[str, Any]
+    val_score: float | None
+    test_score: float | None
+    metric: str = "val_score"  # what chose the best trial (search.metric)
+    val_metric: float | None = None  # the best trial's validation value of ``metric``
+
+
+def choose_and_test(
+    store: ExperimentStore, grid, base: dict, task: TaskData, identity: str, gpu: float, seconds: float, quiet: bool
+) -> SearchSummary:
+    """Pick the best completed trial on validation and score it on the test split, once.
+
+    Ties go to the trial that started first, so every resume picks the same one. A resumed
+    search whose pick is already scored keeps that score; one that found a better trial
+    un-chooses the earlier pick and drops its test metrics and predictions: only the
+    chosen configuration carries a test score.
+
+    A CPU trial's choice is scored here, in the driver, which holds the data already: a
+    Ray task would start a process and import torch first, seconds on a small machine. A
+    GPU trial's is scored by a Ray task holding a GPU (at most one) as the trial did.
+    """
+    trials = store.trials().to_pylist()
+    metric = store.experiment["spec"]["search"].get("metric", "val_score")
+    completed = [t for t in trials if t["status"] == "completed" and t[metric] is not None]
+    if not completed:
+        return SearchSummary(store.root, len(trials), 0, None, {}, None, None, metric)
+    objectives = store.experiment["spec"]["search"].get("objectives") or []
+    if objectives:
+        _mark_pareto(store, completed, objectives)
+        trials = store.trials().to_pylist()
+        completed = [t for t in trials if t["status"] == "completed" and t[metric] is not None]
+    best = min(completed, key=lambda trial: _rank(trial, metric))
+    result = next(r for r in grid if r.metrics and r.metrics.get("trial_id") == best["trial_id"])
+    params = result.config
+    for earlier in trials:
+        if earlier.get("chosen") and earlier["trial_id"] != best["trial_id"]:
+            _unchoose(store, earlier)
+    if best.get("chosen") and best.get("test_score") is not None:
+        test_score = best["test_score"]
+    else:
+        test_score = _score_chosen(store, best, result, base, task, identity, gpu)
+    if not quiet:
+        print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
+    return SearchSummary(
+        store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score, metric, best[metric]
+    )
+
+
+def _rank(trial: dict[str, Any], metric: str) -> tuple:
+    """Sorts the best validation value of the search's ``metric`` first and, on a tie, the
+    trial that started first (a row without a start time last), then the lower id: the same
+    pick on every resume, whatever the order of the store's rows."""
+    return -trial[metric], trial["started_at"] is None, trial["started_at"], trial["trial_id"]
+
+
+def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: TaskData, identity: str, gpu: float) -> float:
+    """Score the trial ``best`` on the test split from its saved weights and record it as chosen."""
+    cfg = trial_run_config(base, result.config, check_model=False)
+    checkpoint = result.checkpoint or tune.Checkpoint(checkpoint_dir(result.metrics))  # DDP trials: Train's own
+    shared = task if encoder_identity(cfg) == identity else None
+    with checkpoint.as_directory() as path:
+        weights = Path(path) / LAST_CHECKPOINT
+        if gpu:
+            scored = _score_remote.options(num_gpus=min(gpu, 1)).remote(cfg.model_dump(mode="json"), shared, str(weights))
+            test, missing, predictions = ray.get(scored)
+        else:
+            test, missing, predictions = score_checkpoint(cfg, shared or load_task(cfg), weights)
+    row = {
+        **best,
+        "chosen": True,
+        "test_score": test["score"],
+        "test_weighted_f1": test["weighted_f1"],
+        **{f"test_missing_{m}": s for m, s in missing.items()},
+        **{f"test_{k}": v for k, v in test.items() if k.endswith(("_accuracy", "_weighted_f1")) and k not in ("weighted_f1",)},
+    }
+    store.record_trial(row, store_epochs(store, best["trial_id"]), prediction_rows(predictions))
+    return test["score"]
+
+
+def _unchoose(store: ExperimentStore, trial: dict[str, Any]) -> None:
+    """Record an earlier pick as not chosen, without its test metrics and predictions."""
+    row = {k: None if k.startswith("test_") else v for k, v in trial.items()}
+    store.record_trial({**row, "chosen": False}, store_epochs(store, trial["trial_id"]))
+
+
+def _mark_pareto(store: ExperimentStore, completed: list[dict[str, Any]], objectives: list[str]) -> None:
+    """Record which completed trials are Pareto-optimal: no other trial scores at least as
+    well on validation and costs no more on every objective, and strictly better on one."""
+
+    def key(t: dict[str, Any]) -> tuple[float, ...]:
+        return (-t["val_score"], *(t[o] for o in objectives))
+
+    for trial in completed:
+        mine = key(trial)
+        dominated = any(
+            all(a <= b for a, b in zip(key(o), mine)) and key(o) != mine for o in completed if o is not trial
+        )
+        store.record_trial({**trial, "pareto": not dominated}, store_epochs(store, trial["trial_id"]))
+
+
+@ray.remote
+def _score_remote(cfg_map: dict, task: TaskData | None, checkpoint: str):
+    cfg = parse_run_config(cfg_map, "chosen config", check_model=False)
+    task = task if task is not None else load_task(cfg)
+    return score_checkpoint(cfg, task, Path(checkpoint))
