@@ -38,8 +38,9 @@ import optuna
 import ray
 import torch
 
-from tacfn.search import ExperimentStore, SearchSpec, compile_space, run_search
+from tacfn.search import SearchSpec, compile_space, run_search
 from tacfn.search._space import grid, parse_space
+from tacfn.store import ExperimentStore
 from tacfn.tasks import default_cache_dir
 
 BLOCKS = ("tacfn", "concat", "mult")

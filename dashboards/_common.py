@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from tacfn.errors import ConfigError
-from tacfn.search._store import Location
+from tacfn.store import Location
 
 _PAGE_MARK = b"<title>TACFN "  # in the head of every page tacfn writes: dashboards and run reports
 _PAGE_HEAD_BYTES = 1024

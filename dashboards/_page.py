@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 import plotly.offline
 
-from tacfn.search._store import Location
+from tacfn.store import Location
 
 from ._ablation import plot_ablation_forest, plot_ablation_table
 from ._ablation_scores import plot_ablation_scores

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from tacfn.search._store import CONFIG_PREFIX
+from tacfn.store import CONFIG_PREFIX
 
 KINDS = ("choice", "int", "float")
 

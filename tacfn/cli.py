@@ -227,10 +227,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .search import find_space, load_space, run_search
-    from .search._store import EXPERIMENT_FILE, Location
+    from .store import EXPERIMENT_FILE, Location
 
     if args.resume:
-        from .search import ExperimentStore
+        from .store import ExperimentStore
         from .search._space import parse_space
 
         ignored = [option for option, given in (("SPACE", args.space), ("--out", args.out)) if given]
@@ -274,7 +274,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .search import load_plan, run_ablation
-    from .search._store import absolute_root
+    from .store import absolute_root
 
     plan = load_plan(args.plan)
     out = absolute_root(args.out or Path("runs") / plan.name)
@@ -318,7 +318,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .search._store import Location
+    from .store import Location
 
     dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
     if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
@@ -337,7 +337,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         return 0
     from dashboards import load_experiment, write_dashboard
 
-    from .search import ExperimentStore
+    from .store import ExperimentStore
 
     for folder in dirs:  # the page would show a problem in place of the data: refuse before writing it
         ExperimentStore.open(folder)  # not an experiment, corrupt, or a newer schema

@@ -1,7 +1,7 @@
 """Output folders: a command writes only into a new folder or one of its own kind.
 
 Each command leaves a file that says what its folder holds: an experiment its
-``experiment.json`` (:mod:`tacfn.search._store`), a dataset its ``manifest.json``
+``experiment.json`` (:mod:`tacfn.store`), a dataset its ``manifest.json``
 (:mod:`tacfn.data.prepare`, :mod:`tacfn.data.iemocap`), a training run its ``config.json``,
 ``result.json`` and ``checkpoints`` (:mod:`tacfn.training`); RAVDESS media sit in
 ``Actor_NN`` folders. An output path that names a folder of another kind, or a file, is

@@ -18,9 +18,10 @@ import yaml
 
 from tacfn.cli import main
 from tacfn.config import parse_run_config
-from tacfn.search import ExperimentStore, load_space
+from tacfn.search import load_space
 from tacfn.search._distributed import run_distributed
 from tacfn.search._runner import init_ray, run_search
+from tacfn.store import ExperimentStore
 
 pytestmark = pytest.mark.timeout(600)
 

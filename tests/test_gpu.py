@@ -15,10 +15,10 @@ import ray
 import torch
 
 from tacfn.config import parse_run_config
-from tacfn.search import ExperimentStore
 from tacfn.search._distributed import run_distributed
 from tacfn.search._runner import _shared_task, init_ray, run_search
 from tacfn.search._space import parse_space
+from tacfn.store import ExperimentStore
 from tacfn.tasks import load_task
 from tacfn.training import Trainer, train
 

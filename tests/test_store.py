@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import EXPERIMENT_FILE, ExperimentStore, flatten_config, git_commit, read_table
+from tacfn.files import temp_path
+from tacfn.store import EXPERIMENT_FILE, ExperimentStore, flatten_config, git_commit, read_table
 
 SPEC = {
     "space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
@@ -406,7 +408,7 @@ def test_write_into_a_read_only_folder_keeps_the_previous_files(tmp_path: Path) 
         if os.access(store.root, os.W_OK):
             # Running as root: permissions do not stop writes, so block the temp file's path instead.
             store.root.chmod(0o755)
-            (store.root / "epochs.parquet.tmp").mkdir()
+            temp_path(store.root / "epochs.parquet").mkdir()
         with pytest.raises(DataError, match=r"could not write .*epochs.parquet .*previous version is unchanged"):
             store.record_trial({**_OK, "trial_id": "t2", "val_score": 0.9}, _epochs(3), _predictions(["b"]))
     finally:
@@ -465,3 +467,14 @@ def test_a_concurrent_reader_always_sees_whole_files(tmp_path: Path) -> None:
     assert errors == []
     assert counts == sorted(counts) and counts[-1] == 50
     assert store.trials()["seed"].to_pylist() == list(range(50))
+
+
+def test_the_store_imports_neither_the_search_nor_training_nor_torch() -> None:
+    """Dependency direction: model <- training <- search -> store <- dashboards."""
+    code = (
+        "import sys, tacfn.store\n"
+        "print([m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')\n"
+        "       or m.startswith(('tacfn.search', 'tacfn.training', 'tacfn.model'))])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

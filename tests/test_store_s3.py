@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 from dashboards._loading import state_version
 from tacfn.cli import main
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import ExperimentStore, Location, read_table
+from tacfn.store import ExperimentStore, Location, read_table
 
 BUCKET = "tacfn-results"
 SPEC = {"space": {"train.lr": {"float": [1e-4, 1e-2]}}, "trials": 3}

@@ -35,7 +35,7 @@ from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import LAST_CHECKPOINT, Trainer, score_checkpoint
 from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
 from ._space import Resources, SearchSettings, SearchSpace, SearchSpec, SpaceInfo, compile_space, config_hash
-from ._store import CONFIG_PREFIX, ExperimentStore, Location, absolute_root, flatten_config
+from ..store import CONFIG_PREFIX, ExperimentStore, Location, absolute_root, flatten_config
 from ._trainable import encoder_identity, run_trial, trial_run_config
 
 RAY_DIR = "ray"
