@@ -9,7 +9,10 @@ tables are described in :mod:`tacfn.store._schema`; the folder is a local path o
 :meth:`ExperimentStore.record_trial` rewrites each table in full: fine up to about 5,000
 trials of 50 epochs (with 240 test predictions each, about 1 s per trial on 2 CPU cores).
 ``epochs`` and ``predictions`` are written before ``trials``, so a trial listed in
-``trials.parquet`` has its curves and predictions on disk.
+``trials.parquet`` has its curves and predictions on disk. To change a recorded trial's
+columns (a Pareto flag, the chosen trial's test metrics) use
+:meth:`ExperimentStore.update_trials`, which rewrites ``trials.parquet`` alone, and
+:meth:`ExperimentStore.record_predictions` for its predictions.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ._schema import (
     TableSpec,
     build_table,
     json_default,
+    update_cells,
     upsert,
     with_trial_id,
 )
@@ -143,6 +147,11 @@ class ExperimentStore:
         done = table.filter(pc.equal(table["status"], "completed"))
         return set(done["trial_id"].to_pylist())
 
+    def trial_epochs(self, trial_id: str) -> pa.Table:
+        """One trial's rows of ``epochs.parquet`` by epoch (no rows for a trial without any)."""
+        table = self.epochs()
+        return table.filter(pc.equal(table["trial_id"], trial_id)).sort_by("epoch")
+
     def _read(self, spec: TableSpec) -> pa.Table:
         return self.location.read_table(spec.file) if self.location.exists(spec.file) else spec.empty()
 
@@ -183,6 +192,48 @@ class ExperimentStore:
         for spec, new in new_tables:
             table = upsert(self._read(spec), new, dropped, spec, self.location.child(spec.file))
             self.location.write(spec.file, lambda f, table=table: pq.write_table(table, f))
+
+    def update_trials(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set some columns of some recorded trials, rewriting ``trials.parquet`` alone.
+
+        ``updates`` maps a trial id to the columns to set, e.g. ``{"t3": {"pareto": True}}``;
+        all of them are written at once. The trials' other columns, the other trials and the
+        epochs and predictions files are left as they are, and rows keep their order. A
+        column new to the table is null in the other rows; values are typed as in
+        :meth:`record_trial`, and an updated column keeps one type for old and new cells.
+        A trial that is not recorded, a change of ``trial_id``, a bad ``status`` or value
+        raises ValueError before anything is written.
+        """
+        if not updates:
+            return
+        table = self.trials()
+        position = {trial_id: i for i, trial_id in enumerate(table["trial_id"].to_pylist())}
+        unknown = sorted(str(trial_id) for trial_id in updates if trial_id not in position)
+        if unknown:
+            raise ValueError(f"`updates` must name recorded trials, but {unknown} are not in {TRIALS.file}")
+        for trial_id, columns in updates.items():
+            if "trial_id" in columns:
+                raise ValueError(f"updates[{trial_id!r}]: a trial's `trial_id` cannot change")
+            if "status" in columns and columns["status"] not in STATUSES:
+                raise ValueError(
+                    f"updates[{trial_id!r}]: `status` must be one of {list(STATUSES)}, but got {columns['status']!r}"
+                )
+        cells = {position[trial_id]: columns for trial_id, columns in updates.items()}
+        names = {position[trial_id]: f"updates[{trial_id!r}]" for trial_id in updates}
+        table = update_cells(table, TRIALS, cells, names, self.location.child(TRIALS.file))
+        self.location.write(TRIALS.file, lambda f: pq.write_table(table, f))
+
+    def record_predictions(self, trial_id: str, predictions: Iterable[Mapping[str, Any]]) -> None:
+        """Replace a recorded trial's rows in ``predictions.parquet`` alone; no rows drops them.
+
+        The rows are checked as in :meth:`record_trial`; a trial that is not recorded raises
+        ValueError before anything is written.
+        """
+        if trial_id not in set(self.trials()["trial_id"].to_pylist()):
+            raise ValueError(f"`trial_id` must name a recorded trial, but {trial_id!r} is not in {TRIALS.file}")
+        new = build_table(PREDICTIONS, with_trial_id(predictions, trial_id, "predictions"), "predictions")
+        table = upsert(self._read(PREDICTIONS), new, {trial_id}, PREDICTIONS, self.location.child(PREDICTIONS.file))
+        self.location.write(PREDICTIONS.file, lambda f: pq.write_table(table, f))
 
 
 # --- experiment.json -----------------------------------------------------------------------

@@ -224,19 +224,55 @@ def build_table(spec: TableSpec, rows: list[dict[str, Any]], context: str) -> pa
         values = []
         for i, row in enumerate(rows):
             where = context if context == "row" else f"{context}[{i}]"
-            try:
-                value = row.get(column)
-                values.append(_cell(value, column) if dtype is None else _fixed_cell(value, column, dtype))
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
-            if column in spec.required and values[-1] is None:
-                raise ValueError(f"{where}: `{column}` is required, but is missing or None")
+            values.append(_typed_cell(spec, column, row.get(column), where))
         if dtype is None:
             dtype = _common_type(map(_cell_type, values), column)
             if dtype == pa.string():
                 values = [_as_string(v) for v in values]
         arrays[column] = pa.array(values, type=dtype)
     return pa.table(arrays)
+
+
+def update_cells(
+    table: pa.Table, spec: TableSpec, updates: Mapping[int, Mapping[str, Any]], names: Mapping[int, str], path: Path | str
+) -> pa.Table:
+    """``table`` with the cells ``updates`` sets (row index -> column -> value); other columns
+    are kept as they are.
+
+    An updated column gets one type for its old and new cells, by the rules of
+    :func:`upsert`; a new column is null in the rows not updated. ``names`` names each
+    updated row in error messages.
+    """
+    columns = {name: table[name] for name in table.column_names}
+    for column in sorted({c for cells in updates.values() for c in cells}):
+        dtype = spec.columns.get(column)
+        cells = {i: _typed_cell(spec, column, row[column], names[i]) for i, row in updates.items() if column in row}
+        old = columns.get(column, pa.chunked_array([pa.nulls(table.num_rows)]))
+        if dtype is None:
+            dtype = _common_type([_effective_type(old), *map(_cell_type, cells.values())], column)
+            if dtype == pa.string():
+                cells = {i: _as_string(v) for i, v in cells.items()}
+        try:
+            values = old.cast(dtype).to_pylist()
+        except pa.ArrowException as exc:
+            raise DataError(f"{path}: column {column!r} cannot be stored as {dtype} ({exc})") from exc
+        for i, value in cells.items():
+            values[i] = value
+        columns[column] = pa.chunked_array([pa.array(values, type=dtype)])
+    extra = sorted(columns.keys() - spec.columns.keys(), key=_extra_order)
+    return pa.table({name: columns[name] for name in [*spec.columns, *extra]})
+
+
+def _typed_cell(spec: TableSpec, column: str, value: Any, where: str) -> Any:
+    """``value`` as a cell of ``column``: a fixed column's type is checked, another's inferred later."""
+    dtype = spec.columns.get(column)
+    try:
+        cell = _cell(value, column) if dtype is None else _fixed_cell(value, column, dtype)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if column in spec.required and cell is None:
+        raise ValueError(f"{where}: `{column}` is required, but is missing or None")
+    return cell
 
 
 def _as_string(value: Any) -> str | None:
