@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .allocator import keep_freed_memory
 from .config import RunConfig, parse_run_config
 from .errors import ConfigError, DataError, brief
+from .files import write_atomic, write_json_atomic
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
 from .outputs import check_output_folder
@@ -275,9 +276,7 @@ class Trainer:
 
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        write_atomic(path, lambda f: torch.save(state, f))
 
     def checkpoint_state(self, state: RunState) -> dict[str, Any]:
         return {
@@ -383,10 +382,7 @@ def _write_json(path: Path, data: Any) -> Path:
     """Write ``data`` as JSON to ``path`` atomically; a NaN or infinite float is written as null
     (bare ``NaN`` is not JSON, and strict readers refuse the whole file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite_or_none(data), indent=2, allow_nan=False))
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, _finite_or_none(data), indent=2, allow_nan=False)
 
 
 def _finite_or_none(data: Any) -> Any:

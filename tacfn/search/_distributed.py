@@ -36,6 +36,7 @@ from ray.util.queue import Empty, Queue
 
 from ..config import RunConfig, parse_run_config
 from ..errors import ConfigError
+from ..files import write_atomic
 from ..tasks import TaskData, load_task
 from ..training import (
     CHECKPOINT_VERSION,
@@ -251,7 +252,8 @@ def run_distributed(
         result = RunResult.from_json(json.loads((Path(path) / RESULT_FILE).read_text()))
         if (Path(path) / BEST_CHECKPOINT).exists():
             (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(path) / BEST_CHECKPOINT, out_dir / "checkpoints" / BEST_CHECKPOINT)
+            with (Path(path) / BEST_CHECKPOINT).open("rb") as best:
+                write_atomic(out_dir / "checkpoints" / BEST_CHECKPOINT, lambda f: shutil.copyfileobj(best, f))
     result = replace(result, seconds=time.perf_counter() - started)
     write_result(result, out_dir)
     return result
