@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, DataError, TacfnError
+from .run_folder import CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, TRAIN_DIR
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -144,7 +145,7 @@ def _print_result(result: Any, out_dir: Path | None) -> None:
             print(f"  test score with {name} missing: {score:.3f}")
     print(f"parameters: {result.num_parameters:,} ({result.trainable_parameters:,} trainable); {result.seconds:.1f} s")
     if out_dir:
-        print(f"results: {out_dir / 'result.json'}")
+        print(f"results: {out_dir / RESULT_FILE}")
 
 
 def _check_local_capacity(workers: int, gpu: bool) -> None:
@@ -166,14 +167,7 @@ def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
     would hide a mistyped folder."""
     if out_dir is None:
         raise ConfigError("--resume continues the run in --out DIR, but no --out was given")
-    if on_ray:
-        from .search._distributed import TRAIN_DIR
-
-        found = out_dir / TRAIN_DIR
-    else:
-        from .training import LAST_CHECKPOINT
-
-        found = out_dir / "checkpoints" / LAST_CHECKPOINT
+    found = out_dir / TRAIN_DIR if on_ray else out_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
     if not found.exists():
         raise ConfigError(f"--resume: {found} does not exist, so there is no run to continue; drop --resume to start one")
 
@@ -318,10 +312,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .store import Location
+    from .store import EXPERIMENT_FILE, Location
 
     dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
-    if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
+    if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / RESULT_FILE).exists() and not (dirs[0] / EXPERIMENT_FILE).exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
         if args.serve:

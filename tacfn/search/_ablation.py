@@ -40,11 +40,11 @@ from ray import tune
 
 from ..config import RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError
+from ..store import ExperimentStore, absolute_root
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
 from ._runner import StoreCallback, check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._space import SEARCH_SPACES_DIR, Resources, apply_overrides, check_folder_name
-from ..store import ExperimentStore, absolute_root
 
 
 class AblationPlan(BaseModel):

@@ -31,11 +31,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..config import parse_run_config
 from ..errors import ConfigError, DataError
-from ..tasks import TaskData, default_cache_dir, load_task
-from ..training import LAST_CHECKPOINT, Trainer, score_checkpoint
-from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers, checkpoint_dir
-from ._space import Resources, SearchSettings, SearchSpace, SearchSpec, SpaceInfo, compile_space, config_hash
+from ..run_folder import LAST_CHECKPOINT, TRAIN_DIR
 from ..store import CONFIG_PREFIX, ExperimentStore, Location, absolute_root, flatten_config
+from ..tasks import TaskData, default_cache_dir, load_task
+from ..training import Trainer, score_checkpoint
+from ._distributed import SharedTask, TrialWorkers, checkpoint_dir
+from ._space import Resources, SearchSettings, SearchSpace, SearchSpec, SpaceInfo, compile_space, config_hash
 from ._trainable import encoder_identity, run_trial, trial_run_config
 
 RAY_DIR = "ray"
