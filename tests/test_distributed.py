@@ -117,6 +117,8 @@ def test_cli_train_with_two_workers(local_ray, prepared_lite: Path, tmp_path: Pa
     assert "test score" in printed
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "completed" and [r["epoch"] for r in result["history"]] == [1, 2]
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)  # copied from Train's last checkpoint
+    assert best["epoch"] == result["best_epoch"] and not list((out / "checkpoints").glob(".*.tmp"))
 
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({**_config(prepared_lite, tmp_path, epochs=3), "model": {"preset": "lite", "fusion": {"name": "concat"}}}))

@@ -121,6 +121,7 @@ def flatten_config(cfg: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[
 
 
 def with_trial_id(rows: Iterable[Mapping[str, Any]], trial_id: str, what: str) -> list[dict[str, Any]]:
+    """``rows`` (named ``what`` in errors) with the trial's ``trial_id``; a row naming another trial is a ValueError."""
     out = []
     for i, row in enumerate(rows):
         if row.get("trial_id", trial_id) != trial_id:
