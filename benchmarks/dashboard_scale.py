@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dashboards import write_dashboard
-from tacfn.search._store import EPOCHS, PREDICTIONS, TRIALS, ExperimentStore
+from tacfn.store import EPOCHS, PREDICTIONS, TRIALS, ExperimentStore
 
 FUSIONS = ["tacfn", "concat", "late_average", "late_product", "mult"]
 SPACE = {

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import polars as pl
 
 from tacfn.errors import ConfigError
-from tacfn.search._store import Location
+from tacfn.store import Location
 
 _PAGE_MARK = b"<title>TACFN "  # in the head of every page tacfn writes: dashboards and run reports
 _PAGE_HEAD_BYTES = 1024

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
-from tacfn.search._store import STATUSES
+from tacfn.store import STATUSES
 
 from ._loading import Experiment
 from ._params import space_axes

@@ -1,6 +1,6 @@
 """Loading an experiment folder into Polars frames, and saying what state it is in.
 
-Every table is read through :meth:`tacfn.search._store.Location.read_table` (one open
+Every table is read through :meth:`tacfn.store.Location.read_table` (one open
 handle, or one GET, per file), ``trials.parquet`` first: the writer saves a trial's epochs
 and predictions before its row, so every trial read here has its curves on disk. A table
 that cannot be read is reported in :attr:`Experiment.problems` and replaced by an empty
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import polars as pl
 
 from tacfn.errors import DataError
-from tacfn.search._store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location
+from tacfn.store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location
 
 from ._common import Unavailable
 
 if TYPE_CHECKING:
-    from tacfn.search._store import _TableSpec
+    from tacfn.store import TableSpec
 
 FINISHED_BAD = ("failed", "diverged")
 
@@ -120,7 +120,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     )
 
 
-def _read(location: Location, table: _TableSpec) -> pl.DataFrame | str | None:
+def _read(location: Location, table: TableSpec) -> pl.DataFrame | str | None:
     """A table as a DataFrame, why it cannot be read, or None when it is not there."""
     path = location.child(table.file)
     try:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 import plotly.offline
 
-from tacfn.search._store import Location
+from tacfn.store import Location
 
 from ._ablation import _get_ablation_forest_plot, _get_ablation_info, _get_ablation_table_plot
 from ._ablation_scores import _get_ablation_scores_info, _get_ablation_scores_plot

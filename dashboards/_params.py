@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from tacfn.search import AxisInfo
-from tacfn.search._store import CONFIG_PREFIX
+from tacfn.store import CONFIG_PREFIX
 
 
 class Axis(AxisInfo):

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import Location
+from tacfn.store import Location
 
 from ._loading import Notice, load_experiment, state_version
 from ._page import Section, build_sections, figures_payload, render_page

@@ -19,6 +19,7 @@ import yaml
 
 from .errors import ConfigError, DataError, TacfnError
 from .nested import set_dotted
+from .run_folder import CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, TRAIN_DIR
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -139,7 +140,7 @@ def _print_result(result: Any, out_dir: Path | None) -> None:
             print(f"  test score with {name} missing: {score:.3f}")
     print(f"parameters: {result.num_parameters:,} ({result.trainable_parameters:,} trainable); {result.seconds:.1f} s")
     if out_dir:
-        print(f"results: {out_dir / 'result.json'}")
+        print(f"results: {out_dir / RESULT_FILE}")
 
 
 def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
@@ -147,14 +148,7 @@ def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
     would hide a mistyped folder."""
     if out_dir is None:
         raise ConfigError("--resume continues the run in --out DIR, but no --out was given")
-    if on_ray:
-        from .search._distributed import TRAIN_DIR
-
-        found = out_dir / TRAIN_DIR
-    else:
-        from .training import LAST_CHECKPOINT
-
-        found = out_dir / "checkpoints" / LAST_CHECKPOINT
+    found = out_dir / TRAIN_DIR if on_ray else out_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
     if not found.exists():
         raise ConfigError(f"--resume: {found} does not exist, so there is no run to continue; drop --resume to start one")
 
@@ -209,10 +203,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .search import find_space, load_space, run_search
-    from .search._store import EXPERIMENT_FILE, Location
+    from .store import EXPERIMENT_FILE, Location
 
     if args.resume:
-        from .search import ExperimentStore
+        from .store import ExperimentStore
         from .search._space import parse_space
 
         ignored = [option for option, given in (("SPACE", args.space), ("--out", args.out)) if given]
@@ -258,7 +252,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from dashboards import format_ablation_table, load_experiment
 
     from .search import load_plan, run_ablation
-    from .search._store import absolute_root
+    from .store import absolute_root
 
     plan = load_plan(args.plan)
     out = absolute_root(args.out or Path("runs") / plan.name)
@@ -284,13 +278,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .search._store import Location
+    from .store import EXPERIMENT_FILE, Location
 
     def note(line: str) -> None:  # an optional table or view the page could not show, and why
         print(f"tacfn: note: {line}", file=sys.stderr)
 
     dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
-    if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / "result.json").exists() and not (dirs[0] / "experiment.json").exists():
+    if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / RESULT_FILE).exists() and not (dirs[0] / EXPERIMENT_FILE).exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
         if args.serve:
@@ -306,7 +300,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         return 0
     from dashboards import load_experiment, write_dashboard
 
-    from .search import ExperimentStore
+    from .store import ExperimentStore
 
     for folder in dirs:  # without its trials the page would show a problem in place of the data: refuse
         ExperimentStore.open(folder)  # not an experiment, corrupt, or a newer schema

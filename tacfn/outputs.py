@@ -1,9 +1,9 @@
 """Output folders: a command writes only into a new folder or one of its own kind.
 
 Each command leaves a file that says what its folder holds: an experiment its
-``experiment.json`` (:mod:`tacfn.search._store`), a dataset its ``manifest.json``
+``experiment.json`` (:mod:`tacfn.store`), a dataset its ``manifest.json``
 (:mod:`tacfn.data.prepare`, :mod:`tacfn.data.iemocap`), a training run its ``config.json``,
-``result.json`` and ``checkpoints`` (:mod:`tacfn.training`); RAVDESS media sit in
+``result.json`` and ``checkpoints`` (:mod:`tacfn.run_folder`); RAVDESS media sit in
 ``Actor_NN`` folders. An output path that names a folder of another kind, or a file, is
 refused before anything is written: a mistyped ``--out`` must never mix new files into, or
 write over, results, datasets or media.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import ConfigError
+from .run_folder import RUN_MARKERS
 
 Kind = Literal["experiment", "dataset", "run", "media"]
 
@@ -28,9 +29,7 @@ _DESCRIPTIONS: dict[Kind, str] = {
 _MARKERS: tuple[tuple[str, Kind], ...] = (
     ("experiment.json", "experiment"),
     ("manifest.json", "dataset"),
-    ("config.json", "run"),
-    ("result.json", "run"),
-    ("checkpoints", "run"),
+    *((name, "run") for name in RUN_MARKERS),
 )
 _ACTOR_DIR = re.compile(r"Actor_\d\d")
 

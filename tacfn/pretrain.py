@@ -28,6 +28,7 @@ import torch
 
 from .config import RunConfig, parse_run_config
 from .errors import ConfigError
+from .files import write_atomic, write_json_atomic
 from .tasks import TaskData
 from .training import RunState, Trainer, run_epochs
 
@@ -88,11 +89,11 @@ def pretrain_encoder(cfg: RunConfig, task: TaskData, modality: str, out_dir: Pat
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{modality}.pt"
-    torch.save(weights, path)
+    write_atomic(path, lambda f: torch.save(weights, f))  # synced: the folder is renamed into the cache whole
     last = state.history[-1]
     record = {**_provenance(cfg, task, modality), "epochs": last.epoch, "train_loss": last.train_loss,
               "train_score": last.train_score, "file": path.name}
-    (out_dir / PRETRAIN_RECORD).write_text(json.dumps({modality: record}, indent=2, sort_keys=True))
+    write_json_atomic(out_dir / PRETRAIN_RECORD, {modality: record}, indent=2, sort_keys=True)
     return path
 
 

@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 from .allocator import keep_freed_memory
 from .config import RunConfig, parse_run_config
 from .errors import ConfigError, DataError, brief
+from .files import write_atomic, write_json_atomic
 from .metrics import classification_metrics, multitask_metrics
 from .model import TACFN
 from .nested import flatten
 from .outputs import check_output_folder
+from .run_folder import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, RUN_CONFIG, RUN_MARKERS
 from .tasks import SplitData, TaskData, default_cache_dir, load_task, with_cached_features
 
 CHECKPOINT_VERSION = 1
-LAST_CHECKPOINT = "last.pt"
-RUN_CONFIG = "config.json"  # the config a run folder trains, so a resume can be checked against it
 
 
 @dataclass
@@ -276,9 +276,7 @@ class Trainer:
 
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        write_atomic(path, lambda f: torch.save(state, f))
 
     def checkpoint_state(self, state: RunState) -> dict[str, Any]:
         return {
@@ -377,17 +375,14 @@ def conclude(trainer: Trainer, state: RunState, *, evaluate_test: bool = True, s
 
 def write_result(result: RunResult, out_dir: Path) -> Path:
     """Write ``out_dir/result.json`` atomically (a reader never sees half a file)."""
-    return _write_json(Path(out_dir) / "result.json", result.to_json())
+    return _write_json(Path(out_dir) / RESULT_FILE, result.to_json())
 
 
 def _write_json(path: Path, data: Any) -> Path:
     """Write ``data`` as JSON to ``path`` atomically; a NaN or infinite float is written as null
     (bare ``NaN`` is not JSON, and strict readers refuse the whole file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite_or_none(data), indent=2, allow_nan=False))
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, _finite_or_none(data), indent=2, allow_nan=False)
 
 
 def _finite_or_none(data: Any) -> Any:
@@ -425,7 +420,7 @@ def check_new_run_folder(out_dir: Path) -> None:
     both. A folder without them (new, empty, or holding other files) is fine; one that holds
     an experiment, a dataset or media is refused (see :func:`~tacfn.outputs.check_output_folder`)."""
     check_output_folder(out_dir, "--out", own="run")
-    held = [name for name in (RUN_CONFIG, "result.json", "checkpoints") if (out_dir / name).exists()]
+    held = [name for name in RUN_MARKERS if (out_dir / name).exists()]
     if held:
         raise ConfigError(f"{out_dir} already holds a training run ({', '.join(held)}); use --resume to continue it, or another --out")
 
@@ -483,7 +478,7 @@ def train(
     device = _device(cfg.train.device)  # before the data loads: a missing GPU fails at once
     task = task or load_task(cfg, progress=progress)
     trainer = Trainer(cfg, task, device=device, progress=progress)
-    ckpt_dir = Path(out_dir) / "checkpoints" if out_dir else None
+    ckpt_dir = Path(out_dir) / CHECKPOINTS_DIR if out_dir else None
     state = RunState()
     if resume and ckpt_dir and (ckpt_dir / LAST_CHECKPOINT).exists():
         state = trainer.restore(ckpt_dir / LAST_CHECKPOINT)
@@ -503,7 +498,7 @@ def train(
 
     result = conclude(trainer, state, evaluate_test=evaluate_test)
     if ckpt_dir and state.best_model is not None:
-        trainer.save_checkpoint(ckpt_dir / "best.pt", {"version": CHECKPOINT_VERSION, "epoch": state.best_epoch, "model": state.best_model})
+        trainer.save_checkpoint(ckpt_dir / BEST_CHECKPOINT, {"version": CHECKPOINT_VERSION, "epoch": state.best_epoch, "model": state.best_model})
     result.seconds = time.perf_counter() - started
     if out_dir:
         write_result(result, Path(out_dir))

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from tacfn.search import ExperimentStore
+from tacfn.store import ExperimentStore
 
 
 def wait_for_trials(driver: subprocess.Popen, out: Path, rows: int, timeout: float = 300) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tacfn.search._store import ExperimentStore, flatten_config
+from tacfn.store import ExperimentStore, flatten_config
 
 FUSIONS = ("tacfn", "concat", "late_average", "late_product", "mult")
 ATTENTION = ("tacfn", "mult")

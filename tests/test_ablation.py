@@ -16,7 +16,8 @@ import yaml
 
 from _drivers import wait_for_trials
 from tacfn.errors import ConfigError
-from tacfn.search import ExperimentStore, load_plan, parse_plan
+from tacfn.search import load_plan, parse_plan
+from tacfn.store import ExperimentStore
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -32,7 +32,7 @@ import yaml
 
 from tacfn.cli import main
 from tacfn.search._space import parse_space
-from tacfn.search._store import ExperimentStore
+from tacfn.store import ExperimentStore
 
 ERROR = "tacfn: error: "
 

@@ -116,7 +116,7 @@ def test_console_entry_point_exit_status(tmp_path: Path):
 
 def _search_folder(path: Path) -> Path:
     """An experiment folder as `tacfn search` creates it, before its first trial."""
-    from tacfn.search import ExperimentStore
+    from tacfn.store import ExperimentStore
     from tacfn.search._space import parse_space
 
     spec = parse_space({

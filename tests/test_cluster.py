@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from _cluster import REPO, Cluster, ray_env, space_file, start_cluster, stop_cluster, tacfn
-from tacfn.search import ExperimentStore
+from tacfn.store import ExperimentStore
 
 pytestmark = pytest.mark.slow
 

@@ -35,7 +35,7 @@ from dashboards._pareto import _get_pareto_info, _get_pareto_plot
 from dashboards._slices import _get_slice_info
 from dashboards._timeline import _get_timeline_info
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import ExperimentStore
+from tacfn.store import ExperimentStore
 
 REPO = Path(__file__).resolve().parents[1]
 

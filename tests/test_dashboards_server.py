@@ -18,7 +18,7 @@ import dashboards
 from dashboards._loading import state_version
 from dashboards._server import DashboardServer
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import ExperimentStore
+from tacfn.store import ExperimentStore
 
 
 @pytest.fixture(scope="module")

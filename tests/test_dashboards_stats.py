@@ -13,7 +13,7 @@ from _stores import write_ablation_store, write_search_store
 from scipy import stats
 
 import dashboards
-from tacfn.search import ExperimentStore
+from tacfn.store import ExperimentStore
 from dashboards._ablation import _get_ablation_info
 from dashboards._ablation_stats import PairedComparison, _sign_flip_pvalues
 

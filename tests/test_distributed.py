@@ -18,10 +18,11 @@ import yaml
 
 from tacfn.cli import main
 from tacfn.config import parse_run_config
-from tacfn.search import ExperimentStore, load_space
+from tacfn.search import load_space
 from tacfn.search._distributed import run_distributed
 from tacfn.search._ray import init_ray
 from tacfn.search._runner import run_search
+from tacfn.store import ExperimentStore
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -117,6 +118,8 @@ def test_cli_train_with_two_workers(local_ray, prepared_lite: Path, tmp_path: Pa
     assert "test score" in printed
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "completed" and [r["epoch"] for r in result["history"]] == [1, 2]
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)  # copied from Train's last checkpoint
+    assert best["epoch"] == result["best_epoch"] and not list((out / "checkpoints").glob(".*.tmp"))
 
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({**_config(prepared_lite, tmp_path, epochs=3), "model": {"preset": "lite", "fusion": {"name": "concat"}}}))

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from _cluster import ray_env, space_file, start_cluster, stop_cluster, tacfn, tune_results
-from tacfn.search import ExperimentStore, read_table
+from tacfn.store import ExperimentStore, read_table
 
 pytestmark = pytest.mark.slow
 
@@ -120,10 +120,11 @@ def test_the_results_disk_full_is_one_line_and_keeps_the_last_store(prepared_lit
     log = tmp_path / "driver.log"
     with _driver(["search", str(space), "--out", str(out)], log) as driver:
         _wait_for("a trial was recorded", lambda: (out / "trials.parquet").exists(), driver)
-        # The store writes each table to NAME.tmp, then renames it over NAME. With NAME.tmp a
-        # link to /dev/full, the next write fails as on a full disk: ENOSPC, even for root.
+        # The store writes each table to .NAME.PID.tmp (the driver's pid), then renames it over
+        # NAME. With that a link to /dev/full, the next write fails as on a full disk: ENOSPC,
+        # even for root.
         for name in ("epochs", "predictions", "trials"):
-            (out / f"{name}.parquet.tmp").symlink_to("/dev/full")
+            (out / f".{name}.parquet.{driver.pid}.tmp").symlink_to("/dev/full")
         before = {name: read_table(out / f"{name}.parquet") for name in ("epochs", "trials")}
         code = driver.wait(timeout=400)
 
@@ -135,7 +136,7 @@ def test_the_results_disk_full_is_one_line_and_keeps_the_last_store(prepared_lit
     for name, table in before.items():
         assert read_table(out / f"{name}.parquet").equals(table), f"{name}.parquet is the last whole version"
     assert 1 <= before["trials"].num_rows < 6
-    assert not (out / "epochs.parquet.tmp").is_symlink(), "the failed write's temp file is removed"
+    assert not (out / f".epochs.parquet.{driver.pid}.tmp").is_symlink(), "the failed write's temp file is removed"
 
 
 @pytest.mark.timeout(480)

@@ -15,11 +15,11 @@ import ray
 import torch
 
 from tacfn.config import parse_run_config
-from tacfn.search import ExperimentStore
 from tacfn.search._distributed import run_distributed
 from tacfn.search._ray import init_ray
 from tacfn.search._runner import run_search, shared_task
 from tacfn.search._space import parse_space
+from tacfn.store import ExperimentStore
 from tacfn.tasks import load_task
 from tacfn.training import Trainer, train
 

@@ -22,7 +22,8 @@ from ray import tune
 
 from _cluster import tune_results
 from _drivers import pausing_driver, wait_for_file, wait_for_trials
-from tacfn.search import ExperimentStore, load_space
+from tacfn.search import load_space
+from tacfn.store import ExperimentStore
 
 pytestmark = pytest.mark.timeout(600)
 

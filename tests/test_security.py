@@ -19,7 +19,7 @@ import yaml
 from tacfn.cli import build_parser, main
 from tacfn.errors import DataError
 from tacfn.search._space_schema import check_folder_name
-from tacfn.search._store import ExperimentStore
+from tacfn.store import ExperimentStore
 from tacfn.training import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import EXPERIMENT_FILE, ExperimentStore, flatten_config, git_commit, read_table
+from tacfn.files import temp_path
+from tacfn.store import EXPERIMENT_FILE, ExperimentStore, flatten_config, git_commit, read_table
 
 SPEC = {
     "space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
@@ -379,6 +381,125 @@ def test_flatten_config_makes_dotted_columns_and_json_strings() -> None:
     assert flatten_config({"a": {"b": 1}}, prefix="") == {"a.b": 1}
 
 
+# --- changing recorded trials ------------------------------------------------------------------
+
+
+def _files(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Each file's bytes, inode and modification time: a file rewritten even with the same
+    bytes gets a new inode (the atomic write renames a new file over it)."""
+    return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def _scored_search(tmp_path: Path) -> ExperimentStore:
+    """t1 and t2 completed, t3 failed; t2 is the chosen trial, with its test predictions."""
+    store = _store(tmp_path)
+    store.record_trial({**_OK, "trial_id": "t1", "val_score": 0.6, "seed": 0, "config.lr": 0.1, "extra": 1.5}, _epochs(3))
+    store.record_trial(
+        {**_OK, "trial_id": "t2", "val_score": 0.8, "seed": 1, "config.lr": 0.01, "chosen": True, "test_score": 0.7},
+        _epochs(2),
+        _predictions(["a"]),
+    )
+    store.record_trial({"trial_id": "t3", "status": "failed", "seed": 2, "config.lr": 1.0, "error": "boom"}, _epochs(1))
+    return store
+
+
+def test_update_trials_rewrites_trials_alone(tmp_path: Path) -> None:
+    store = _scored_search(tmp_path)
+    before, files = store.trials(), _files(store.root)
+
+    # What a search's Pareto marking does: one flag on every completed trial, in one write.
+    store.update_trials({"t1": {"pareto": False}, "t2": {"pareto": True}})
+
+    after = _files(store.root)
+    for name in ("epochs.parquet", "predictions.parquet", EXPERIMENT_FILE):
+        assert after[name] == files[name], f"{name} was rewritten"
+    assert after["trials.parquet"][1:] != files["trials.parquet"][1:]
+    trials = store.trials()
+    assert trials.column_names == [*before.column_names, "pareto"]
+    assert trials.select(before.column_names).equals(before), "every other cell is as it was"
+    assert trials["pareto"].type == pa.bool_() and trials["pareto"].to_pylist() == [False, True, None]
+    assert store.predictions()["trial_id"].to_pylist() == ["t2"], "the chosen trial keeps its predictions"
+
+
+def test_update_trials_types_cells_as_record_trial_does(tmp_path: Path) -> None:
+    store = _scored_search(tmp_path)
+    store.update_trials(
+        {
+            "t1": {"seed": 7.0, "extra": "high", "started_at": "2024-05-01T12:00:00+02:00", "node": "n1"},
+            "t3": {"status": "completed", "error": None, "extra": 2},
+        }
+    )
+    trials = store.trials()
+    rows = {r["trial_id"]: r for r in trials.to_pylist()}
+    assert rows["t1"]["seed"] == 7 and trials["seed"].type == pa.int64()
+    assert rows["t1"]["started_at"] == datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
+    # One column, one type: a string among numbers makes it strings, formatted as Arrow casts.
+    assert trials["extra"].type == pa.string() and [rows[t]["extra"] for t in ("t1", "t2", "t3")] == ["high", None, "2"]
+    assert (rows["t3"]["status"], rows["t3"]["error"]) == ("completed", None)
+    assert store.completed_trial_ids() == {"t1", "t2", "t3"}
+    assert [r["trial_id"] for r in trials.to_pylist()] == ["t1", "t2", "t3"], "rows keep their order"
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ({"t9": {"pareto": True}}, r"`updates` must name recorded trials, but \['t9'\] are not in trials.parquet"),
+        ({"t1": {"trial_id": "t0"}}, r"updates\['t1'\]: a trial's `trial_id` cannot change"),
+        ({"t1": {"status": "done"}}, r"updates\['t1'\]: `status` must be one of"),
+        ({"t1": {"pareto": True}, "t2": {"seed": 1.5}}, r"updates\['t2'\]: `seed` must be an integer or None, but got 1.5"),
+        ({"t1": {"config.x": object()}}, r"updates\['t1'\]: `config.x` must be None, a bool, a number"),
+    ],
+)
+def test_update_trials_rejects_bad_updates_before_writing(tmp_path: Path, updates: dict, message: str) -> None:
+    store = _scored_search(tmp_path)
+    files = _files(store.root)
+    with pytest.raises(ValueError, match=message):
+        store.update_trials(updates)
+    assert _files(store.root) == files
+
+
+def test_trial_epochs_reads_one_trials_curve(tmp_path: Path) -> None:
+    store = _scored_search(tmp_path)
+    epochs = store.trial_epochs("t1")
+    assert epochs.schema == store.epochs().schema
+    assert epochs["epoch"].to_pylist() == [1, 2, 3] and set(epochs["trial_id"].to_pylist()) == {"t1"}
+    assert epochs.to_pylist() == [r for r in store.epochs().to_pylist() if r["trial_id"] == "t1"]
+    assert store.trial_epochs("t9").num_rows == 0
+
+
+def test_scoring_and_unchoosing_leave_the_epochs_alone(tmp_path: Path) -> None:
+    """What a search does when a resumed run picks another trial: the new pick gets its test
+    metrics and predictions, the earlier one loses both; no curve is rewritten."""
+    store = _scored_search(tmp_path)
+    epochs = _files(store.root)["epochs.parquet"]
+
+    store.record_predictions("t1", _predictions(["a", "b"]))
+    store.update_trials({"t1": {"chosen": True, "test_score": 0.75, "test_missing_audio": 0.5}})
+    store.update_trials({"t2": {"chosen": False, "test_score": None, "test_weighted_f1": None}})
+    store.record_predictions("t2", [])
+
+    assert _files(store.root)["epochs.parquet"] == epochs
+    rows = {r["trial_id"]: r for r in store.trials().to_pylist()}
+    assert [(rows[t]["chosen"], rows[t]["test_score"]) for t in ("t1", "t2", "t3")] == [(True, 0.75), (False, None), (None, None)]
+    assert rows["t1"]["test_missing_audio"] == 0.5 and rows["t2"]["test_missing_audio"] is None
+    assert [(r["trial_id"], r["sample_id"]) for r in store.predictions().to_pylist()] == [("t1", "a"), ("t1", "b")]
+
+
+def test_record_predictions_rewrites_predictions_alone(tmp_path: Path) -> None:
+    store = _scored_search(tmp_path)
+    files = _files(store.root)
+    store.record_predictions("t3", _predictions(["x"]))
+    after = _files(store.root)
+    for name in ("trials.parquet", "epochs.parquet", EXPERIMENT_FILE):
+        assert after[name] == files[name], f"{name} was rewritten"
+    assert sorted(store.predictions()["trial_id"].to_pylist()) == ["t2", "t3"]
+    with pytest.raises(ValueError, match=r"`trial_id` must name a recorded trial, but 't9' is not in trials.parquet"):
+        store.record_predictions("t9", _predictions(["x"]))
+    with pytest.raises(ValueError, match=r"predictions\[0\]: `label` must be an integer"):
+        store.record_predictions("t1", [{"split": "test", "sample_id": "a", "label": "happy", "pred": 1}])
+    assert _files(store.root) == after
+
+
 # --- failures and concurrency -------------------------------------------------------------------
 
 
@@ -406,7 +527,7 @@ def test_write_into_a_read_only_folder_keeps_the_previous_files(tmp_path: Path) 
         if os.access(store.root, os.W_OK):
             # Running as root: permissions do not stop writes, so block the temp file's path instead.
             store.root.chmod(0o755)
-            (store.root / "epochs.parquet.tmp").mkdir()
+            temp_path(store.root / "epochs.parquet").mkdir()
         with pytest.raises(DataError, match=r"could not write .*epochs.parquet .*previous version is unchanged"):
             store.record_trial({**_OK, "trial_id": "t2", "val_score": 0.9}, _epochs(3), _predictions(["b"]))
     finally:
@@ -465,3 +586,14 @@ def test_a_concurrent_reader_always_sees_whole_files(tmp_path: Path) -> None:
     assert errors == []
     assert counts == sorted(counts) and counts[-1] == 50
     assert store.trials()["seed"].to_pylist() == list(range(50))
+
+
+def test_the_store_imports_neither_the_search_nor_training_nor_torch() -> None:
+    """Dependency direction: model <- training <- search -> store <- dashboards."""
+    code = (
+        "import sys, tacfn.store\n"
+        "print([m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')\n"
+        "       or m.startswith(('tacfn.search', 'tacfn.training', 'tacfn.model'))])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

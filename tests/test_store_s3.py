@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 from dashboards._loading import state_version
 from tacfn.cli import main
 from tacfn.errors import ConfigError, DataError
-from tacfn.search._store import ExperimentStore, Location, read_table
+from tacfn.store import ExperimentStore, Location, read_table
 
 BUCKET = "tacfn-results"
 SPEC = {"space": {"train.lr": {"float": [1e-4, 1e-2]}}, "trials": 3}
@@ -118,6 +118,17 @@ def test_store_round_trip_on_s3(s3: str) -> None:
     assert ExperimentStore.create(s3, "search", "demo", SPEC).experiment == again.experiment  # resume
     with pytest.raises(ConfigError, match=rf"{s3} already holds search 'demo' with a different spec"):
         ExperimentStore.create(s3, "search", "demo", {**SPEC, "trials": 4})
+
+
+def test_update_trials_on_s3_changes_trials_alone(s3: str) -> None:
+    store = ExperimentStore.create(s3, "search", "demo", SPEC)
+    store.record_trial({"trial_id": "t1", "status": "completed", "val_score": 0.6}, _epochs(2), [{"split": "test", "sample_id": "a", "label": 1, "pred": 1}])
+    before = _objects(s3)
+    store.update_trials({"t1": {"pareto": True}})
+    after = _objects(s3)
+    assert {k: v for k, v in after.items() if k != "trials.parquet"} == {k: v for k, v in before.items() if k != "trials.parquet"}
+    assert ExperimentStore.open(s3).trials()["pareto"].to_pylist() == [True]
+    assert store.trial_epochs("t1")["epoch"].to_pylist() == [1, 2]
 
 
 def test_a_truncated_parquet_object_gives_the_one_line_error(s3: str, capsys: pytest.CaptureFixture[str]) -> None:

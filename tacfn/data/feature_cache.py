@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import uuid
 import warnings
@@ -37,6 +36,7 @@ import torch
 from numpy.typing import DTypeLike
 
 from ..errors import DataError
+from ..files import commit
 
 CACHE_FORMAT_VERSION = 2  # 2: channels-last storage
 _METADATA_KEY = b"tacfn.feature_cache"
@@ -293,7 +293,7 @@ class _CacheWriter:
         if self._writer is None:
             raise ValueError(f"no clips to cache under {self._key!r}: the batches were empty")
         self._close()
-        os.replace(self._tmp, self.path)
+        commit(self._tmp, self.path)
         return self.path
 
     def _check(self, clip_ids: list[str], features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -27,8 +27,8 @@ import pyarrow as pa
 import torch
 
 from ..errors import DataError
+from ..files import write_atomic, write_json_atomic
 from ..outputs import check_output_folder
-from ._atomic import atomic_write
 from .digest import file_sha256
 
 IEMOCAP_EMOTIONS = ("neutral", "happy", "sad", "angry")
@@ -74,7 +74,7 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
     for split in IEMOCAP_SPLITS:
         table = _split_table(splits[split])
         counts[split] = table.num_rows
-        atomic_write(out_dir / f"{split}.arrow", partial(_write_table, table=table))
+        write_atomic(out_dir / f"{split}.arrow", partial(_write_table, table=table))
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -86,8 +86,7 @@ def convert_iemocap(src: Path, out_dir: Path, *, allow_pickle: bool = False) -> 
         "source_stat": source_stat,
         "sha256": {split: file_sha256(out_dir / f"{split}.arrow") for split in IEMOCAP_SPLITS},
     }
-    payload = json.dumps(manifest, indent=2).encode()
-    atomic_write(out_dir / MANIFEST_NAME, lambda f: f.write(payload))
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest, indent=2)
     return out_dir
 
 
@@ -233,7 +232,7 @@ def write_synthetic_iemocap(
         data[split] = split_data
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: pickle.dump(data, f, protocol=4))
+    write_atomic(path, lambda f: pickle.dump(data, f, protocol=4))
     return path
 
 

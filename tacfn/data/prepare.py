@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import DataError, MediaError, brief
+from ..files import commit, temp_path
 from ..outputs import check_output_folder
 from .digest import file_sha256
 from .media import ClipArrays, LandmarkFallbackWarning, read_clip
@@ -87,7 +88,7 @@ def prepare_ravdess(
     out_dir.mkdir(parents=True, exist_ok=True)
     done = False
     final = {name: out_dir / name for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE)}
-    temp = {name: out_dir / f".{name}.{os.getpid()}.tmp" for name in final}
+    temp = {name: temp_path(path) for name, path in final.items()}
     try:
         prepared, failed, centre_cropped = _write_clips(temp[CLIPS_FILE], scan.clips, cfg, workers, progress)
         skipped += failed
@@ -114,8 +115,8 @@ def prepare_ravdess(
             manifest["synthetic"] = synthetic
         temp[MANIFEST_FILE].write_text(json.dumps(manifest, indent=1))
         final[MANIFEST_FILE].unlink(missing_ok=True)  # no manifest: not a dataset, mid-swap
-        for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE):
-            os.replace(temp[name], final[name])
+        for name in (CLIPS_FILE, SKIPPED_FILE, MANIFEST_FILE):  # the manifest last: then it is a dataset
+            commit(temp[name], final[name])
         done = True
     finally:
         for path in temp.values():

@@ -64,7 +64,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ._atomic import atomic_write
+from ..files import write_bytes_atomic
 from .ravdess import EMOTIONS
 
 FRAME_WIDTH = 160
@@ -230,7 +230,7 @@ def write_synthetic_ravdess(
         for folder in folders:
             folder.mkdir(parents=True)
         _synthesise_all(jobs, workers, progress)
-        atomic_write(out_dir / SYNTHETIC_FILE, lambda f: f.write(payload))
+        write_bytes_atomic(out_dir / SYNTHETIC_FILE, payload)
     except BaseException:  # a failed or interrupted run leaves no partial tree to trip the next one
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,15 +1,13 @@
-"""The Ray layer: search spaces, Tune + Optuna searches, ablations, the results store.
+"""The Ray layer: search spaces, Tune + Optuna searches, ablations.
 
-Only the results store is imported eagerly: it needs neither Ray nor torch, so dashboards
-read results on a laptop that has neither. Everything else loads when first used.
+Everything loads when first used, so importing this package starts neither Ray nor torch.
+Results are written to and read from the results store, :mod:`tacfn.store`.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-from ._store import ExperimentStore, read_table
 
 _LAZY = {
     "AxisInfo": "_space_compile",
@@ -27,7 +25,7 @@ _LAZY = {
     "parse_plan": "_ablation",
 }
 
-__all__ = ["ExperimentStore", "read_table", *_LAZY]
+__all__ = [*_LAZY]
 
 
 def __getattr__(name: str) -> Any:

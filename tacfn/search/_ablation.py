@@ -40,13 +40,13 @@ from ray import tune
 from ..config import RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError, describe_validation_error
 from ..nested import apply_overrides, has_dotted
+from ..store import ExperimentStore, absolute_root
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
 from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._recording import StoreCallback
 from ._space import SEARCH_SPACES_DIR
 from ._space_schema import Resources, check_folder_name
-from ._store import ExperimentStore, absolute_root
 
 
 class AblationPlan(BaseModel):

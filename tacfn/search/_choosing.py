@@ -13,10 +13,11 @@ from ray import tune
 
 from ..config import parse_run_config
 from ..tasks import TaskData, load_task
-from ..training import LAST_CHECKPOINT, score_checkpoint
+from ..run_folder import LAST_CHECKPOINT
+from ..training import score_checkpoint
 from ._distributed import checkpoint_dir
 from ._recording import prediction_rows, store_epochs
-from ._store import ExperimentStore
+from ..store import ExperimentStore
 from ._trainable import encoder_identity, trial_run_config
 
 

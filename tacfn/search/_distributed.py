@@ -37,10 +37,11 @@ from ray.util.queue import Empty, Queue
 
 from ..config import RunConfig, parse_run_config
 from ..errors import ConfigError
+from ..files import write_atomic
 from ..tasks import TaskData, load_task
+from ..run_folder import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, TRAIN_DIR
 from ..training import (
     CHECKPOINT_VERSION,
-    LAST_CHECKPOINT,
     EpochRecord,
     RunResult,
     RunState,
@@ -51,10 +52,6 @@ from ..training import (
     run_epochs,
     write_result,
 )
-
-TRAIN_DIR = "ray-train"  # the Ray Train run (checkpoints, run state) inside a run's folder
-RESULT_FILE = "result.json"
-BEST_CHECKPOINT = "best.pt"
 
 WorkerCallback = Callable[[Trainer, EpochRecord], None]
 """Called in every worker after each epoch's report, with the worker's trainer."""
@@ -252,8 +249,9 @@ def run_distributed(
     with fitted.checkpoint.as_directory() as path:
         result = RunResult.from_json(json.loads((Path(path) / RESULT_FILE).read_text()))
         if (Path(path) / BEST_CHECKPOINT).exists():
-            (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(path) / BEST_CHECKPOINT, out_dir / "checkpoints" / BEST_CHECKPOINT)
+            (out_dir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+            with (Path(path) / BEST_CHECKPOINT).open("rb") as best:
+                write_atomic(out_dir / CHECKPOINTS_DIR / BEST_CHECKPOINT, lambda f: shutil.copyfileobj(best, f))
     result = replace(result, seconds=time.perf_counter() - started)
     write_result(result, out_dir)
     return result

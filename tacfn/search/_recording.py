@@ -14,7 +14,7 @@ from ray import tune
 
 from ..errors import DataError
 from ._space_compile import config_hash
-from ._store import CONFIG_PREFIX, ExperimentStore, flatten_config
+from ..store import CONFIG_PREFIX, ExperimentStore, flatten_config
 from ._trainable import trial_run_config
 
 

@@ -21,16 +21,17 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import parse_run_config
 from ..errors import ConfigError
+from ..run_folder import TRAIN_DIR
+from ..store import ExperimentStore, Location, absolute_root
 from ..tasks import TaskData, default_cache_dir, load_task
 from ..training import Trainer
 from ._choosing import SearchSummary, choose_and_test
-from ._distributed import TRAIN_DIR, SharedTask, TrialWorkers
+from ._distributed import SharedTask, TrialWorkers
 from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._recording import StoreCallback
 from ._searcher import CONVERGED, PrunableOptunaSearch
 from ._space_compile import SearchSpace, SpaceInfo, compile_space
 from ._space_schema import SearchSettings, SearchSpec
-from ._store import ExperimentStore, Location, absolute_root
 from ._study import optuna_file, recover_study, upload_optuna_file
 from ._trainable import encoder_identity, run_trial
 

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from ._store import ExperimentStore
+from ..store import ExperimentStore
 from ._study import REBUILT, TUNE_TRIAL_ID
 
 CONVERGED = "converged"  # the study's user attribute: TPE proposed only configurations already run

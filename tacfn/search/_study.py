@@ -26,7 +26,7 @@ import optuna
 from ..errors import DataError, brief
 from ..tasks import default_cache_dir
 from ._space_compile import SpaceInfo, optuna_distributions
-from ._store import CONFIG_PREFIX, TRIALS, ExperimentStore, Location
+from ..store import CONFIG_PREFIX, TRIALS, ExperimentStore, Location
 
 OPTUNA_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"  # a trial's user attribute: the Tune trial (the store's trial_id) it stands for

@@ -35,7 +35,8 @@ from ..config import RunConfig, parse_run_config
 from ..model import TACFN
 from ..nested import apply_overrides
 from ..tasks import TaskData, load_task
-from ..training import LAST_CHECKPOINT, RunState, Trainer, run_epochs
+from ..run_folder import LAST_CHECKPOINT
+from ..training import RunState, Trainer, run_epochs
 from ._distributed import SharedTask, TrialWorkers, best_epoch_scores, fit_trial
 
 

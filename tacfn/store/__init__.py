@@ -1,0 +1,44 @@
+"""The results store: one folder per experiment, Parquet tables written with pyarrow.
+
+A folder (local, or under a URI such as ``s3://bucket/prefix``) holds ``experiment.json``
+and three tables: ``trials.parquet`` (one row per trial), ``epochs.parquet`` (learning
+curves) and ``predictions.parquet`` (labels and predictions). Every file is replaced
+atomically, so readers during a search always see whole files; one process writes.
+
+- :class:`ExperimentStore`: create or open a folder, record trials, update their columns,
+  read the tables.
+- :class:`Location` and :func:`read_table`: the folder's files, local or remote, read whole
+  through one handle.
+- :data:`TRIALS`, :data:`EPOCHS`, :data:`PREDICTIONS` (:class:`TableSpec`): each table's
+  file and fixed columns; :data:`STATUSES`, :data:`KINDS`, :data:`CONFIG_PREFIX`.
+
+This package needs neither torch nor Ray: dashboards read results on a laptop without them.
+It imports nothing from :mod:`tacfn.search`, :mod:`tacfn.training` or :mod:`tacfn.model`.
+"""
+
+from __future__ import annotations
+
+from ._experiment import EXPERIMENT_FILE, KINDS, ExperimentStore
+from ._location import Location, absolute_root, is_uri, read_table
+from ._provenance import git_commit, package_versions
+from ._schema import CONFIG_PREFIX, EPOCHS, PREDICTIONS, SCHEMA_VERSION, STATUSES, TRIALS, TableSpec, flatten_config
+
+__all__ = [
+    "CONFIG_PREFIX",
+    "EPOCHS",
+    "EXPERIMENT_FILE",
+    "KINDS",
+    "PREDICTIONS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "TRIALS",
+    "ExperimentStore",
+    "Location",
+    "TableSpec",
+    "absolute_root",
+    "flatten_config",
+    "git_commit",
+    "is_uri",
+    "package_versions",
+    "read_table",
+]

@@ -1,0 +1,326 @@
+"""The results tables: their columns, how a Python value becomes a typed cell, and how rows
+become (or join) a table.
+
+``trials.parquet`` holds one row per trial: ``trial_id``, ``status``, ``seed``, ``fold``,
+``config_hash``, the metrics at the chosen epoch, test metrics, time, parameter counts,
+``node`` and ``error``, plus the flattened config as ``config.<dotted key>`` columns and any
+other flat metric the caller passes (``test_missing_audio``, ...). ``epochs.parquet`` holds
+one row per (trial, epoch): the learning curves. ``predictions.parquet`` holds one row per
+(trial, split, sample[, task]): labels and predictions, for confusion matrices; ``task`` is
+null for single-task datasets.
+
+Columns keep their types from trial to trial: a value missing in some rows is null, an
+int in one trial and a float in another makes the column float64, bools stay bools, and
+lists or dicts are stored as JSON strings. Values of one column that mix strings with
+numbers or bools with numbers are stored as strings. A column that holds only nulls so
+far is typed string for ``config.`` columns and float64 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import DataError
+
+SCHEMA_VERSION = 1  # of experiment.json; a folder of a newer version is refused, older ones read
+STATUSES: tuple[str, ...] = ("completed", "pruned", "failed", "diverged", "running")
+CONFIG_PREFIX = "config."
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Parquet table: its file, fixed columns (in order) and columns never null."""
+
+    file: str
+    columns: dict[str, pa.DataType]
+    required: tuple[str, ...]
+
+    def empty(self) -> pa.Table:
+        return pa.schema(list(self.columns.items())).empty_table()
+
+
+TRIALS = TableSpec(
+    file="trials.parquet",
+    columns={
+        "trial_id": pa.string(),
+        "status": pa.string(),
+        "seed": pa.int64(),
+        "fold": pa.int64(),
+        "config_hash": pa.string(),
+        "val_score": pa.float64(),
+        "val_weighted_f1": pa.float64(),
+        "best_epoch": pa.int64(),
+        "epochs_run": pa.int64(),
+        "test_score": pa.float64(),
+        "test_weighted_f1": pa.float64(),
+        "seconds": pa.float64(),
+        "started_at": _TIMESTAMP,
+        "finished_at": _TIMESTAMP,
+        "num_parameters": pa.int64(),
+        "trainable_parameters": pa.int64(),
+        "node": pa.string(),
+        "error": pa.string(),
+    },
+    required=("trial_id", "status"),
+)
+EPOCHS = TableSpec(
+    file="epochs.parquet",
+    columns={
+        "trial_id": pa.string(),
+        "epoch": pa.int64(),
+        "train_loss": pa.float64(),
+        "train_score": pa.float64(),
+        "val_loss": pa.float64(),
+        "val_score": pa.float64(),
+        "val_weighted_f1": pa.float64(),
+        "seconds": pa.float64(),
+    },
+    required=("trial_id", "epoch"),
+)
+PREDICTIONS = TableSpec(
+    file="predictions.parquet",
+    columns={
+        "trial_id": pa.string(),
+        "split": pa.string(),
+        "sample_id": pa.string(),
+        "task": pa.string(),
+        "label": pa.int64(),
+        "pred": pa.int64(),
+    },
+    required=("trial_id", "split", "sample_id", "label", "pred"),
+)
+
+
+def flatten_config(cfg: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[str, Any]:
+    """Nested mappings become ``prefix + dotted key`` columns; lists and empty mappings become JSON strings.
+
+    ``{"train": {"lr": 0.001}, "model": {"modalities": ["audio"]}}`` gives
+    ``{"config.train.lr": 0.001, "config.model.modalities": '["audio"]'}``.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = _cell(value, name)
+    return flat
+
+
+def with_trial_id(rows: Iterable[Mapping[str, Any]], trial_id: str, what: str) -> list[dict[str, Any]]:
+    """``rows`` (named ``what`` in errors) with the trial's ``trial_id``; a row naming another trial is a ValueError."""
+    out = []
+    for i, row in enumerate(rows):
+        if row.get("trial_id", trial_id) != trial_id:
+            raise ValueError(f"{what}[{i}] has trial_id {row['trial_id']!r}, but the trial is {trial_id!r}")
+        out.append({**row, "trial_id": trial_id})
+    return out
+
+
+def _cell(value: Any, column: str) -> Any:
+    """A value as a Parquet cell: None, bool, int, float or str (lists and dicts as JSON)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=json_default, sort_keys=True)
+    raise ValueError(
+        f"`{column}` must be None, a bool, a number, a string, a list or a dict, "
+        f"but got {type(value).__name__}"
+    )
+
+
+def _fixed_cell(value: Any, column: str, dtype: pa.DataType) -> Any:
+    """Check a value against a fixed column's type (ints given as integral floats are accepted)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return None
+    if dtype == pa.string() and isinstance(value, str):
+        return value
+    if dtype == pa.int64() and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    if dtype == pa.float64() and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if dtype == _TIMESTAMP:
+        return _timestamp(value, column)
+    raise ValueError(f"`{column}` must be {_TYPE_NAMES[dtype]} or None, but got {value!r}")
+
+
+_TYPE_NAMES = {
+    pa.string(): "a string",
+    pa.int64(): "an integer",
+    pa.float64(): "a number",
+    _TIMESTAMP: "a datetime, Unix seconds or an ISO 8601 string",
+}
+
+
+def _timestamp(value: Any, column: str) -> datetime:
+    """A UTC datetime from a datetime (naive means UTC), Unix seconds or an ISO 8601 string."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"`{column}` must be an ISO 8601 time, but got {value!r}") from exc
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    raise ValueError(f"`{column}` must be {_TYPE_NAMES[_TIMESTAMP]} or None, but got {value!r}")
+
+
+def _cell_type(value: Any) -> pa.DataType:
+    if value is None:
+        return pa.null()
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64()
+    if isinstance(value, float):
+        return pa.float64()
+    return pa.string()
+
+
+def _common_type(types: Iterable[pa.DataType], column: str) -> pa.DataType:
+    """The type a column keeps for all of ``types``; see the module docstring for the rules."""
+    known = {t for t in types if t != pa.null()}
+    if not known:
+        return pa.string() if column.startswith(CONFIG_PREFIX) else pa.float64()
+    if len(known) == 1:
+        return known.pop()
+    if known == {pa.int64(), pa.float64()}:
+        return pa.float64()
+    return pa.string()
+
+
+def build_table(spec: TableSpec, rows: list[dict[str, Any]], context: str) -> pa.Table:
+    """Rows as a table with the fixed columns typed and the other columns inferred.
+
+    ``context`` names the rows in error messages: ``row`` (the trial), or ``epochs`` and
+    ``predictions`` (indexed).
+    """
+    extra = sorted({k for row in rows for k in row} - spec.columns.keys(), key=_extra_order)
+    arrays: dict[str, pa.Array] = {}
+    for column in [*spec.columns, *extra]:
+        dtype = spec.columns.get(column)
+        values = []
+        for i, row in enumerate(rows):
+            where = context if context == "row" else f"{context}[{i}]"
+            values.append(_typed_cell(spec, column, row.get(column), where))
+        if dtype is None:
+            dtype = _common_type(map(_cell_type, values), column)
+            if dtype == pa.string():
+                values = [_as_string(v) for v in values]
+        arrays[column] = pa.array(values, type=dtype)
+    return pa.table(arrays)
+
+
+def update_cells(
+    table: pa.Table, spec: TableSpec, updates: Mapping[int, Mapping[str, Any]], names: Mapping[int, str], path: Path | str
+) -> pa.Table:
+    """``table`` with the cells ``updates`` sets (row index -> column -> value); other columns
+    are kept as they are.
+
+    An updated column gets one type for its old and new cells, by the rules of
+    :func:`upsert`; a new column is null in the rows not updated. ``names`` names each
+    updated row in error messages.
+    """
+    columns = {name: table[name] for name in table.column_names}
+    for column in sorted({c for cells in updates.values() for c in cells}):
+        dtype = spec.columns.get(column)
+        cells = {i: _typed_cell(spec, column, row[column], names[i]) for i, row in updates.items() if column in row}
+        old = columns.get(column, pa.chunked_array([pa.nulls(table.num_rows)]))
+        if dtype is None:
+            dtype = _common_type([_effective_type(old), *map(_cell_type, cells.values())], column)
+            if dtype == pa.string():
+                cells = {i: _as_string(v) for i, v in cells.items()}
+        try:
+            values = old.cast(dtype).to_pylist()
+        except pa.ArrowException as exc:
+            raise DataError(f"{path}: column {column!r} cannot be stored as {dtype} ({exc})") from exc
+        for i, value in cells.items():
+            values[i] = value
+        columns[column] = pa.chunked_array([pa.array(values, type=dtype)])
+    extra = sorted(columns.keys() - spec.columns.keys(), key=_extra_order)
+    return pa.table({name: columns[name] for name in [*spec.columns, *extra]})
+
+
+def _typed_cell(spec: TableSpec, column: str, value: Any, where: str) -> Any:
+    """``value`` as a cell of ``column``: a fixed column's type is checked, another's inferred later."""
+    dtype = spec.columns.get(column)
+    try:
+        cell = _cell(value, column) if dtype is None else _fixed_cell(value, column, dtype)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if column in spec.required and cell is None:
+        raise ValueError(f"{where}: `{column}` is required, but is missing or None")
+    return cell
+
+
+def _as_string(value: Any) -> str | None:
+    """A cell as a string formatted as Arrow casts it, so old and new cells of a column agree."""
+    if value is None or isinstance(value, str):
+        return value
+    return pa.array([value], type=_cell_type(value)).cast(pa.string())[0].as_py()
+
+
+def _extra_order(column: str) -> tuple[bool, str]:
+    """Config columns first, then other metrics, each alphabetically."""
+    return (not column.startswith(CONFIG_PREFIX), column)
+
+
+def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
+    """A column's type, or null when it holds only nulls (so it takes the next value's type)."""
+    return pa.null() if column.null_count == len(column) else column.type
+
+
+def upsert(old: pa.Table, new: pa.Table, trial_ids: set[str], spec: TableSpec, path: Path | str) -> pa.Table:
+    """``old`` without the rows of ``trial_ids``, plus ``new``; each column gets one type for both."""
+    kept = old.filter(pc.invert(pc.is_in(old["trial_id"], pa.array(sorted(trial_ids), pa.string()))))
+    extra = sorted((set(kept.column_names) | set(new.column_names)) - spec.columns.keys(), key=_extra_order)
+    columns = {}
+    for name in [*spec.columns, *extra]:
+        if name in spec.columns:
+            dtype = spec.columns[name]
+        else:
+            dtype = _common_type([_effective_type(t[name]) for t in (kept, new) if name in t.column_names], name)
+        pieces: list[pa.Array] = []
+        for table in (kept, new):
+            if name not in table.column_names:
+                pieces.append(pa.nulls(table.num_rows, dtype))
+                continue
+            try:
+                pieces.extend(table[name].cast(dtype).chunks)
+            except pa.ArrowException as exc:
+                raise DataError(f"{path}: column {name!r} cannot be stored as {dtype} ({exc})") from exc
+        columns[name] = pa.chunked_array(pieces, type=dtype)
+    return pa.table(columns).combine_chunks()
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
