@@ -365,16 +365,16 @@ def test_record_trial_rejects_bad_values_before_writing(
 
 
 def test_flatten_config_makes_dotted_columns_and_json_strings() -> None:
+    """An empty mapping holds no setting, at any depth, so it gives no column."""
     cfg = {
         "train": {"lr": 0.001, "amp": False},
-        "model": {"modalities": ["audio", "video"], "fusion": {}, "dropout": {"audio": 0.1}},
+        "model": {"modalities": ["audio", "video"], "fusion": {}, "encoder": {"video": {}}, "dropout": {"audio": 0.1}},
         "seed": 3,
     }
     assert flatten_config(cfg) == {
         "config.train.lr": 0.001,
         "config.train.amp": False,
         "config.model.modalities": '["audio", "video"]',
-        "config.model.fusion": "{}",
         "config.model.dropout.audio": 0.1,
         "config.seed": 3,
     }
@@ -419,6 +419,31 @@ def test_update_trials_rewrites_trials_alone(tmp_path: Path) -> None:
     assert trials.select(before.column_names).equals(before), "every other cell is as it was"
     assert trials["pareto"].type == pa.bool_() and trials["pareto"].to_pylist() == [False, True, None]
     assert store.predictions()["trial_id"].to_pylist() == ["t2"], "the chosen trial keeps its predictions"
+
+
+def test_a_search_marking_its_pareto_front_keeps_the_chosen_trials_predictions(tmp_path: Path) -> None:
+    """Marking re-recorded every trial with its epochs but not its predictions, so a resumed
+    multi-objective search lost its chosen trial's predictions (its confusion matrix)."""
+    from tacfn.search._choosing import _mark_pareto, _unchoose
+
+    store = _scored_search(tmp_path)
+    completed = [{**t, "latency_ms": cost} for t, cost in zip(store.trials().to_pylist()[:2], (1.0, 2.0))]
+    files = _files(store.root)
+
+    _mark_pareto(store, completed, ["latency_ms"])
+
+    assert store.predictions()["trial_id"].to_pylist() == ["t2"]
+    assert store.trials()["pareto"].to_pylist() == [True, True, None], "t1 is cheaper, t2 scores better"
+    after = _files(store.root)
+    assert [after[n] == files[n] for n in ("epochs.parquet", "predictions.parquet")] == [True, True]
+
+    # A resumed search that found a better trial un-chooses t2: its test metrics and
+    # predictions go, its epochs stay.
+    _unchoose(store, store.trials().to_pylist()[1])
+    t2 = store.trials().to_pylist()[1]
+    assert (t2["chosen"], t2["test_score"], t2["pareto"]) == (False, None, True)
+    assert store.predictions().num_rows == 0
+    assert store.trial_epochs("t2").num_rows == 2 and _files(store.root)["epochs.parquet"] == files["epochs.parquet"]
 
 
 def test_update_trials_types_cells_as_record_trial_does(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from ..tasks import TaskData, load_task
 from ..run_folder import LAST_CHECKPOINT
 from ..training import score_checkpoint
 from ._distributed import checkpoint_dir
-from ._recording import prediction_rows, store_epochs
+from ._recording import prediction_rows
 from ..store import ExperimentStore
 from ._trainable import encoder_identity, trial_run_config
 
@@ -96,37 +96,42 @@ def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: 
             test, missing, predictions = ray.get(scored)
         else:
             test, missing, predictions = score_checkpoint(cfg, shared or load_task(cfg), weights)
-    row = {
-        **best,
+    scores = {
         "chosen": True,
         "test_score": test["score"],
         "test_weighted_f1": test["weighted_f1"],
         **{f"test_missing_{m}": s for m, s in missing.items()},
         **{f"test_{k}": v for k, v in test.items() if k.endswith(("_accuracy", "_weighted_f1")) and k not in ("weighted_f1",)},
     }
-    store.record_trial(row, store_epochs(store, best["trial_id"]), prediction_rows(predictions))
+    # Predictions before the row, as a trial is recorded: a reader that sees it chosen finds them.
+    store.record_predictions(best["trial_id"], prediction_rows(predictions))
+    store.update_trials({best["trial_id"]: scores})
     return test["score"]
 
 
 def _unchoose(store: ExperimentStore, trial: dict[str, Any]) -> None:
     """Record an earlier pick as not chosen, without its test metrics and predictions."""
-    row = {k: None if k.startswith("test_") else v for k, v in trial.items()}
-    store.record_trial({**row, "chosen": False}, store_epochs(store, trial["trial_id"]))
+    cleared = {k: None for k in trial if k.startswith("test_")}
+    store.update_trials({trial["trial_id"]: {**cleared, "chosen": False}})
+    store.record_predictions(trial["trial_id"], [])
 
 
 def _mark_pareto(store: ExperimentStore, completed: list[dict[str, Any]], objectives: list[str]) -> None:
     """Record which completed trials are Pareto-optimal: no other trial scores at least as
-    well on validation and costs no more on every objective, and strictly better on one."""
+    well on validation and costs no more on every objective, and strictly better on one.
+    One write of ``trials.parquet``; epochs and predictions are left as they are."""
 
     def key(t: dict[str, Any]) -> tuple[float, ...]:
         return (-t["val_score"], *(t[o] for o in objectives))
 
+    front = {}
     for trial in completed:
         mine = key(trial)
         dominated = any(
             all(a <= b for a, b in zip(key(o), mine)) and key(o) != mine for o in completed if o is not trial
         )
-        store.record_trial({**trial, "pareto": not dominated}, store_epochs(store, trial["trial_id"]))
+        front[trial["trial_id"]] = {"pareto": not dominated}
+    store.update_trials(front)
 
 
 @ray.remote

@@ -13,8 +13,8 @@ from typing import Any
 from ray import tune
 
 from ..errors import DataError
-from ._space_compile import config_hash
 from ..store import CONFIG_PREFIX, ExperimentStore, flatten_config
+from ._space_compile import config_hash
 from ._trainable import trial_run_config
 
 
@@ -131,7 +131,7 @@ def _error_line(trial) -> str:
 def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], result: dict, status: str, error: str | None) -> dict[str, Any]:
     """A trials.parquet row: flattened config, metrics at the best validation epoch."""
     cfg = trial_run_config(base, params, check_model=False)  # the trial built it
-    full = _without_empty(cfg.model_dump(mode="json"))
+    full = cfg.model_dump(mode="json")
     architecture = cfg.architecture()
     columns = flatten_config(full)
     # The preset's block when the config names none (an ablation's baseline), so every row
@@ -157,19 +157,6 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
         "chosen": False,
         "error": error,
     }
-
-
-def _without_empty(value: Any) -> Any:
-    """Drop empty mappings (e.g. no fusion overrides) so they do not become columns."""
-    if isinstance(value, dict):
-        return {k: _without_empty(v) for k, v in value.items() if v != {}}
-    return value
-
-
-def store_epochs(store: ExperimentStore, trial_id: str) -> list[dict]:
-    table = store.epochs()
-    rows = [r for r in table.to_pylist() if r["trial_id"] == trial_id]
-    return rows
 
 
 def prediction_rows(predictions: dict[str, list]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import parse_run_config
 from ..errors import ConfigError
+from ..nested import apply_overrides, has_dotted
 from ..run_folder import TRAIN_DIR
 from ..store import ExperimentStore, Location, absolute_root
 from ..tasks import TaskData, default_cache_dir, load_task
@@ -134,8 +135,8 @@ def run_search(
             f"multi-objective ({[settings.metric, *settings.objectives]}); use scheduler: none"
         )
     base = dict(spec.base)
-    if "cache_dir" not in base.get("data", {}):
-        base = {**base, "data": {**base.get("data", {}), "cache_dir": str(default_cache_dir())}}
+    if not has_dotted(base, "data.cache_dir"):
+        base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
     dump = {"mode": "json", "by_alias": True, "exclude_none": True}
     spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
     # Bad input (an unreachable cluster, a trial larger than this machine, a damaged Optuna file

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DataError
+from ..nested import flatten
 
 SCHEMA_VERSION = 1  # of experiment.json; a folder of a newer version is refused, older ones read
 STATUSES: tuple[str, ...] = ("completed", "pruned", "failed", "diverged", "running")
@@ -105,19 +106,13 @@ PREDICTIONS = TableSpec(
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[str, Any]:
-    """Nested mappings become ``prefix + dotted key`` columns; lists and empty mappings become JSON strings.
+    """Nested mappings become ``prefix + dotted key`` columns; lists become JSON strings, and an
+    empty mapping (no setting, see :mod:`tacfn.nested`) no column.
 
     ``{"train": {"lr": 0.001}, "model": {"modalities": ["audio"]}}`` gives
     ``{"config.train.lr": 0.001, "config.model.modalities": '["audio"]'}``.
     """
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_config(value, prefix=f"{name}."))
-        else:
-            flat[name] = _cell(value, name)
-    return flat
+    return {name: _cell(value, name) for name, value in flatten(cfg, prefix).items()}
 
 
 def with_trial_id(rows: Iterable[Mapping[str, Any]], trial_id: str, what: str) -> list[dict[str, Any]]:
