@@ -58,6 +58,7 @@ __all__ = [
     "plot_ablation_table",
     "plot_compare",
     "plot_confusion_matrix",
+    "plot_leaderboard",
     "plot_learning_curves",
     "plot_missing_modality",
     "plot_optimization_history",

@@ -265,7 +265,7 @@ def _read_pickle(src: Path) -> Mapping[str, Any]:
     try:
         with src.open("rb") as f:
             # latin1 lets Python 3 read numpy arrays pickled by Python 2.
-            data = pickle.load(f, encoding="latin1")
+            data = pickle.load(f, encoding="latin1")  # noqa: S301 (the file the user names, MulT's format)
     except Exception as err:  # unpickling raises almost anything on a bad file
         raise DataError(f"{src} is not a readable pickle ({type(err).__name__}: {err})") from None
     if not isinstance(data, Mapping):

@@ -40,7 +40,7 @@ model, so code that only reads a space (the dashboards) stays light.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -59,7 +59,7 @@ Objective = Literal["num_parameters", "latency_ms"]  # minimised
 METRICS: tuple[str, ...] = get_args(Metric)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
-Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
 AxisKind = Literal["choice", "int", "float"]
 
 

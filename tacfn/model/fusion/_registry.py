@@ -9,7 +9,8 @@ names the :class:`FusionConfig` fields it reads (``tacfn model info`` shows thos
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch import nn
 
