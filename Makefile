@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install
+.PHONY: demo test test-fast install
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,3 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The tests that start no Ray runtime, browser or cluster: minutes, for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow'

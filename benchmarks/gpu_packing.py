@@ -27,10 +27,7 @@ import numpy as np
 import torch
 
 from tacfn.config import parse_run_config
-from tacfn.search import compile_space, run_search
-from tacfn.search._ray import init_ray
-from tacfn.search._space import parse_space
-from tacfn.search._space_compile import grid
+from tacfn.search import compile_space, grid, init_ray, parse_space, run_search
 from tacfn.store import ExperimentStore
 from tacfn.tasks import default_cache_dir, load_task
 from tacfn.training import Trainer

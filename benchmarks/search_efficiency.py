@@ -38,9 +38,7 @@ import optuna
 import ray
 import torch
 
-from tacfn.search import SearchSpec, compile_space, run_search
-from tacfn.search._space import parse_space
-from tacfn.search._space_compile import grid
+from tacfn.search import SearchSpec, compile_space, grid, parse_space, run_search
 from tacfn.store import ExperimentStore
 from tacfn.tasks import default_cache_dir
 

@@ -52,11 +52,7 @@ import torch
 from tacfn.config import parse_run_config
 from tacfn.data.feature_cache import CachedFeatures, FeatureCache, cache_key, encode_to_cache
 from tacfn.model import create_model
-from tacfn.search import SearchSpec, compile_space, run_search
-from tacfn.search._ray import init_ray
-from tacfn.search._space import parse_space
-from tacfn.search._space_compile import grid
-from tacfn.search._trainable import trial_run_config
+from tacfn.search import SearchSpec, compile_space, grid, init_ray, parse_space, run_search, trial_run_config
 from tacfn.store import ExperimentStore
 from tacfn.tasks import default_cache_dir, load_task
 from tacfn.training import Trainer, train

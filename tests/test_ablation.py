@@ -46,6 +46,7 @@ def ablated(prepared_lite: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_every_variant_runs_on_the_same_seeds_and_folds(ablated: tuple[Path, str]):
     out, stdout = ablated
     # 2 pairs cannot pass Holm over the 2 variants, whatever the scores: the verdict says so
@@ -81,6 +82,7 @@ PRINTED_AS = {
 }
 
 
+@pytest.mark.slow
 def test_ablate_prints_the_numbers_the_dashboard_shows(ablated: tuple[Path, str], tmp_path: Path):
     """What `tacfn ablate` prints is the ablation table of the page `tacfn dashboard` writes:
     the same variants, pairs, means, differences, intervals, verdicts, patterns and reasons."""
@@ -150,6 +152,7 @@ def test_shipped_plan_loads():
     assert truth.baseline == "concat" and {"tacfn", "paper_pool", "audio_only", "video_only"} <= set(truth.variants)
 
 
+@pytest.mark.slow
 def test_a_rerun_keeps_one_row_per_run(prepared_lite: Path, tmp_path: Path):
     """A run that fails is run again by the next `tacfn ablate`, whose record replaces the
     failed one's: one row per (variant, seed, fold)."""
@@ -167,6 +170,7 @@ def test_a_rerun_keeps_one_row_per_run(prepared_lite: Path, tmp_path: Path):
     assert store.experiment["dataset"]["planted_effects"] == ["audio", "video", "cross"]  # the fixture's tree, for the dashboard
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_plan_and_the_same_command_finishes_it(prepared_lite: Path, tmp_path: Path):
     plan = tmp_path / "plan.yaml"
     data = {**_plan(prepared_lite, tmp_path), "variants": {"tacfn": {}, "no_cross_modal": {"model.fusion.name": "concat"}}, "concurrency": 1}

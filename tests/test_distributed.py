@@ -24,7 +24,7 @@ from tacfn.search._ray import init_ray
 from tacfn.search._runner import run_search
 from tacfn.store import ExperimentStore
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ def _tacfn(*args: str) -> list[str]:
     return [sys.executable, "-m", "tacfn.cli", *args]
 
 
+@pytest.mark.slow
 def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=6, checkpoint_interval_s=3600)
     out = tmp_path / "exp"
@@ -110,6 +111,7 @@ def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_p
     assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == pytest.approx(sorted(completed["val_score"]))
 
 
+@pytest.mark.slow
 def test_a_weighted_f1_search_tells_optuna_and_chooses_on_the_best_epochs_f1(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=3, epochs=3, name="f1", scheduler="none", metric="val_weighted_f1")
     out = tmp_path / "exp"
@@ -156,6 +158,7 @@ def _kill_after(space: Path, out: Path, rows: int) -> list[dict]:
     return pl.from_arrow(ExperimentStore.open(out).trials()).to_dicts()
 
 
+@pytest.mark.slow
 def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=8, epochs=4, name="killed")
     out = tmp_path / "exp"
@@ -186,6 +189,7 @@ def _warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("tacfn: warning: ")]
 
 
+@pytest.mark.slow
 def test_resume_rebuilds_a_damaged_or_deleted_optuna_file_from_the_store(prepared_lite: Path, tmp_path: Path):
     """The store is the record: a resumed search whose optuna.db is garbage gets the study
     rebuilt from trials.parquet (the garbage kept aside) and runs the trials it lacks; one
@@ -226,6 +230,7 @@ def test_resume_rebuilds_a_damaged_or_deleted_optuna_file_from_the_store(prepare
     assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials["trial_id"])
 
 
+@pytest.mark.slow
 def test_a_search_stopped_before_tune_saved_anything_can_be_resumed(prepared_lite: Path, tmp_path: Path):
     """A search stopped before Tune's first snapshot (Ctrl-C while Ray starts) leaves its
     experiment.json, maybe an Optuna study, and no Ray state: --resume starts it over in that
@@ -247,6 +252,7 @@ def test_a_search_stopped_before_tune_saved_anything_can_be_resumed(prepared_lit
     assert len(study.trials) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
     """Ctrl-C ends with status 130 and how to go on, before the test split is scored;
     --resume finishes the search and tests one trial; resuming it again tests nothing."""
@@ -276,6 +282,7 @@ def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
     assert pl.from_arrow(store.trials()).filter(pl.col("chosen")).height == 1
 
 
+@pytest.mark.slow
 def test_asha_lets_a_trial_run_the_epochs_it_sampled(prepared_lite: Path, tmp_path: Path):
     """ASHA's last rung is the most epochs any trial can have, not the base config's."""
     path = _space_file(tmp_path, prepared_lite, trials=1, epochs=2, name="longer", concurrency=1)
@@ -476,6 +483,7 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
     assert finish() == ("better", ["better"]) and tested == [1e-3, 3e-3]
 
 
+@pytest.mark.slow
 def test_multi_objective_search_marks_the_pareto_front(prepared_lite: Path, tmp_path: Path):
     space = _space_file(tmp_path, prepared_lite, trials=5, epochs=2, name="pareto", scheduler="none", objectives=["num_parameters", "latency_ms"])
     out = tmp_path / "exp"
@@ -523,6 +531,7 @@ def test_shipped_spaces_load():
         assert load_space(find_space(name)).name
 
 
+@pytest.mark.slow
 def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Path):
     """Two possible configs and six trials: TPE's repeats are told the earlier result, and the
     search ends once it proposes nothing new."""

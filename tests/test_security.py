@@ -150,6 +150,7 @@ def _is_pickle(path: Path) -> bool:
         return f.read(1) == bytes([PICKLE_MAGIC]) or path.suffix in (".pkl", ".pickle")
 
 
+@pytest.mark.slow
 def test_a_search_store_holds_no_pickles(prepared_lite: Path, tmp_path: Path):
     """The store of a real (tiny) search is JSON, Parquet and SQLite only; Ray's own
     experiment state (``ray/``, for ``--resume``) is where its pickles stay."""

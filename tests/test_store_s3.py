@@ -177,6 +177,7 @@ def _tacfn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tacfn.cli", *args], capture_output=True, text=True, timeout=500, cwd=cwd)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_search_and_dashboard_on_s3(s3: str, prepared_lite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TACFN_HOME", str(tmp_path / "home"))  # where the Optuna file is staged
@@ -219,6 +220,7 @@ def test_search_and_dashboard_on_s3(s3: str, prepared_lite: Path, tmp_path: Path
     assert proc.returncode == 0 and (tmp_path / "dashboard.html").is_file(), proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ablation_on_s3(s3: str, prepared_lite: Path, tmp_path: Path) -> None:
     plan = {
