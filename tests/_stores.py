@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from tacfn.store import EXPERIMENT_FILE, SCHEMA_VERSION, ExperimentStore, flatten_config, param_columns
+from tacfn.store import (
+    EXPERIMENT_FILE,
+    SCHEMA_VERSION,
+    ExperimentStore,
+    flatten_config,
+    param_columns,
+)
 
 FUSIONS = ("tacfn", "concat", "late_average", "late_product", "mult")
 ATTENTION = ("tacfn", "mult")
