@@ -66,7 +66,7 @@ def _no_axes(searched: list[Axis]) -> Unavailable:
     if not searched:
         return Unavailable("the experiment's spec has no search space (space) to draw")
     keys = ", ".join(a.key for a in searched)
-    return Unavailable(f"no completed trial has a sampled value of {keys} (config.<key> columns of trials.parquet)")
+    return Unavailable(f"no completed trial has a sampled value of {keys} (param.<key> columns of trials.parquet, config.<key> in older experiments)")
 
 
 def _dimension(trials: pl.DataFrame, axis: Axis, values: pl.Series) -> Dimension:

@@ -1,8 +1,12 @@
 """The searched parameters: the axes of a search's ``space`` and each trial's sampled values.
 
-The store keeps every config value of a trial (``config.<dotted key>``), sampled or not; a
-value counts as sampled here when the axis's ``when`` conditions hold for the trial and
-the value lies inside the axis (a base value outside the range was never sampled).
+A trial's sampled values are its ``param.<dotted key>`` columns, null where the search did
+not sample the axis. Experiments from before them (schema version 1, resumed ones too)
+keep only the config (``config.<dotted key>``), sampled or not: there, as a fallback, a
+value counts as sampled when the axis's ``when`` conditions hold for the trial and the
+value lies inside the axis (a base value outside the range was never sampled). That guess
+takes a base value inside the axis for a sampled one where the search added a condition
+the spec does not state: heads set by ``base``, for a block without attention.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from tacfn.search import AxisInfo
-from tacfn.store import CONFIG_PREFIX
+from tacfn.store import CONFIG_PREFIX, PARAM_PREFIX
 
 
 class Axis(AxisInfo):
@@ -25,7 +29,13 @@ class Axis(AxisInfo):
 
     @property
     def column(self) -> str:
+        """The trial's config value, sampled or not."""
         return CONFIG_PREFIX + self.key
+
+    @property
+    def param_column(self) -> str:
+        """The value the search sampled, null where it did not sample the axis."""
+        return PARAM_PREFIX + self.key
 
     @property
     def label(self) -> str:
@@ -66,24 +76,29 @@ def choice_labels(values: tuple[Any, ...], dtype: pl.DataType) -> list[str]:
 
 
 def param_frame(trials: pl.DataFrame, axes: list[Axis]) -> pl.DataFrame:
-    """``trial_id`` and one column per axis key: the sampled value, or null where not sampled.
+    """``trial_id`` and one column per axis key: the sampled value, or null where not sampled
+    (read as the module docstring says).
 
     Choice axes become string labels (see :func:`choice_labels`), numeric axes Float64.
     """
-    columns = [pl.col("trial_id")]
-    for axis in axes:
-        if axis.column not in trials.columns:
-            columns.append(pl.lit(None, dtype=pl.Utf8 if axis.kind == "choice" else pl.Float64).alias(axis.key))
-            continue
-        active = _when(trials, axis)
-        if axis.kind == "choice":
-            value = pl.col(axis.column).cast(pl.Utf8)
-            inside = value.is_in(choice_labels(axis.choices, trials.schema[axis.column]))
-        else:
-            value = pl.col(axis.column).cast(pl.Float64, strict=False)
-            inside = _inside(value, axis)
-        columns.append(pl.when(active & inside).then(value).otherwise(None).alias(axis.key))
-    return trials.select(columns)
+    return trials.select(pl.col("trial_id"), *(_sampled(trials, axis).alias(axis.key) for axis in axes))
+
+
+def _sampled(trials: pl.DataFrame, axis: Axis) -> pl.Expr:
+    """The axis's ``param.*`` column, or the fallback from its config for an old experiment."""
+    column = _source(trials, axis)
+    if column not in trials.columns:
+        return pl.lit(None, dtype=pl.Utf8 if axis.kind == "choice" else pl.Float64)
+    value = pl.col(column).cast(pl.Utf8) if axis.kind == "choice" else pl.col(column).cast(pl.Float64, strict=False)
+    if column == axis.param_column:
+        return value
+    inside = value.is_in(choice_labels(axis.choices, trials.schema[column])) if axis.kind == "choice" else _inside(value, axis)
+    return pl.when(_when(trials, axis) & inside).then(value).otherwise(None)
+
+
+def _source(trials: pl.DataFrame, axis: Axis) -> str:
+    """The column an axis's values are read from: ``param.*`` when recorded, else ``config.*``."""
+    return axis.param_column if axis.param_column in trials.columns else axis.column
 
 
 def _inside(value: pl.Expr, axis: Axis) -> pl.Expr:
@@ -110,5 +125,5 @@ def _when(trials: pl.DataFrame, axis: Axis) -> pl.Expr:
 
 def categories(trials: pl.DataFrame, axis: Axis) -> list[str]:
     """A choice axis's categories in spec order, labelled as :func:`param_frame` labels values."""
-    dtype = trials.schema.get(axis.column, pl.Utf8)
+    dtype = trials.schema.get(_source(trials, axis), pl.Utf8)
     return list(dict.fromkeys(choice_labels(axis.choices, dtype)))

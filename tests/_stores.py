@@ -3,12 +3,14 @@
 A search over fusion blocks and learning rate where ``tacfn`` at a learning rate near 3e-3
 is planted best, and an ablation whose variants differ from the baseline by a planted
 paired effect: ``modality_dropout`` +0.05, ``late_average`` -0.05, ``no_selection`` 0.
-Deterministic per seed.
+Deterministic per seed. BASE sets heads, which the search samples only for blocks with
+attention: a search trial's ``config.*`` holds heads 4 where its ``param.*`` holds null.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
@@ -17,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from tacfn.store import ExperimentStore, flatten_config
+from tacfn.store import (
+    EXPERIMENT_FILE,
+    SCHEMA_VERSION,
+    ExperimentStore,
+    flatten_config,
+    param_columns,
+)
 
 FUSIONS = ("tacfn", "concat", "late_average", "late_product", "mult")
 ATTENTION = ("tacfn", "mult")
@@ -121,12 +129,18 @@ def write_search_store(
     objectives: Iterable[str] = (),
     dataset: str = "ravdess",
     seed: int = 0,
+    schema_version: int = SCHEMA_VERSION,
 ) -> Path:
     """A search of ``trials`` planned trials, ``recorded`` of them written (all by default),
     the last ``running`` of those still running; the best completed one chosen and tested
-    once every planned trial is recorded and none runs."""
+    once every planned trial is recorded and none runs. Each row's ``param.*`` columns hold
+    what was sampled, except in an experiment of a ``schema_version`` from before them."""
     rng = np.random.default_rng(seed)
     store = ExperimentStore.create(root, "search", "quick", search_spec(trials, objectives))
+    if schema_version != SCHEMA_VERSION:
+        experiment = {**store.experiment, "schema_version": schema_version}
+        (Path(root) / EXPERIMENT_FILE).write_text(json.dumps(experiment))
+        store = ExperimentStore.open(root)
     recorded = trials if recorded is None else recorded
     best: tuple[float, dict[str, Any], list[dict[str, Any]]] | None = None
     for i in range(recorded):
@@ -156,6 +170,7 @@ def write_search_store(
             "fold": 0,
             "config_hash": f"{i:04x}" * 4,
             **flatten_config(cfg),
+            **(param_columns(overrides, SPACE) if store.records_params else {}),
             "epochs_run": epochs_run,
             "seconds": 5.0 * epochs_run,
             "started_at": started,

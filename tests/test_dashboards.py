@@ -103,6 +103,7 @@ def test_load_experiment_reads_the_spec_and_all_three_tables(search: dashboards.
 
 
 def test_param_frame_keeps_only_sampled_values() -> None:
+    """An experiment without param.* columns (schema version 1): the fallback from its config."""
     trials = pl.DataFrame(
         {
             "trial_id": ["a", "b", "c", "d"],
@@ -121,6 +122,41 @@ def test_param_frame_keeps_only_sampled_values() -> None:
     assert frame["train.batch_size"].to_list() == [8.0, 16.0, None, 32.0]
     assert frame["model.fusion.selection"].to_list() == [None] * 4  # no such column
     assert categories(trials, axes[1]) == ["1", "2", "4", "8"]
+
+
+def test_the_views_show_what_was_sampled_not_what_base_set(search: dashboards.Experiment) -> None:
+    """BASE sets heads 4 for every trial, but the search samples heads only for blocks with
+    attention: each trial's param.* columns, not its config, say which axes it sampled."""
+    completed, axes = search.completed, space_axes(search.spec)
+    frame = param_frame(completed, axes)
+    recorded = completed.select(
+        "trial_id", *(pl.col(f"param.{a.key}").cast(pl.Utf8 if a.kind == "choice" else pl.Float64).alias(a.key) for a in axes)
+    )
+    assert frame.equals(recorded)
+    attention = completed["config.model.fusion.name"].is_in(ATTENTION)
+    assert (completed.filter(~attention)["config.model.fusion.heads"] == 4).all()
+    assert frame["model.fusion.heads"].is_null().to_list() == (~attention).to_list()
+    panels = {p.axis.key: p for p in _get_slice_info(search).panels}
+    assert set(panels["model.fusion.heads"].points["trial_id"]) == set(completed.filter(attention)["trial_id"])
+    heads = next(d for d in _get_parallel_info(search).dimensions if d.label == "fusion.heads")
+    assert heads.ticktext[-1] == NOT_SAMPLED and heads.values.count(len(heads.ticktext) - 1) == (~attention).sum()
+
+
+def test_an_experiment_from_before_param_columns_still_opens_and_renders(tmp_path: Path) -> None:
+    """Schema version 1 has no param.* columns: the views fall back to the config, with the
+    spec's `when` conditions (layers only for blocks with attention). heads, which BASE sets,
+    then reads as sampled for every block: the guess the fallback documents."""
+    root = write_search_store(tmp_path / "old", schema_version=1)
+    exp = dashboards.load_experiment(root)
+    assert not exp.problems and not [c for c in exp.trials.columns if c.startswith("param.")]
+    frame = param_frame(exp.completed, space_axes(exp.spec))
+    attention = exp.completed["config.model.fusion.name"].is_in(ATTENTION)
+    assert frame["model.fusion.layers"].is_null().to_list() == (~attention).to_list()
+    assert frame["model.fusion.heads"].null_count() == 0
+    page = dashboards.write_dashboard([root]).read_text()
+    ids = [f["id"] for f in _payload(page)["figures"]]
+    assert {"exp0-parallel", "exp0-slices", "exp0-importance"} <= set(ids)
+    assert 'class="notice notice-error"' not in page and "Traceback" not in page
 
 
 # --- search views --------------------------------------------------------------------------------

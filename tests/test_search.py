@@ -109,6 +109,12 @@ def test_search_with_optuna_and_asha_writes_the_store(prepared_lite: Path, tmp_p
     assert sum(t.state.name == "PRUNED" for t in study.trials) == n_pruned, states
     completed = trials.filter(pl.col("status") == "completed")
     assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == pytest.approx(sorted(completed["val_score"]))
+    # Each row's param.* columns are what Optuna sampled for its trial: heads only with attention.
+    sampled = {t.user_attrs["tune_trial_id"]: t.params for t in study.trials}
+    for row in trials.iter_rows(named=True):
+        params = {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.")}
+        assert set(params) == {"model.fusion.name", "model.fusion.heads", "train.lr"}
+        assert {k: v for k, v in params.items() if v is not None} == sampled[row["trial_id"]]
 
 
 @pytest.mark.slow
@@ -444,6 +450,60 @@ def test_a_damaged_optuna_file_is_kept_aside_and_the_study_rebuilt(tmp_path: Pat
     assert [(t.state.name, t.value, t.params) for t in _study(tmp_path).trials] == [("COMPLETE", 0.5, {"train.lr": lr})]
     recover_study(db, searcher.store.root, "lost", _lost_info(), "val_score", [])  # a sound file is left alone
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("optuna.db")]) == 2
+
+
+def test_a_resumed_search_from_before_param_columns_records_none(tmp_path: Path):
+    """The recording callback writes a trial's sampled params as param.* columns, except into
+    an experiment of schema version 1, whose rows all keep to config.* (read alike)."""
+    from tacfn.search._recording import StoreCallback
+
+    def record(store: ExperimentStore) -> dict:
+        trial = SimpleNamespace(trial_id="t0", config={"model.fusion.name": "concat", "train.lr": 1e-3}, last_result={"finished": True})
+        base = {"model": {"preset": "lite", "fusion": {"heads": 4}}}
+        StoreCallback(store, base, 1, quiet=True, axes=["model.fusion.name", "model.fusion.heads", "train.lr"]).on_trial_complete(0, [], trial)
+        return store.trials().to_pylist()[0]
+
+    row = record(ExperimentStore.create(tmp_path / "new", "search", "s", {}))
+    assert row["config.model.fusion.heads"] == 4
+    assert {k: v for k, v in row.items() if k.startswith("param.")} == {
+        "param.model.fusion.heads": None, "param.model.fusion.name": "concat", "param.train.lr": 1e-3,
+    }
+    old = ExperimentStore.create(tmp_path / "old", "search", "s", {})
+    (old.root / "experiment.json").write_text(json.dumps({**old.experiment, "schema_version": 1}))
+    assert not [k for k in record(ExperimentStore.open(old.root)) if k.startswith("param.")]
+
+
+def test_a_rebuilt_study_takes_the_sampled_params_from_param_columns_else_config():
+    """param.* says what was sampled, even where config.* holds another value; a row from
+    before param.* columns (schema version 1) is read from its config, active axes only."""
+    from tacfn.errors import DataError
+    from tacfn.search._space import parse_space
+    from tacfn.search._space_compile import compile_space
+    from tacfn.search._study import study_trials
+
+    info = compile_space(parse_space({
+        "name": "cond",
+        "base": {"model": {"preset": "lite"}, "train": {"lr": 5e-3}},
+        "space": {
+            "train.batch_size": {"choice": [8, 16]},
+            "train.lr": {"float": [1e-4, 1e-2], "log": True, "when": {"train.batch_size": [16]}},
+        },
+        "search": {"trials": 3},
+    }, "cond.yaml"))
+    ended = {"status": "completed", "val_score": 0.5}
+    rows = [
+        {**ended, "trial_id": "a", "param.train.batch_size": 8, "param.train.lr": None, "config.train.batch_size": 8, "config.train.lr": 5e-3},
+        {**ended, "trial_id": "b", "param.train.batch_size": 16, "param.train.lr": 2e-3, "config.train.batch_size": 16, "config.train.lr": 9e-3},
+        {**ended, "trial_id": "c", "config.train.batch_size": 16, "config.train.lr": 3e-3},
+    ]
+    assert [t.params for t in study_trials(rows, info, ["val_score"])] == [
+        {"train.batch_size": 8},
+        {"train.batch_size": 16, "train.lr": 2e-3},
+        {"train.batch_size": 16, "train.lr": 3e-3},
+    ]
+    unsampled = {**rows[1], "param.train.lr": None}
+    with pytest.raises(DataError, match="trial b records no param.train.lr"):
+        study_trials([unsampled], info, ["val_score"])
 
 
 def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, monkeypatch):

@@ -20,7 +20,15 @@ import pytest
 
 from tacfn.errors import ConfigError, DataError
 from tacfn.files import temp_path
-from tacfn.store import EXPERIMENT_FILE, ExperimentStore, flatten_config, git_commit, read_table
+from tacfn.store import (
+    EXPERIMENT_FILE,
+    SCHEMA_VERSION,
+    ExperimentStore,
+    flatten_config,
+    git_commit,
+    param_columns,
+    read_table,
+)
 
 SPEC = {
     "space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
@@ -67,7 +75,7 @@ def test_create_writes_experiment_json_and_open_reads_it_back(
     store = _store(tmp_path)
     on_disk = json.loads((tmp_path / "exp" / EXPERIMENT_FILE).read_text())
     assert on_disk == store.experiment
-    assert on_disk["schema_version"] == 1 and on_disk["kind"] == "search" and on_disk["name"] == "demo"
+    assert on_disk["schema_version"] == SCHEMA_VERSION == 2 and on_disk["kind"] == "search" and on_disk["name"] == "demo"
     assert on_disk["spec"] == {**SPEC, "data": "/data/ravdess"}
     created = datetime.fromisoformat(on_disk["created_at"])
     assert created.utcoffset().total_seconds() == 0
@@ -137,8 +145,8 @@ def test_create_rejects_bad_arguments(tmp_path: Path, kind: str, name: str, spec
         (None, r"is not a tacfn experiment folder \(no experiment.json\)"),
         ('{"schema_version": 1, "kind": "search", "name"', r"experiment.json: unreadable experiment file"),
         (
-            '{"schema_version": 2, "kind": "search", "name": "x", "spec": {}}',
-            r"schema_version 2 is newer than this tacfn reads \(version 1\)",
+            '{"schema_version": 3, "kind": "search", "name": "x", "spec": {}}',
+            r"schema_version 3 is newer than this tacfn reads \(version 2\)",
         ),
         (
             '{"schema_version": 1, "kind": "grid", "name": "x", "spec": {}}',
@@ -310,6 +318,40 @@ def test_mixed_config_types_fall_back_to_strings(tmp_path: Path) -> None:
     assert trials["config.heads"].to_pylist() == ["8", "auto"]
     assert trials["config.flag"].to_pylist() == ["true", "1"]
     assert trials["extra"].to_pylist() == [1.0, 0.5]
+
+
+def test_sampled_params_round_trip_as_typed_param_columns(tmp_path: Path) -> None:
+    """One column per axis, after the config columns; null where an axis was not sampled,
+    whatever the config holds; keys that are no axis are left out."""
+    store = _store(tmp_path)
+    assert store.records_params
+    axes = ["model.fusion.name", "model.fusion.heads", "train.lr"]
+    sampled = {
+        "a": {"model.fusion.name": "tacfn", "model.fusion.heads": 8, "train.lr": 1e-3, "not.an.axis": 1},
+        "b": {"model.fusion.name": "concat", "train.lr": 0.01},  # no heads: the block has no attention
+    }
+    for trial_id, params in sampled.items():
+        config = flatten_config({"model": {"fusion": {"name": params["model.fusion.name"], "heads": 4}}})
+        store.record_trial({**_OK, "trial_id": trial_id, **config, "latency_ms": 2.0, **param_columns(params, axes)})
+    trials = store.trials()
+    assert trials.column_names[-6:] == [
+        "config.model.fusion.heads", "config.model.fusion.name",
+        "param.model.fusion.heads", "param.model.fusion.name", "param.train.lr", "latency_ms",
+    ]
+    assert [trials.schema.field(f"param.{k}").type for k in axes] == [pa.string(), pa.int64(), pa.float64()]
+    assert trials.select([f"param.{k}" for k in axes]).to_pylist() == [
+        {"param.model.fusion.name": "tacfn", "param.model.fusion.heads": 8, "param.train.lr": 1e-3},
+        {"param.model.fusion.name": "concat", "param.model.fusion.heads": None, "param.train.lr": 0.01},
+    ]
+    assert trials["config.model.fusion.heads"].to_pylist() == [4, 4]
+
+
+def test_a_version_1_experiment_opens_and_records_no_params(tmp_path: Path) -> None:
+    root = _store(tmp_path).root
+    experiment = json.loads((root / EXPERIMENT_FILE).read_text())
+    (root / EXPERIMENT_FILE).write_text(json.dumps({**experiment, "schema_version": 1}))
+    old = ExperimentStore.create(root, "search", "demo", SPEC)  # as a resumed search reopens it
+    assert old.experiment["schema_version"] == 1 and not old.records_params
 
 
 def test_recording_a_trial_again_replaces_its_rows_in_every_table(tmp_path: Path) -> None:

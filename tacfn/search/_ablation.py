@@ -22,6 +22,8 @@ resources: {cpu: 1, gpu: 0}
 
 Every (variant, seed, fold) is one trial; each is scored on its fold's test actors with the
 weights of its best validation epoch, and lands in the results store with a ``variant`` column.
+Its rows have no ``param.*`` columns: a variant's overrides are chosen by the plan, not
+sampled, and ``config.*`` holds them.
 """
 
 from __future__ import annotations

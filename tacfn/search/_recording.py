@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from ray import tune
 
 from ..errors import DataError
-from ..store import CONFIG_PREFIX, ExperimentStore, flatten_config
+from ..store import CONFIG_PREFIX, ExperimentStore, flatten_config, param_columns
 from ._space_compile import config_hash
 from ._trainable import trial_run_config
 
@@ -24,6 +24,12 @@ def _now() -> datetime:
 
 class StoreCallback(tune.Callback):
     """Writes each trial to the results store as it ends (driver side), and prints progress.
+
+    A search's trial config is what Optuna sampled (the active axes' dotted keys): each row
+    gets it as ``param.<key>`` columns, one per key of ``axes`` (see
+    :func:`~tacfn.store.param_columns`), unless the store predates them
+    (:attr:`~tacfn.store.ExperimentStore.records_params`). An ablation passes no ``axes``:
+    its variants are chosen by the plan, not sampled, and its rows name them in ``variant``.
 
     A store write that fails (a full disk, a folder gone) ends the search with its DataError
     at the next step: Tune only logs an error raised where a trial ends, and would go on
@@ -38,8 +44,10 @@ class StoreCallback(tune.Callback):
         quiet: bool = False,
         describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None,
         replaces: Callable[[dict[str, Any]], list[str]] | None = None,
+        axes: Sequence[str] = (),
     ) -> None:
         self.store = store
+        self.axes = list(axes) if store.records_params else []
         self.base = base
         self.total = total
         self.quiet = quiet
@@ -95,6 +103,7 @@ class StoreCallback(tune.Callback):
             status = "completed" if result.get("finished") else "pruned"
         params, extra = self.describe(trial.config)
         row = {**trial_row(trial.trial_id, self.base, params, epochs, result, status, error), **extra, **result.get("summary", {})}
+        row.update(param_columns(trial.config, self.axes))
         row["started_at"] = self.started.pop(trial.trial_id, None)
         row["finished_at"] = _now()
         row["node"] = result.get("node_ip")

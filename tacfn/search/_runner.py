@@ -156,7 +156,7 @@ def run_search(
     store = ExperimentStore.create(
         out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu}, dataset=task.dataset_record()
     )
-    callback = StoreCallback(store, base, settings.trials, quiet=quiet)
+    callback = StoreCallback(store, base, settings.trials, quiet=quiet, axes=[axis.key for axis in info.axes])
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
     trainable = _trial_trainable(settings, base, task, identity, out)

@@ -26,7 +26,7 @@ import optuna
 from ..errors import DataError, brief
 from ..tasks import default_cache_dir
 from ._space_compile import SpaceInfo, optuna_distributions
-from ..store import CONFIG_PREFIX, TRIALS, ExperimentStore, Location
+from ..store import CONFIG_PREFIX, PARAM_PREFIX, TRIALS, ExperimentStore, Location
 
 OPTUNA_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"  # a trial's user attribute: the Tune trial (the store's trial_id) it stands for
@@ -150,7 +150,8 @@ def study_trials(rows: list[dict[str, Any]], info: SpaceInfo, metrics: list[str]
     """The Optuna trials that the store's ``rows`` (trials.parquet) record, in the order they started.
 
     Each ended trial becomes one with the parameters the space sampled for it (its
-    ``config.*`` columns, for the axes active with them), its state (completed, pruned, or
+    ``param.*`` columns; in a folder from before them, its ``config.*`` columns, for the
+    axes active with them), its state (completed, pruned, or
     failed for a diverged or crashed trial), and when completed the values the searcher
     told (``metrics``: the search's metric at the kept epoch, then each objective), tagged
     with its Tune trial id. A row the space cannot have sampled raises DataError.
@@ -202,14 +203,16 @@ def _frozen_trial(row: dict[str, Any], info: SpaceInfo, metrics: list[str]) -> o
 
 
 def _sampled_params(row: dict[str, Any], info: SpaceInfo) -> dict[str, Any]:
-    """The values of the axes the space sampled for the trial ``row``, read from its config."""
+    """The values of the axes the space sampled for the trial ``row``: its ``param.*`` columns
+    where it has them, else its config."""
     params: dict[str, Any] = {}
     for axis in info.axes:
         if not axis.active(params):
             continue
-        value = row.get(CONFIG_PREFIX + axis.key)
+        column = PARAM_PREFIX + axis.key if PARAM_PREFIX + axis.key in row else CONFIG_PREFIX + axis.key
+        value = row.get(column)
         if value is None:
-            raise DataError(f"trial {row['trial_id']} records no {CONFIG_PREFIX}{axis.key}")
+            raise DataError(f"trial {row['trial_id']} records no {column}")
         if axis.kind == "choice":
             same = [c for c in axis.choices if type(c) is type(value) and c == value]
             equal = same or [c for c in axis.choices if c == value]

@@ -11,6 +11,8 @@ atomically, so readers during a search always see whole files; one process write
   through one handle.
 - :data:`TRIALS`, :data:`EPOCHS`, :data:`PREDICTIONS` (:class:`TableSpec`): each table's
   file and fixed columns; :data:`STATUSES`, :data:`KINDS`, :data:`CONFIG_PREFIX`.
+- :func:`flatten_config` and :func:`param_columns`: a trial's ``config.*`` and ``param.*``
+  (:data:`PARAM_PREFIX`) columns.
 
 This package needs neither torch nor Ray: dashboards read results on a laptop without them.
 It imports nothing from :mod:`tacfn.search`, :mod:`tacfn.training` or :mod:`tacfn.model`.
@@ -21,13 +23,25 @@ from __future__ import annotations
 from ._experiment import EXPERIMENT_FILE, KINDS, ExperimentStore
 from ._location import Location, absolute_root, is_uri, read_table
 from ._provenance import git_commit, package_versions
-from ._schema import CONFIG_PREFIX, EPOCHS, PREDICTIONS, SCHEMA_VERSION, STATUSES, TRIALS, TableSpec, flatten_config
+from ._schema import (
+    CONFIG_PREFIX,
+    EPOCHS,
+    PARAM_PREFIX,
+    PREDICTIONS,
+    SCHEMA_VERSION,
+    STATUSES,
+    TRIALS,
+    TableSpec,
+    flatten_config,
+    param_columns,
+)
 
 __all__ = [
     "CONFIG_PREFIX",
     "EPOCHS",
     "EXPERIMENT_FILE",
     "KINDS",
+    "PARAM_PREFIX",
     "PREDICTIONS",
     "SCHEMA_VERSION",
     "STATUSES",
@@ -40,5 +54,6 @@ __all__ = [
     "git_commit",
     "is_uri",
     "package_versions",
+    "param_columns",
     "read_table",
 ]

@@ -33,6 +33,7 @@ from ._location import Location, absolute_root
 from ._provenance import detected_hardware, git_commit, package_versions
 from ._schema import (
     EPOCHS,
+    PARAMS_SINCE,
     PREDICTIONS,
     SCHEMA_VERSION,
     STATUSES,
@@ -73,6 +74,15 @@ class ExperimentStore:
     @property
     def name(self) -> str:
         return self.experiment["name"]
+
+    @property
+    def records_params(self) -> bool:
+        """Whether this search's trials record their sampled parameters (``param.*`` columns).
+
+        A folder created before schema version 2 keeps its version when resumed, and its new
+        trials get no ``param.*`` columns either: every row of one experiment is read alike.
+        """
+        return self.experiment["schema_version"] >= PARAMS_SINCE
 
     @classmethod
     def open(cls, root: str | Path) -> ExperimentStore:

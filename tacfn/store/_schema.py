@@ -3,8 +3,9 @@ become (or join) a table.
 
 ``trials.parquet`` holds one row per trial: ``trial_id``, ``status``, ``seed``, ``fold``,
 ``config_hash``, the metrics at the chosen epoch, test metrics, time, parameter counts,
-``node`` and ``error``, plus the flattened config as ``config.<dotted key>`` columns and any
-other flat metric the caller passes (``test_missing_audio``, ...). ``epochs.parquet`` holds
+``node`` and ``error``, plus the flattened config as ``config.<dotted key>`` columns, a
+search's sampled parameters as ``param.<dotted key>`` columns (since schema version 2, see
+:func:`param_columns`) and any other flat metric the caller passes (``test_missing_audio``, ...). ``epochs.parquet`` holds
 one row per (trial, epoch): the learning curves. ``predictions.parquet`` holds one row per
 (trial, split, sample[, task]): labels and predictions, for confusion matrices; ``task`` is
 null for single-task datasets.
@@ -34,9 +35,11 @@ import pyarrow.compute as pc
 from ..errors import DataError
 from ..nested import flatten
 
-SCHEMA_VERSION = 1  # of experiment.json; a folder of a newer version is refused, older ones read
+SCHEMA_VERSION = 2  # of experiment.json; a folder of a newer version is refused, older ones read
+PARAMS_SINCE = 2  # the first schema version whose search trials record param.* columns
 STATUSES: tuple[str, ...] = ("completed", "pruned", "failed", "diverged", "running")
 CONFIG_PREFIX = "config."
+PARAM_PREFIX = "param."
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -113,6 +116,16 @@ def flatten_config(cfg: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[
     ``{"config.train.lr": 0.001, "config.model.modalities": '["audio"]'}``.
     """
     return {name: _cell(value, name) for name, value in flatten(cfg, prefix).items()}
+
+
+def param_columns(sampled: Mapping[str, Any], axes: Iterable[str]) -> dict[str, Any]:
+    """A search trial's ``param.<dotted key>`` columns, one per axis of its space: the value
+    it sampled, None where a ``when`` condition left the axis out (Optuna's ``params_<key>``).
+
+    Unlike ``config.*`` they tell a sampled value from one the space's ``base`` set.
+    ``sampled`` keys other than ``axes`` are left out.
+    """
+    return {PARAM_PREFIX + key: _cell(sampled.get(key), PARAM_PREFIX + key) for key in axes}
 
 
 def with_trial_id(rows: Iterable[Mapping[str, Any]], trial_id: str, what: str) -> list[dict[str, Any]]:
@@ -278,9 +291,9 @@ def _as_string(value: Any) -> str | None:
     return pa.array([value], type=_cell_type(value)).cast(pa.string())[0].as_py()
 
 
-def _extra_order(column: str) -> tuple[bool, str]:
-    """Config columns first, then other metrics, each alphabetically."""
-    return (not column.startswith(CONFIG_PREFIX), column)
+def _extra_order(column: str) -> tuple[bool, bool, str]:
+    """Config columns first, then sampled parameters, then other metrics, each alphabetically."""
+    return (not column.startswith(CONFIG_PREFIX), not column.startswith(PARAM_PREFIX), column)
 
 
 def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
