@@ -20,7 +20,9 @@ _LAZY = {
     "load_space": "_space",
     "parse_space": "_space",
     "run_search": "_runner",
+    "experiment_spec": "_runner",
     "run_ablation": "_ablation",
+    "find_plan": "_ablation",
     "load_plan": "_ablation",
     "parse_plan": "_ablation",
 }
