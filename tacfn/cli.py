@@ -1,19 +1,24 @@
 """The ``tacfn`` command line.
 
-Bad input ends with one line on stderr (``tacfn: error: ...``) and a non-zero exit;
-a traceback means a bug in tacfn, not in what the user passed. ``TACFN_DEBUG=1`` shows
-the traceback of a one-line error too.
+Bad input (a :class:`~tacfn.errors.TacfnError`, or an OSError about the user's paths or
+disk) ends with one line on stderr (``tacfn: error: ...``) and exit status 2. Any other
+exception is a bug in tacfn: its traceback and a line saying so, exit status 1.
+``TACFN_DEBUG=1`` lets every exception propagate, with Python's traceback. The options the
+commands share (``--out``, ``--resume``, ``--set``, ``--workers``, ``--jobs``) are in ``GRAMMAR``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import errno
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,8 +26,16 @@ from .errors import ConfigError, DataError, TacfnError
 from .nested import set_dotted
 from .run_folder import CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, TRAIN_DIR
 
+if TYPE_CHECKING:
+    from .search import SearchSpec
+
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+
+
+def _note(line: str) -> None:
+    """One ``tacfn: note:`` line on stderr: something the user may want to know, not an error."""
+    print(f"tacfn: note: {line}", file=sys.stderr)
 
 
 def _set_override(data: dict[str, Any], assignment: str) -> None:
@@ -35,6 +48,20 @@ def _set_override(data: dict[str, Any], assignment: str) -> None:
         problem = getattr(err, "problem", None) or type(err).__name__
         raise ConfigError(f"--set {key}: {raw!r} is not a plain YAML value ({problem})") from None
     set_dotted(data, key, value)
+
+
+def _with_base_sets(data: Any, assignments: Sequence[str] | None, source: str) -> Any:
+    """A space or plan mapping with each ``--set KEY=VALUE`` applied to its ``base``; the
+    caller validates the result, so a bad key or value fails before Ray starts."""
+    if not assignments or not isinstance(data, dict):
+        return data  # nothing to set, or not a mapping: the parser says so
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{source}: base: expected a mapping for --set to change, got {type(base).__name__}")
+    base = copy.deepcopy(base)
+    for assignment in assignments:
+        _set_override(base, assignment)
+    return {**data, "base": base}
 
 
 # --- data -------------------------------------------------------------------------------
@@ -62,6 +89,19 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_jobs(args: argparse.Namespace) -> int | None:
+    """``--jobs``, or the deprecated ``--workers`` it replaced (``train --workers`` counts DDP ranks)."""
+    jobs = args.jobs
+    if args.old_workers is not None:
+        if jobs is not None:
+            raise ConfigError("--workers is the old name of --jobs; give only --jobs")
+        _note("data prepare --workers N is now --jobs N (decoding processes)")
+        jobs = args.old_workers
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"`--jobs >= 1` must hold, but got --jobs {jobs}")
+    return jobs
+
+
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare_ravdess
     from .model import preset_config
@@ -69,7 +109,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     prep = preset_config(args.preset).preprocess
     if prep is None:
         raise ConfigError(f"preset {args.preset!r} does not read RAVDESS media")
-    report = prepare_ravdess(Path(args.ravdess_dir), Path(args.out_dir), prep, progress=True, workers=args.workers)
+    report = prepare_ravdess(Path(args.ravdess_dir), Path(args.out_dir), prep, progress=True, workers=_prepare_jobs(args))
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}")
     print(f"prepared {report.prepared} clips, skipped {len(report.skipped)} -> {args.out_dir}")
@@ -176,8 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     where = f" on {args.workers} Ray Train worker{'s' if args.workers > 1 else ''}" if on_ray else ""
     print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs{where}", flush=True)
     if on_ray:
-        from .search._distributed import run_distributed
-        from .search._ray import check_local_capacity, init_ray
+        from .search import check_local_capacity, init_ray, run_distributed
 
         if args.address is None:  # a local runtime: a CPU per worker, and a GPU each with --gpu
             option = f"--workers {args.workers}{' --gpu' if args.gpu else ''}"
@@ -201,40 +240,90 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # --- search ------------------------------------------------------------------------------
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import find_space, load_space, run_search
+def _space_spec(space: str, assignments: Sequence[str] | None) -> SearchSpec:
+    """The search space SPACE names (a file or a shipped name), with ``--set`` applied to its base."""
+    from .config import load_yaml
+    from .search import find_space, parse_space
+
+    path = find_space(space)
+    return parse_space(_with_base_sets(load_yaml(path), assignments, str(path)), str(path))
+
+
+def _old_resume_spelling(args: argparse.Namespace) -> None:
+    """``search --resume DIR``, from before ``--resume`` was a flag, read as ``--out DIR --resume``."""
+    if not isinstance(args.resume, str):
+        return
+    if args.out:
+        raise ConfigError(f"--resume {args.resume} and --out {args.out}: name the folder once, as --out DIR --resume")
+    _note("--resume DIR is now --out DIR --resume")
+    args.out, args.resume = args.resume, True
+
+
+def _check_base_unchanged(base: dict[str, Any], assignments: Sequence[str], out: Path | str) -> None:
+    """A resumed search keeps the base it was started with: a ``--set`` may repeat it, not change it."""
+    for assignment in assignments:
+        changed = copy.deepcopy(base)
+        _set_override(changed, assignment)
+        if changed != base:
+            key = assignment.partition("=")[0]
+            raise ConfigError(
+                f"--set {assignment}: the search in {out} was started with another {key}, and a resumed "
+                "search keeps its base; drop --set, or start a new search in another --out"
+            )
+
+
+def _resumed_search(args: argparse.Namespace) -> tuple[SearchSpec, Path | str]:
+    """The spec and folder of the search ``--out DIR --resume`` continues, read from its
+    ``experiment.json``; a SPACE or ``--set`` given too must say what it was started with."""
+    from .search import experiment_spec, parse_space
+    from .store import EXPERIMENT_FILE, ExperimentStore
+
+    given = _space_spec(args.space, args.set) if args.space else None
+    if args.out is None and given is None:
+        raise ConfigError("--resume continues the search in --out DIR, but no --out was given")
+    store = ExperimentStore.open(args.out or Path("runs") / given.name)  # one-line errors: not an experiment, corrupt, newer schema
+    out = store.root
+    if store.kind != "search":
+        raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not a search")
+    stored = store.experiment["spec"]
+    if args.trials is not None:
+        raise ConfigError(f"--trials: a resumed search runs the {stored['search']['trials']} trials it was started with; drop --trials")
+    _check_base_unchanged(stored["base"], args.set or [], out)
+    if given is not None:
+        described = experiment_spec(given, given.search.model_copy(update={"trials": stored["search"]["trials"]}))
+        differ = sorted(key for key in described.keys() | stored.keys() if described.get(key) != stored.get(key))
+        if differ:
+            raise ConfigError(f"{args.space}: differs from the search in {out} (in {differ}); drop SPACE to continue that search, or use another --out")
+    return parse_space(stored, str(store.location.child(EXPERIMENT_FILE))), out
+
+
+def _new_search(args: argparse.Namespace) -> tuple[SearchSpec, Path | str]:
+    """The spec and folder of a new search: SPACE with ``--set``, into a folder holding no experiment."""
     from .store import EXPERIMENT_FILE, Location
 
-    if args.resume:
-        from .store import ExperimentStore
-        from .search._space import parse_space
+    if not args.space:
+        raise ConfigError("give a SPACE file or name, or --out DIR --resume to continue a search")
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"`--trials >= 1` must hold, but got --trials {args.trials}")
+    spec = _space_spec(args.space, args.set)
+    location = Location(args.out or Path("runs") / spec.name)
+    if location.exists(EXPERIMENT_FILE):
+        raise ConfigError(f"{location.root} already holds an experiment; add --resume to continue it, or use another --out")
+    return spec, location.root
 
-        ignored = [option for option, given in (("SPACE", args.space), ("--out", args.out)) if given]
-        if ignored:
-            raise ConfigError(f"--resume {args.resume} continues that search with its own space and folder; drop {' and '.join(ignored)}")
-        store = ExperimentStore.open(args.resume)  # one-line errors: not an experiment, corrupt, newer schema
-        out = store.root
-        if store.kind != "search":
-            raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not a search")
-        spec = parse_space(store.experiment["spec"], str(store.location.child(EXPERIMENT_FILE)))
-        if args.trials is not None:
-            raise ConfigError(f"--trials: a resumed search runs the {spec.search.trials} trials it was started with; drop --trials")
-    else:
-        if not args.space:
-            raise ConfigError("give a SPACE file or name, or --resume DIR")
-        if args.trials is not None and args.trials < 1:
-            raise ConfigError(f"`--trials >= 1` must hold, but got --trials {args.trials}")
-        spec = load_space(find_space(args.space))
-        location = Location(args.out or Path("runs") / spec.name)
-        out = location.root
-        if location.exists(EXPERIMENT_FILE):
-            raise ConfigError(f"{out} already holds an experiment; use --resume {out} or another --out")
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import run_search
+    from .store import EXPERIMENT_FILE, Location
+
+    _old_resume_spelling(args)
+    spec, out = _resumed_search(args) if args.resume else _new_search(args)
     try:
         summary = run_search(spec, out, address=args.address, resume=bool(args.resume), trials=args.trials)
     except KeyboardInterrupt as err:  # before Tune runs (Ray starting, say) it carries no hint
         if str(err) or not Location(out).exists(EXPERIMENT_FILE):
             raise
-        raise KeyboardInterrupt(f"continue with tacfn search --resume {out}") from None
+        raise KeyboardInterrupt(f"continue with tacfn search --out {out} --resume") from None
     print()
     if summary.best_trial is None:
         print(f"no trial completed; results: {summary.path}")
@@ -248,15 +337,30 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_plan_to_resume(out: Path | str) -> None:
+    """``ablate --resume`` needs a plan in ``--out``: silently starting one would hide a mistyped folder."""
+    from .store import EXPERIMENT_FILE, ExperimentStore, Location
+
+    if not Location(out).exists(EXPERIMENT_FILE):
+        raise ConfigError(f"--resume: {out} holds no ablation to continue (no {EXPERIMENT_FILE}); drop --resume to start one")
+    store = ExperimentStore.open(out)
+    if store.kind != "ablation":
+        raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not an ablation")
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from dashboards import format_ablation_table, load_experiment
 
-    from .search import load_plan, run_ablation
+    from .config import load_yaml
+    from .search import find_plan, parse_plan, run_ablation
     from .store import absolute_root
 
-    plan = load_plan(args.plan)
+    path = find_plan(args.plan)
+    plan = parse_plan(_with_base_sets(load_yaml(path), args.set, str(path)), str(path))
     out = absolute_root(args.out or Path("runs") / plan.name)
-    run_ablation(plan, out, address=args.address)
+    if args.resume:
+        _check_plan_to_resume(out)
+    run_ablation(plan, out, address=args.address)  # without --resume too, a plan in `out` is continued
     print()
     exp = load_experiment(out)  # the dashboard's own table: the page shows the same numbers
     if not exp.completed.height:
@@ -280,16 +384,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from .store import EXPERIMENT_FILE, Location
 
-    def note(line: str) -> None:  # an optional table or view the page could not show, and why
-        print(f"tacfn: note: {line}", file=sys.stderr)
-
     dirs = [Location(d).root for d in args.dirs]  # a local Path, or a URI such as s3://bucket/prefix
     if len(dirs) == 1 and isinstance(dirs[0], Path) and (dirs[0] / RESULT_FILE).exists() and not (dirs[0] / EXPERIMENT_FILE).exists():
         from dashboards.run_report import write_run_report  # one `tacfn train` run
 
         if args.serve:
             raise ConfigError(f"--serve shows a search or ablation folder; {dirs[0]} is one `tacfn train` run (drop --serve for its report)")
-        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None, on_gap=note)}")
+        print(f"dashboard: {write_run_report(dirs[0], Path(args.out) if args.out else None, on_gap=_note)}")
         return 0
     if args.serve:
         from dashboards import serve
@@ -309,12 +410,37 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
             raise DataError(f"{unreadable['trials.parquet']}{more}; no dashboard written")
 
-    print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=note)}")
+    print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=_note)}")
     return 0
 
 
+GRAMMAR = """\
+conventions:
+  --out DIR        the folder a command writes (search and ablate default to runs/NAME)
+  --resume         a flag: continue the work in --out DIR (train, search, ablate); it is
+                   an error when that folder holds nothing to continue
+  --set KEY=VALUE  repeatable: override a dotted key of the run config (train) or of the
+                   space's or plan's base (search, ablate); values are read as YAML
+  --workers N      Ray Train workers, DDP ranks (train)
+  --jobs N, -j N   local processes (data prepare)
+
+exit status:
+  0    done
+  1    a run failed or no trial completed; or a bug in tacfn (a traceback, please report it)
+  2    bad input or usage: one line on stderr saying what to fix
+       (TACFN_DEBUG=1: any error propagates with Python's traceback)
+  130  interrupted (Ctrl-C); the line says how to continue
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tacfn", description="TACFN multimodal emotion recognition: data, models, training")
+    """The ``tacfn`` argument parser (its epilog states the grammar the commands share)."""
+    parser = argparse.ArgumentParser(
+        prog="tacfn",
+        description="TACFN multimodal emotion recognition: data, models, training",
+        epilog=GRAMMAR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="synthesise, prepare or convert datasets").add_subparsers(dest="data_command", required=True)
@@ -334,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ravdess_dir")
     p.add_argument("out_dir")
     p.add_argument("--preset", default="lite", help="model preset whose preprocessing to use (lite, paper)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--workers", dest="old_workers", type=int, default=None, help=argparse.SUPPRESS)  # the old --jobs
     p.set_defaults(func=_cmd_data_prepare)
     p = data.add_parser("iemocap", help="convert MulT-format IEMOCAP features to Arrow")
     p.add_argument("src", help="a .pkl file in MulT's format (loaded as pickle because you name it)")
@@ -365,13 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="experiment folder, local or a URI such as s3://bucket/prefix (default: runs/NAME)")
     p.add_argument("--trials", type=int, help="override search.trials")
     p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
-    p.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR (a folder or a URI)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the interrupted search in OUT (its space is read from there; SPACE may be left out)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a value of the space's base, e.g. train.epochs=5; with --resume only the values it started with")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("ablate", help="run an ablation plan: variants on paired seeds and folds")
     p.add_argument("plan", help="a YAML plan file, or the name of a shipped one (ablation_fusion)")
-    p.add_argument("--out", help="experiment folder, local or a URI (default: runs/NAME); rerun to finish an interrupted plan")
+    p.add_argument("--out", help="experiment folder, local or a URI (default: runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="finish the interrupted plan in OUT (a rerun without it does too)")
     p.add_argument("--address", help="a running Ray cluster's address (default: a local Ray runtime)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value of the plan's base, e.g. train.epochs=5")
     p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("demo", help="synthetic data, a quickstart search, an ablation, and their dashboard")
@@ -400,7 +532,32 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
     return _python_formatwarning(message, category, filename, lineno, line)
 
 
+# OSErrors about the user's paths and machine (a folder that is a file, no permission, a full
+# disk), raised wherever tacfn opens or writes a file; any other OSError is tacfn's to explain.
+USER_OS_ERRORS = frozenset({
+    errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+    errno.ENOTEMPTY, errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT,
+})
+
+
+def _user_facing(err: Exception) -> bool:
+    """Whether ``err`` is the user's to fix (one line, exit 2) rather than a bug in tacfn."""
+    return isinstance(err, TacfnError) or (isinstance(err, OSError) and err.errno in USER_OS_ERRORS)
+
+
+def _report_bug() -> int:
+    """The traceback of an exception tacfn did not expect, and what to do about it."""
+    traceback.print_exc()
+    print(
+        "tacfn: error: this is a bug in tacfn, not in what you passed; please report it to the tacfn "
+        "maintainers with the command you ran and the traceback above",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tacfn`` command line; returns the exit status (see ``GRAMMAR``)."""
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     warnings.formatwarning = _format_warning
@@ -409,9 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`tacfn model info paper | head -1`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 1
-    except (TacfnError, ValueError, OSError) as err:  # OSError: a path that is a file, not writable, ...
+    except Exception as err:
         if os.environ.get("TACFN_DEBUG"):
             raise
+        if not _user_facing(err):
+            return _report_bug()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"tacfn: error: {message}", file=sys.stderr)
         return EXIT_USAGE

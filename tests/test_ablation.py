@@ -171,7 +171,7 @@ def test_a_rerun_keeps_one_row_per_run(prepared_lite: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_plan_and_the_same_command_finishes_it(prepared_lite: Path, tmp_path: Path):
+def test_ctrl_c_stops_the_plan_and_resume_finishes_it(prepared_lite: Path, tmp_path: Path):
     plan = tmp_path / "plan.yaml"
     data = {**_plan(prepared_lite, tmp_path), "variants": {"tacfn": {}, "no_cross_modal": {"model.fusion.name": "concat"}}, "concurrency": 1}
     data["base"]["train"]["epochs"] = 3
@@ -184,10 +184,10 @@ def test_ctrl_c_stops_the_plan_and_the_same_command_finishes_it(prepared_lite: P
     assert driver.poll() is None, "the plan finished before it could be interrupted"
     os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole process group
     assert driver.wait(timeout=120) == 130
-    assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; run the same command again to finish the plan in {out}"
+    assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; add --resume to the same command to finish the plan in {out}"
     assert "ablation finished" not in (tmp_path / "stdout").read_text()
 
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=500)
+    proc = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     trials = pl.from_arrow(ExperimentStore.open(out).trials())
     assert trials.height == 4 and set(trials["status"]) == {"completed"}

@@ -429,24 +429,52 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["search", space(e), "--out", out(e), "--address", "head-node"], ("Ray address 'head-node'", "HOST:PORT"), work(e)),
         # results folders
         "--resume on a folder that is no experiment": lambda e: Case(
-            ["search", "--resume", str(work(e))], ("is not a tacfn experiment folder",), work(e)),
+            ["search", "--out", str(work(e)), "--resume"], ("is not a tacfn experiment folder",), work(e)),
         "--resume on an ablation": lambda e: Case(
-            ["search", "--resume", str(ablation_store(e))], ("kind 'ablation', not a search",), e.tmp / "abl"),
+            ["search", "--out", str(ablation_store(e)), "--resume"], ("kind 'ablation', not a search",), e.tmp / "abl"),
         "--resume on a newer schema": lambda e: Case(
-            ["search", "--resume", str(newer_store(e))], ("schema_version 99 is newer", "upgrade tacfn"), e.tmp / "exp"),
+            ["search", "--out", str(newer_store(e)), "--resume"], ("schema_version 99 is newer", "upgrade tacfn"), e.tmp / "exp"),
         "--resume: optuna.db garbage, trials.parquet missing": lambda e: Case(
-            ["search", "--resume", str(interrupted_store(e, b"\x00garbage" * 512, trials=False))],
+            ["search", "--out", str(interrupted_store(e, b"\x00garbage" * 512, trials=False)), "--resume"],
             ("optuna.db is not a readable SQLite database (file is not a database)", "trials.parquet", "is missing too",
              "nothing was changed"), e.tmp / "exp"),
         "--resume: optuna.db deleted, trials.parquet missing": lambda e: Case(
-            ["search", "--resume", str(interrupted_store(e, None, trials=False))],
+            ["search", "--out", str(interrupted_store(e, None, trials=False)), "--resume"],
             ("optuna.db is missing, and trials.parquet, which it is rebuilt from, is missing too",), e.tmp / "exp"),
         "--resume: optuna.db truncated, trials.parquet without the sampled parameters": lambda e: Case(
-            ["search", "--resume", str(interrupted_store(e, b"SQLite format 3\x00" + b"\x00" * 84))],
+            ["search", "--out", str(interrupted_store(e, b"SQLite format 3\x00" + b"\x00" * 84)), "--resume"],
             ("optuna.db is not a readable SQLite database", "cannot be rebuilt from trials.parquet",
              "trial t0 records no config.train.lr"), e.tmp / "exp"),
+        "search --resume without --out or SPACE": lambda e: Case(
+            ["search", "--resume"], ("--resume continues the search in --out DIR, but no --out was given",), work(e)),
+        "search --resume with a --set it did not start with": lambda e: Case(
+            ["search", "--out", str(search_store(e)), "--resume", "--set", "train.epochs=3"],
+            ("--set train.epochs=3: the search in", "was started with another train.epochs", "drop --set"), e.tmp / "exp"),
+        "search --resume with a SPACE that differs": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "asha"}), "--out", str(search_store(e)), "--resume"],
+            ("space.yaml: differs from the search in", "(in ['search'])", "drop SPACE"), e.tmp / "exp"),
+        "search --resume DIR with --out too": lambda e: Case(
+            ["search", "--resume", str(search_store(e)), "--out", out(e)], ("name the folder once, as --out DIR --resume",), e.tmp / "exp"),
+        "search --set of an unknown key": lambda e: Case(
+            ["search", space(e), "--out", out(e), "--set", "train.epocs=2"], ("space.yaml", "train.epocs", "unknown key"), work(e)),
+        "search --set of a bad value": lambda e: Case(
+            ["search", space(e), "--out", out(e), "--set", "train.epochs=-2"], ("base.train.epochs",), work(e)),
+        "ablate --resume on a folder with no plan": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}), "--out", str(work(e)), "--resume"],
+            ("--resume:", "holds no ablation to continue", "drop --resume"), work(e)),
+        "ablate --resume on a search": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}), "--out", str(search_store(e)), "--resume"],
+            ("kind 'search', not an ablation",), e.tmp / "exp"),
+        "ablate --set of an unknown key": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}), "--out", out(e), "--set", "model.fusion.head=4"],
+            ("plan.yaml", "model.fusion.head: unknown key"), work(e)),
+        "ablate --set without KEY=VALUE": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}), "--out", out(e), "--set", "train.epochs"],
+            ("--set expects KEY=VALUE",), work(e)),
+        "prepare --jobs 0": lambda e: Case(
+            ["data", "prepare", str(e.raw), out(e), "--jobs", "0"], ("`--jobs >= 1` must hold", "--jobs 0"), work(e)),
         "--resume on a truncated Parquet table": lambda e: Case(
-            ["search", "--resume", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file",), e.tmp / "exp"),
+            ["search", "--out", str(truncated_store(e)), "--resume"], ("trials.parquet: not a readable Parquet file",), e.tmp / "exp"),
         "dashboard: truncated Parquet table": lambda e: Case(
             ["dashboard", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file", "no dashboard written"), e.tmp / "exp"),
         "dashboard: a table that is a folder": lambda e: Case(
@@ -509,7 +537,7 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
              str(prepared_copy(e))],
             ("rejected", "clip 1.mp4", "seven two-digit fields"), e.tmp / "prepared"),
         "prepare: zero-byte mp4": lambda e: (lambda tree: Case(
-            ["data", "prepare", tree, str(prepared_copy(e, source=tree)), "--workers", "1"],
+            ["data", "prepare", tree, str(prepared_copy(e, source=tree)), "--jobs", "1"],
             ("01-01-03-01-01-01-01.mp4: empty file (0 bytes)",), e.tmp / "prepared", noisy=True))(
             ravdess_with(e, "zero", lambda p: p.write_bytes(b""))),
         "prepare: into another dataset's folder": lambda e: Case(
@@ -518,10 +546,10 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ("already holds a dataset prepared from", "choose another OUT or delete it"), e.tmp / "prepared"),
         "prepare: corrupt mp4": lambda e: Case(
             ["data", "prepare", ravdess_with(e, "corrupt", lambda p: p.write_bytes(next((e.raw / "Actor_01").glob("01-*.mp4")).read_bytes()[:400])),
-             out(e), "--workers", "1"],
+             out(e), "--jobs", "1"],
             ("01-01-03-01-01-01-01.mp4", "no clip", "could be prepared"), work(e), noisy=True),
         "prepare: audio-only file where AV is expected": lambda e: Case(
-            ["data", "prepare", ravdess_with(e, "audio", lambda p: audio_only(e, p)), out(e), "--workers", "1"],
+            ["data", "prepare", ravdess_with(e, "audio", lambda p: audio_only(e, p)), out(e), "--jobs", "1"],
             ("no video stream (audio-only file)",), work(e), noisy=True),
         "prepare: preset without media": lambda e: Case(
             ["data", "prepare", str(e.raw), out(e), "--preset", "iemocap"], ("preset 'iemocap' does not read RAVDESS media",), work(e)),
@@ -621,7 +649,7 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["ablate", bytes_file(e, "latin1.yaml", "name: caf\xe9\n".encode("latin-1")), "--out", out(e)],
             ("latin1.yaml: not UTF-8 text (byte 0xe9 at offset 9)",), work(e)),
         "prepare: file without audio or video": lambda e: Case(
-            ["data", "prepare", ravdess_with(e, "nostreams", no_streams), out(e), "--workers", "1"],
+            ["data", "prepare", ravdess_with(e, "nostreams", no_streams), out(e), "--jobs", "1"],
             ("01-01-03-01-01-01-01.mp4: no audio or video stream",), work(e), noisy=True),
         # plans that compare nothing
         "plan: variant identical to the baseline": lambda e: Case(
@@ -724,7 +752,7 @@ def test_exit_status_end_to_end(env: Env):
 
     root = newer_store(env)
     before = snapshot(root)
-    proc = _tacfn("search", "--resume", str(root), cwd=env.tmp)
+    proc = _tacfn("search", "--out", str(root), "--resume", cwd=env.tmp)
     assert proc.returncode == 2 and "schema_version 99 is newer" in error_line(proc.stderr)
     assert snapshot(root) == before
 

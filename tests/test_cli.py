@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shlex
@@ -10,9 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
+import yaml
 
+from tacfn import cli
 from tacfn.cli import main
+from tacfn.errors import ConfigError, DataError
+from tacfn.store import ExperimentStore
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -99,7 +105,7 @@ def test_prepare_reports_corrupt_files_by_name(capsys, synthetic_ravdess: Path, 
     shutil.copytree(synthetic_ravdess, tree)
     victim = sorted(tree.glob("Actor_01/01-*.mp4"))[0]
     victim.write_bytes(victim.read_bytes()[:300])
-    code, out, _ = _run(capsys, "data", "prepare", str(tree), str(tmp_path / "prepared"), "--workers", "1")
+    code, out, _ = _run(capsys, "data", "prepare", str(tree), str(tmp_path / "prepared"), "--jobs", "1")
     assert code == 0
     assert f"skipped {victim}" in out
     assert "prepared " in out.splitlines()[-1]
@@ -134,22 +140,36 @@ def test_resuming_a_moved_search_folder_is_refused(capsys, tmp_path: Path):
     original = _search_folder(tmp_path / "original")
     copy = tmp_path / "copy"
     shutil.copytree(original, copy)
-    code, _, err = _run(capsys, "search", "--resume", str(copy))
+    code, _, err = _run(capsys, "search", "--out", str(copy), "--resume")
     assert code == 2 and err.count("\n") == 1
     assert f"--resume {copy}: this search was created in {original}" in err
+
+
+def test_the_old_resume_spelling_still_works_with_a_note(capsys, tmp_path: Path):
+    """`search --resume DIR` reads as `search --out DIR --resume`: the same check refuses the moved copy."""
+    original = _search_folder(tmp_path / "original")
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    code, _, err = _run(capsys, "search", "--resume", str(copy))
+    assert code == 2
+    assert err.splitlines() == [
+        "tacfn: note: --resume DIR is now --out DIR --resume",
+        (f"tacfn: error: --resume {copy}: this search was created in {original}, and Ray's saved state writes there; "
+         f"resume it from {original} (move the folder back), or start a new search"),
+    ]
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["quickstart"], "drop SPACE"),
-        (["--out", "elsewhere"], "drop --out"),
+        (["quickstart"], "quickstart: differs from the search in"),
         (["--trials", "5"], "--trials: a resumed search runs the 4 trials it was started with; drop --trials"),
+        (["--set", "train.lr=0.5"], "--set train.lr=0.5: the search in"),
     ],
 )
-def test_resume_refuses_options_it_would_ignore(capsys, tmp_path: Path, extra, message):
+def test_resume_refuses_options_that_would_change_the_search(capsys, tmp_path: Path, extra, message):
     folder = _search_folder(tmp_path / "exp")
-    code, _, err = _run(capsys, "search", "--resume", str(folder), *extra)
+    code, _, err = _run(capsys, "search", *extra, "--out", str(folder), "--resume")
     assert code == 2 and err.startswith("tacfn: error: ") and message in err and err.count("\n") == 1
 
 
@@ -179,7 +199,7 @@ def test_tacfn_warnings_are_one_line(tmp_path: Path):
     raw = write_synthetic_ravdess(tmp_path / "raw", actors=1, clips_per_actor=2, seed=0, workers=1)
     next(raw.glob("Actor_01/01-*.csv")).unlink()
     proc = subprocess.run(
-        [sys.executable, "-m", "tacfn.cli", "data", "prepare", str(raw), str(tmp_path / "out"), "--workers", "1"],
+        [sys.executable, "-m", "tacfn.cli", "data", "prepare", str(raw), str(tmp_path / "out"), "--jobs", "1"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -193,3 +213,132 @@ def test_output_cut_short_by_its_reader_is_no_traceback():
         f"{shlex.quote(sys.executable)} -m tacfn.cli model info paper | head -1", shell=True, capture_output=True, text=True, timeout=120
     )
     assert proc.stdout.count("\n") == 1 and proc.stderr == ""
+
+
+def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tacfn.cli", *argv], check=False, capture_output=True, text=True, timeout=500, cwd=cwd)
+
+
+def test_search_set_is_stored_and_out_resume_continues(prepared_lite: Path, tmp_path: Path):
+    """`--set` changes the base the search records and runs; `--out DIR --resume` continues a
+    search in DIR (here one stopped before its first trial, which it starts over), and accepts
+    a `--set` that repeats what the search started with."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "setme",
+        "base": {"model": {"preset": "lite"}, "data": {"path": str(prepared_lite), "cache_dir": str(tmp_path / "cache")},
+                 "train": {"epochs": 3, "batch_size": 8}},
+        "space": {"train.lr": {"float": [1.0e-4, 1.0e-2], "log": True}},
+        "search": {"trials": 1, "scheduler": "none"},
+    }))
+    done = tmp_path / "done"
+    proc = _cli("search", str(space), "--out", str(done), "--set", "train.epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    experiment = json.loads((done / "experiment.json").read_text())
+    assert experiment["spec"]["base"]["train"] == {"epochs": 1, "batch_size": 8}
+    assert pl.from_arrow(ExperimentStore.open(done).epochs())["epoch"].to_list() == [1], "the trial ran the --set epochs"
+
+    out = tmp_path / "exp"  # a search stopped before its first trial: experiment.json and nothing else
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps({**experiment, "location": str(out)}))
+    proc = _cli("search", "--out", str(out), "--resume", "--set", "train.epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the search stopped before its first trial; starting it over" in proc.stdout
+    assert "tacfn: note:" not in proc.stderr
+    assert ExperimentStore.open(out).trials()["status"].to_pylist() == ["completed"]
+
+
+def _plan_file(tmp_path: Path, data: Path) -> Path:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "setme",
+        "base": {"model": {"preset": "lite"}, "data": {"path": str(data), "cache_dir": str(tmp_path / "cache")},
+                 "train": {"epochs": 3, "batch_size": 8}},
+        "baseline": "tacfn",
+        "variants": {"tacfn": {}, "concat": {"model.fusion.name": "concat"}},
+        "seeds": [0],
+    }))
+    return plan
+
+
+def test_ablate_set_is_stored_and_resume_finishes_the_plan(prepared_lite: Path, tmp_path: Path):
+    """`ablate --set` changes the plan's base; `--resume` with the same --set continues the plan
+    (nothing left to run here), with another --set it is refused before any run."""
+    plan, out = _plan_file(tmp_path, prepared_lite), tmp_path / "exp"
+    proc = _cli("ablate", str(plan), "--out", str(out), "--set", "train.epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "experiment.json").read_text())["spec"]["base"]["train"]["epochs"] == 1
+    assert set(pl.from_arrow(ExperimentStore.open(out).epochs())["epoch"]) == {1}
+    trials = ExperimentStore.open(out).trials()
+
+    proc = _cli("ablate", str(plan), "--out", str(out), "--resume", "--set", "train.epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ExperimentStore.open(out).trials().equals(trials), "nothing rerun"
+    proc = _cli("ablate", str(plan), "--out", str(out), "--resume", "--set", "train.epochs=2", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "already holds ablation 'setme' with a different spec (differs in ['base'])" in proc.stderr
+
+
+def test_ablate_resume_on_a_folder_without_a_plan(capsys, tmp_path: Path):
+    plan = _plan_file(tmp_path, tmp_path / "absent-data")
+    code, _, err = _run(capsys, "ablate", str(plan), "--out", str(tmp_path), "--resume")
+    assert code == 2 and err.count("\n") == 1
+    assert err == f"tacfn: error: --resume: {tmp_path} holds no ablation to continue (no experiment.json); drop --resume to start one\n"
+
+
+def test_prepare_jobs_and_its_old_name(capsys, tmp_path: Path):
+    """`data prepare --jobs N` counts decoding processes; the old `--workers N` still works, with a note."""
+    from tacfn.data.synth import write_synthetic_ravdess
+
+    raw = write_synthetic_ravdess(tmp_path / "raw", actors=1, clips_per_actor=2, seed=0, workers=1)
+    code, out, err = _run(capsys, "data", "prepare", str(raw), str(tmp_path / "a"), "--jobs", "1")
+    assert code == 0 and "prepared 2 clips" in out and "note" not in err
+    code, out, err = _run(capsys, "data", "prepare", str(raw), str(tmp_path / "b"), "--workers", "1")
+    assert code == 0 and "prepared 2 clips" in out
+    notes = [line for line in err.splitlines() if line.startswith("tacfn:")]  # beside the progress bar
+    assert notes == ["tacfn: note: data prepare --workers N is now --jobs N (decoding processes)"]
+    code, _, err = _run(capsys, "data", "prepare", str(raw), str(tmp_path / "c"), "--jobs", "1", "--workers", "1")
+    assert code == 2 and err == "tacfn: error: --workers is the old name of --jobs; give only --jobs\n"
+
+
+def _raising(exc: BaseException):
+    def command(_: object) -> int:
+        raise exc
+
+    return command
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ConfigError("bad option"), DataError("bad data"), PermissionError(errno.EACCES, "Permission denied", "/x")],
+)
+def test_user_errors_are_one_line_and_exit_2(capsys, monkeypatch, exc):
+    monkeypatch.delenv("TACFN_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_cmd_model_list", _raising(exc))
+    code, _, err = _run(capsys, "model", "list")
+    assert code == 2 and err == f"tacfn: error: {exc}\n"
+
+
+@pytest.mark.parametrize("exc", [ValueError("an internal invariant"), KeyError("x"), OSError("no errno: not the user's")])
+def test_an_internal_error_is_a_bug_with_its_traceback(capsys, monkeypatch, exc):
+    monkeypatch.delenv("TACFN_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_cmd_model_list", _raising(exc))
+    code, _, err = _run(capsys, "model", "list")
+    assert code == 1
+    assert err.startswith("Traceback (most recent call last):") and f"{type(exc).__name__}: " in err
+    assert err.splitlines()[-1].startswith("tacfn: error: this is a bug in tacfn, not in what you passed; please report it")
+
+
+def test_tacfn_debug_lets_errors_propagate(monkeypatch):
+    monkeypatch.setenv("TACFN_DEBUG", "1")
+    monkeypatch.setattr(cli, "_cmd_model_list", _raising(ConfigError("bad option")))
+    with pytest.raises(ConfigError, match="bad option"):
+        main(["model", "list"])
+
+
+def test_help_states_the_grammar(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for words in ("--resume         a flag", "--set KEY=VALUE", "--jobs N, -j N", "exit status:", "130  interrupted"):
+        assert words in out

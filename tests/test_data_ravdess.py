@@ -624,7 +624,7 @@ def test_an_unexpected_error_in_one_clip_skips_it_naming_the_error(
         return real(path, *args)
 
     monkeypatch.setattr(prepare_module, "read_clip", failing)
-    assert main(["data", "prepare", str(src), str(tmp_path / "out"), "--workers", "1"]) == 0
+    assert main(["data", "prepare", str(src), str(tmp_path / "out"), "--jobs", "1"]) == 0
     reason = "unexpected OverflowError while decoding (cannot convert float infinity to integer)"
     assert f"skipped {odd}: {reason}\n" in capsys.readouterr().out
     skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
@@ -652,7 +652,7 @@ def test_prepare_refuses_to_replace_a_different_dataset(
     with pytest.raises(DataError, match=rf"from {src.resolve()} with preprocessing {key}; this run prepares "
                                         rf"{src.resolve()} with preprocessing {smaller.key()} \(crop_size 64 -> 32\): "):
         prepare_ravdess(src, out, smaller, workers=1)
-    assert main(["data", "prepare", str(other), str(out), "--workers", "1"]) == 2
+    assert main(["data", "prepare", str(other), str(out), "--jobs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tacfn: error: {out} already holds a dataset") and err.count("\n") == 1, err
     with pytest.raises(DataError, match="does not exist"):  # a mistyped source says so, not "delete OUT"

@@ -171,7 +171,7 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     recorded = _kill_after(space, out, 3)
     assert len(recorded) == 3
 
-    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, "a rerun trial whose outcome Optuna had is not an error"
     trials = pl.from_arrow(ExperimentStore.open(out).trials())
@@ -186,7 +186,7 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{out / 'optuna.db'}")
     assert not [t.number for t in study.trials if t.state.name == "RUNNING"], "no Optuna trial left running"
 
-    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    again = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
     assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
 
@@ -208,7 +208,7 @@ def test_resume_rebuilds_a_damaged_or_deleted_optuna_file_from_the_store(prepare
     garbage = bytes(range(256)) * (db.stat().st_size // 256 + 1)
     db.write_bytes(garbage)
 
-    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert _warnings(proc.stderr) == [
@@ -228,7 +228,7 @@ def test_resume_rebuilds_a_damaged_or_deleted_optuna_file_from_the_store(prepare
         assert told[row["trial_id"]].value == pytest.approx(row["val_score"])
 
     db.unlink()
-    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    again = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _warnings(again.stderr) == [f"tacfn: warning: {db} is missing; rebuilt the Optuna study from trials.parquet (5 trials)"]
     assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
@@ -250,7 +250,7 @@ def test_a_search_stopped_before_tune_saved_anything_can_be_resumed(prepared_lit
     (out / "experiment.json").write_text(json.dumps({**experiment, "location": str(out)}))
     shutil.copy(done / "optuna.db", out / "optuna.db")
 
-    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the search stopped before its first trial; starting it over" in proc.stdout
     assert ExperimentStore.open(out).trials().num_rows == 2
@@ -270,17 +270,17 @@ def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
     assert driver.poll() is None, "the search finished before it could be interrupted"
     os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole process group
     assert driver.wait(timeout=120) == 130
-    assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; continue with tacfn search --resume {out}"
+    assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; continue with tacfn search --out {out} --resume"
     store = ExperimentStore.open(out)
     assert store.trials().num_rows < 6 and not any(store.trials()["chosen"].to_pylist())
     assert store.predictions().num_rows == 0, "nothing scored on the test split"
 
-    proc = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     trials = pl.from_arrow(store.trials())
     assert trials.height == 6 and trials.filter(pl.col("chosen")).height == 1
     tested = store.location.stamp("predictions.parquet")
-    again = subprocess.run(_tacfn("search", "--resume", str(out)), capture_output=True, text=True, timeout=500)
+    again = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0, again.stderr[-2000:]
     best = [line for line in proc.stdout.splitlines() if line.startswith("best trial")]
     assert best and best == [line for line in again.stdout.splitlines() if line.startswith("best trial")]
@@ -574,7 +574,7 @@ def test_multi_objective_refuses_asha(prepared_lite: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["search", "--resume", "/nonexistent/exp"], "is not a tacfn experiment folder"),
+        (["search", "--out", "/nonexistent/exp", "--resume"], "is not a tacfn experiment folder"),
         (["search", "no_such_space"], "no_such_space"),
     ],
 )

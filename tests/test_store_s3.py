@@ -143,7 +143,7 @@ def test_a_truncated_parquet_object_gives_the_one_line_error(s3: str, capsys: py
         read_table(f"{s3}/missing.parquet")
 
     _put(f"{s3}/experiment.json", b'{"schema_version": 1, "kind"')
-    assert main(["search", "--resume", s3]) == 2
+    assert main(["search", "--out", s3, "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tacfn: error: {s3}/experiment.json: unreadable experiment file (") and err.count("\n") == 1
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from ..data.preprocessing import LITE_PREPROCESS, PAPER_PREPROCESS, PreprocessConfig
+from ..errors import ConfigError
 from ._spec import FusionSpec, HeadPool, ModalitySpec
 from .encoders import LiteVideoEncoder, MfccCnn, ResNeXt3D, SequenceProjection
 from .fusion import FusionConfig, create_fusion_block
@@ -220,7 +221,7 @@ def preset_config(preset: str) -> TACFNConfig:
     try:
         return _PRESETS[preset]()
     except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; valid: {list_presets()}") from None
+        raise ConfigError(f"unknown preset {preset!r}; valid: {list_presets()}") from None
 
 
 def configure(
@@ -247,7 +248,7 @@ def configure(
     elif fusion is not None:
         unknown = sorted(set(fusion) - set(FusionConfig.field_names()))
         if unknown:
-            raise ValueError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
+            raise ConfigError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
         fusion_cfg = replace(cfg.fusion, **fusion)
     else:
         fusion_cfg = cfg.fusion
@@ -256,9 +257,9 @@ def configure(
         keep = tuple(modalities)
         unknown = sorted(set(keep) - set(cfg.modality_names))
         if unknown:
-            raise ValueError(f"unknown modality {unknown}; {preset!r} has {list(cfg.modality_names)}")
+            raise ConfigError(f"unknown modality {unknown}; {preset!r} has {list(cfg.modality_names)}")
         if not keep or len(set(keep)) != len(keep):
-            raise ValueError(f"modalities must name at least one of {list(cfg.modality_names)}, each once, but got {list(keep)}")
+            raise ConfigError(f"modalities must name at least one of {list(cfg.modality_names)}, each once, but got {list(keep)}")
         mods = tuple(m for m in mods if m.name in keep)
     if input_lengths:
         mods = tuple(
@@ -267,7 +268,7 @@ def configure(
         )
     unknown = sorted(set(overrides) - {"modality_dropout", "backbone", "out_shape"})
     if unknown:
-        raise ValueError(f"unknown model option(s) {unknown}; valid: fusion, modalities, modality_dropout, backbone")
+        raise ConfigError(f"unknown model option(s) {unknown}; valid: fusion, modalities, modality_dropout, backbone")
     return replace(cfg, modalities=mods, fusion=fusion_cfg, **overrides)
 
 

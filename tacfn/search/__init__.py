@@ -25,7 +25,9 @@ _LAZY = {
     "init_ray": "_ray",
     "check_local_capacity": "_ray",
     "run_distributed": "_distributed",
+    "experiment_spec": "_runner",
     "run_ablation": "_ablation",
+    "find_plan": "_ablation",
     "load_plan": "_ablation",
     "parse_plan": "_ablation",
 }

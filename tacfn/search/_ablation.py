@@ -42,7 +42,7 @@ from ray import tune
 from ..config import RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError, describe_validation_error
 from ..nested import apply_overrides, has_dotted
-from ..store import ExperimentStore, absolute_root
+from ..store import EXPERIMENT_FILE, ExperimentStore, Location, absolute_root
 from ..tasks import default_cache_dir, load_task
 from ..training import EpochRecord, Trainer, train
 from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
@@ -128,14 +128,20 @@ def parse_plan(data: Any, source: str = "<plan>") -> AblationPlan:
         raise ConfigError(f"{source}: {describe_validation_error(err, AblationPlan)}") from None
 
 
+def find_plan(name_or_path: str | Path) -> Path:
+    """A plan file: an existing path, or the name of a shipped one (``ablation_fusion``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = SEARCH_SPACES_DIR / f"{name_or_path}.yaml"
+    if not shipped.exists():
+        raise ConfigError(f"ablation plan {str(name_or_path)!r} not found (a path, or a file in {SEARCH_SPACES_DIR})")
+    return shipped
+
+
 def load_plan(name_or_path: str | Path) -> AblationPlan:
     """A plan by path, or by the name of a shipped one (``ablation_fusion``)."""
-    path = Path(name_or_path)
-    if not path.exists():
-        shipped = SEARCH_SPACES_DIR / f"{name_or_path}.yaml"
-        if not shipped.exists():
-            raise ConfigError(f"ablation plan {str(name_or_path)!r} not found (a path, or a file in {SEARCH_SPACES_DIR})")
-        path = shipped
+    path = find_plan(name_or_path)
     return parse_plan(load_yaml(path), str(path))
 
 
@@ -207,7 +213,8 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     returns that folder, absolute (or the URI).
 
     Ctrl-C (SIGINT) stops the plan and raises KeyboardInterrupt; running it again into the
-    same ``out`` runs what did not complete.
+    same ``out`` runs what did not complete. A folder holding another plan, or this plan with
+    another base (``--set``), is refused before any data is loaded.
     """
     out = absolute_root(out)
     base = dict(plan.base)
@@ -219,6 +226,8 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     check_ray_address(address)
     if starts_local_ray(address):
         check_local_capacity(plan.resources.cpu, plan.resources.gpu, "resources")
+    if Location(out).exists(EXPERIMENT_FILE):
+        ExperimentStore.create(out, "ablation", plan.name, spec)  # reopens it: the same plan, or ConfigError
     task = load_task(parse_run_config(base, "base"), progress=not quiet)
     _prepare_folds(base, plan.folds, quiet=quiet)
     store = ExperimentStore.create(
@@ -256,7 +265,7 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
         earlier = {trial_id for ids in attempts.values() for trial_id in ids}
         recorded = {_row_key(row) for row in store.trials().to_pylist() if row["trial_id"] not in earlier}
         if unfinished(grid) or any(_run_key(r) not in recorded for r in runs):
-            raise KeyboardInterrupt(f"run the same command again to finish the plan in {out}")
+            raise KeyboardInterrupt(f"add --resume to the same command to finish the plan in {out}")
     if not quiet:
         print(f"ablation finished in {time.perf_counter() - t0:.0f} s")
     return out

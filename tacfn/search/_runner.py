@@ -102,6 +102,16 @@ def _release_cached_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def experiment_spec(spec: SearchSpec, settings: SearchSettings | None = None) -> dict[str, Any]:
+    """The spec a search of ``spec`` records in ``experiment.json`` (and a resumed search must
+    match): its base with the feature cache folder filled in, and ``settings`` (default: its own)."""
+    base = dict(spec.base)
+    if not has_dotted(base, "data.cache_dir"):
+        base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
+    dump = {"mode": "json", "by_alias": True, "exclude_none": True}
+    return {**spec.model_dump(**dump), "base": base, "search": (settings or spec.search).model_dump(**dump)}
+
+
 def run_search(
     spec: SearchSpec,
     out: Path | str,
@@ -134,11 +144,8 @@ def run_search(
             "search.scheduler: ASHA stops trials on one metric, but search.objectives makes this search "
             f"multi-objective ({[settings.metric, *settings.objectives]}); use scheduler: none"
         )
-    base = dict(spec.base)
-    if not has_dotted(base, "data.cache_dir"):
-        base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
-    dump = {"mode": "json", "by_alias": True, "exclude_none": True}
-    spec_dump = {**spec.model_dump(**dump), "base": base, "search": settings.model_dump(**dump)}
+    spec_dump = experiment_spec(spec, settings)
+    base = spec_dump["base"]
     # Bad input (an unreachable cluster, a trial larger than this machine, a damaged Optuna file
     # with nothing to rebuild it from, missing data, an unreadable store) fails before Ray
     # starts, and all but the last before anything is written.
@@ -211,7 +218,7 @@ def run_search(
     # A search that ran to its end recorded every trial it started, `trials` of them unless TPE
     # converged: the grid alone misses a Ctrl-C in the step where the last running trial ended.
     if unfinished(grid) or (store.trials().num_rows < settings.trials and not converged):
-        raise KeyboardInterrupt(f"continue with tacfn search --resume {out}")
+        raise KeyboardInterrupt(f"continue with tacfn search --out {out} --resume")
     if converged and not quiet:
         print(f"TPE proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
               f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")

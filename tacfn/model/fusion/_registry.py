@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ...errors import ConfigError
 from .._spec import FusionSpec
 from ._config import FusionConfig
 
@@ -45,7 +46,7 @@ def get_fusion_block_class(name: str) -> type[nn.Module]:
     try:
         return _BLOCKS[name]
     except KeyError:
-        raise ValueError(f"unknown fusion block {name!r}; valid: {list_fusion_blocks()}") from None
+        raise ConfigError(f"unknown fusion block {name!r}; valid: {list_fusion_blocks()}") from None
 
 
 def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> nn.Module:
@@ -53,6 +54,6 @@ def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> nn.Module
     cls = get_fusion_block_class(name)
     unknown = sorted(set(kwargs) - set(FusionConfig.field_names()) - {"name"})
     if unknown:
-        raise ValueError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
+        raise ConfigError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
     cfg = FusionConfig(**{**kwargs, "name": name})
     return cls(spec, cfg)
