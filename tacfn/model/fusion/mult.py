@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from .._spec import FusionSpec
 from ._config import FusionConfig
 from ._layers import TransformerEncoder, to_positions
-from ._registry import register_fusion_block
+from ._registry import FusionBlock, register_fusion_block
 
 
 @register_fusion_block("mult")
-class MulTFusion(nn.Module):
+class MulTFusion(FusionBlock):
     """Cross-modal transformers into each target, a self-attention transformer per target.
 
     Each modality is projected to ``cfg.d`` by a bias-free Linear layer (MulT's 1x1
