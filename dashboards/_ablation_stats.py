@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 ALPHA = 0.05
@@ -94,8 +95,8 @@ def sign_flip_pvalue(diffs: Sequence[float] | np.ndarray, *, n_resamples: int = 
 
 
 def paired_comparison(
-    baseline: Sequence[float] | np.ndarray,
-    variant: Sequence[float] | np.ndarray,
+    baseline: ArrayLike,
+    variant: ArrayLike,
     *,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
@@ -268,7 +269,7 @@ def describe_differences(diffs: Sequence[float] | np.ndarray, *, tie: float = TI
     diffs = _nonempty(diffs)
     won, lost = diffs[diffs > tie], -diffs[diffs < -tie]
     groups = [("won", won), ("lost", lost), (f"tied (|diff| <= {tie:g})", diffs[np.abs(diffs) <= tie])]
-    parts = []
+    parts: list[str] = []
     for what, sizes in groups:
         if not sizes.size:
             continue

@@ -93,7 +93,7 @@ def _get_confusion_info(exp: Experiment) -> ConfusionInfo | Unavailable:
     predictions = exp.predictions.filter((pl.col("split") == "test") & pl.col("trial_id").is_in(best.trial_ids))
     panels = []
     for (task,), rows in sorted(predictions.group_by("task"), key=lambda item: str(item[0][0] or "")):
-        size = max(rows["label"].max(), rows["pred"].max()) + 1
+        size = max(rows.select(pl.max("label"), pl.max("pred")).row(0)) + 1
         classes = _class_names(task, size)
         counts = rows.group_by("label", "pred").len()
         matrix = [[0] * len(classes) for _ in classes]
@@ -151,7 +151,7 @@ def _get_per_class_info(exp: Experiment) -> PerClassInfo | Unavailable:
     emotions = list(dict.fromkeys(e for e, _ in columns))
     if emotions:
         scores = {
-            measure: [rows[columns[(e, key)]].mean() if (e, key) in columns else None for e in emotions]
+            measure: [rows.select(pl.mean(columns[(e, key)])).item() if (e, key) in columns else None for e in emotions]
             for measure, key in (("accuracy", "accuracy"), ("weighted F1", "weighted_f1"))
         }
         return PerClassInfo(best, emotions, scores)

@@ -97,8 +97,8 @@ def _distribution(trials: pl.DataFrame, axis: Axis) -> BaseDistribution:
     if axis.kind == "int":
         step = int(axis.step) if axis.step and not axis.log else 1
         return IntDistribution(int(axis.low), int(axis.high), log=axis.log, step=step)
-    step = float(axis.step) if axis.step and not axis.log else None
-    return FloatDistribution(axis.low, axis.high, log=axis.log, step=step)
+    float_step = float(axis.step) if axis.step and not axis.log else None
+    return FloatDistribution(axis.low, axis.high, log=axis.log, step=float_step)
 
 
 def _value(distribution: BaseDistribution, value: Any) -> Any:

@@ -266,6 +266,7 @@ def write_dashboard(
     check_page_output(out)
     sections = build_sections(dirs)
     page = write_page(out, render_page(sections))
-    for line in gaps(sections) if on_gap else ():
-        on_gap(line)
+    if on_gap:
+        for line in gaps(sections):
+            on_gap(line)
     return page

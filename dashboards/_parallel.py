@@ -79,11 +79,9 @@ def _dimension(trials: pl.DataFrame, axis: Axis, values: pl.Series) -> Dimension
         return Dimension(axis.label, coded, list(range(len(names))), names, (0.0, max(len(names) - 1, 1)))
     low, high = (math.log10(axis.low), math.log10(axis.high)) if axis.log else (axis.low, axis.high)
     ticks = _log_ticks(axis.low, axis.high) if axis.log else None
-    raw = values.to_list()
-    coded = [(math.log10(v) if axis.log else v) if v is not None else None for v in raw]
+    below = low - 0.25 * (high - low or 1.0)  # where trials that did not sample the axis are drawn
+    coded = [(math.log10(v) if axis.log else v) if v is not None else below for v in values.to_list()]
     if values.null_count():
-        below = low - 0.25 * (high - low or 1.0)
-        coded = [below if v is None else v for v in coded]
         ticks = ticks or [(v, f"{v:.3g}") for v in (low, (low + high) / 2, high)]
         ticks = [(below, NOT_SAMPLED), *ticks]
         low = below

@@ -91,6 +91,7 @@ class DashboardServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer that serves one :class:`LiveDashboard`."""
 
     daemon_threads = True
+    server_address: tuple[str, int]  # an AF_INET server's (host, port)
 
     def __init__(self, address: tuple[str, int], live: LiveDashboard) -> None:
         self.live = live

@@ -60,8 +60,9 @@ def _get_timeline_info(exp: Experiment, now: datetime | None = None) -> Timeline
         )
         .sort("start", "trial_id")
     )
-    bars = bars.with_columns(pl.Series("lane", _lanes(bars["start"].to_list(), bars["finish"].to_list()), pl.Int64))
-    return TimelineInfo(bars, trials.height, int(bars["lane"].max()) + 1)
+    lanes = _lanes(bars["start"].to_list(), bars["finish"].to_list())
+    bars = bars.with_columns(pl.Series("lane", lanes, pl.Int64))
+    return TimelineInfo(bars, trials.height, max(lanes) + 1)
 
 
 def _get_timeline_plot(info: TimelineInfo) -> go.Figure:

@@ -183,6 +183,7 @@ def write_run_report(run_dir: Path, out: Path | None = None, *, on_gap: Callable
         + "</body></html>"
     )
     written = write_page(out, page)
-    for line in gaps if on_gap else ():
-        on_gap(line)
+    if on_gap:
+        for line in gaps:
+            on_gap(line)
     return written

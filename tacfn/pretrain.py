@@ -29,6 +29,7 @@ import torch
 from .config import RunConfig, parse_run_config
 from .errors import ConfigError
 from .files import write_atomic, write_json_atomic
+from .model.fusion.concat import ConcatFusion
 from .tasks import TaskData
 from .training import RunState, Trainer, run_epochs
 
@@ -83,9 +84,11 @@ def pretrain_encoder(cfg: RunConfig, task: TaskData, modality: str, out_dir: Pat
         pass
     if state.status != "completed":
         raise ConfigError(f"model.pretrain: the {modality} encoder's pretraining diverged ({state.error}); lower model.pretrain.lr")
+    fusion = trainer.model.fusion
+    assert isinstance(fusion, ConcatFusion)  # _unimodal_config's block
     weights = {
         **trainer.model.encoders[modality].state_dict(),
-        **{f"fc.{k}": v for k, v in trainer.model.fusion.head.fc.state_dict().items()},  # MSAF's classifier key
+        **{f"fc.{k}": v for k, v in fusion.head.fc.state_dict().items()},  # MSAF's classifier key
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{modality}.pt"

@@ -284,6 +284,7 @@ class _CacheWriter:
         arrays = self._check(clip_ids, features)
         if self._writer is None:
             self._open(arrays)
+        assert self._writer is not None
         columns = [pa.array(clip_ids, type=pa.string())]
         columns += [_fixed_size_list(arrays[name]) for name in self._shapes]
         self._writer.write_batch(pa.record_batch(columns, schema=self._schema))
@@ -347,7 +348,7 @@ class _CacheWriter:
         self._writer = pa.ipc.new_file(self._sink, self._schema)
 
     def _close(self) -> None:
-        if self._writer is not None and not self._sink.closed:
+        if self._writer is not None and self._sink is not None and not self._sink.closed:  # _open sets the sink first
             self._writer.close()
             self._sink.close()
 
@@ -389,7 +390,7 @@ def _read_table(path: Path) -> pa.Table:
 
 
 def _read_metadata(path: Path, schema: pa.Schema, key: str | None) -> tuple[str, dict[str, tuple[int, ...]]]:
-    raw = (schema.metadata or {}).get(_METADATA_KEY)
+    raw = (schema.metadata or {}).get(_METADATA_KEY, b"")  # absent: b"" fails to parse, as a bad value does
     try:
         metadata = json.loads(raw)
         version, stored_key = metadata["version"], metadata["key"]

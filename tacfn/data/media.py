@@ -175,9 +175,9 @@ def _decode(
     chunks: list[np.ndarray] = []
     for packet in container.demux(video_stream, audio_stream):
         for frame in packet.decode():
-            if packet.stream is video_stream:
+            if isinstance(frame, av.VideoFrame):  # from video_stream: only it and audio_stream are demuxed
                 crops.add(frame)
-            else:
+            elif isinstance(frame, av.AudioFrame):
                 chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
     chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     if crops.seen != crops.num_available and crops.seen >= cfg.num_frames:

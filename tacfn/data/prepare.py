@@ -175,7 +175,8 @@ def _check_replaceable(out_dir: Path, src_dir: Path, cfg: PreprocessConfig) -> N
     old_source, old_key = manifest.get("source"), manifest.get("preprocess_key")
     new_source, new_key = str(src_dir.resolve()), cfg.key()
     if (old_source, old_key) != (new_source, new_key):
-        old_settings = manifest.get("preprocess") if isinstance(manifest.get("preprocess"), dict) else {}
+        preprocess = manifest.get("preprocess")
+        old_settings = preprocess if isinstance(preprocess, dict) else {}
         differ = sorted(name for name, value in asdict(cfg).items() if old_settings.get(name, value) != value)
         detail = ", ".join(f"{name} {old_settings[name]} -> {getattr(cfg, name)}" for name in differ)
         raise DataError(
@@ -204,6 +205,7 @@ def _write_clips(
             if result.error is not None:
                 skipped.append((clip.path, result.error.removeprefix(f"{clip.path}: ")))
                 continue
+            assert result.arrays is not None  # a clip decoded without an error has its arrays
             if result.centre_cropped:
                 centre_cropped.append(clip)
             rows.append((clip, result.arrays))

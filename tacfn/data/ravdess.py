@@ -94,7 +94,7 @@ def parse_ravdess_name(path: str | Path) -> RavdessClip:
                 f"{path.name}: `{low:02d} <= {name} <= {high:02d}` must hold, "
                 f"but got {name}={codes[name]:02d}"
             )
-    return RavdessClip(path=path, **codes)
+    return RavdessClip(path=path, landmarks=None, **codes)  # scan_ravdess finds the landmarks
 
 
 def scan_ravdess(root: str | Path) -> RavdessScan:

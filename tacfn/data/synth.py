@@ -468,7 +468,7 @@ def _write_clip(
         for array in frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(video.encode(None))
-        if sound is not None:
+        if sound is not None and audio is not None:
             frame = av.AudioFrame.from_ndarray(audio[None], format="fltp", layout="mono")
             frame.sample_rate = SAMPLE_RATE
             container.mux(sound.encode(frame))

@@ -33,7 +33,7 @@ from .modality_dropout import ModalityDropout, drop_modalities
 BackboneMode = Literal["finetune", "frozen"]
 BACKBONE_MODES: tuple[str, ...] = ("finetune", "frozen")
 
-_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+_ENCODERS: dict[str, type[ResNeXt3D | LiteVideoEncoder | MfccCnn | SequenceProjection]] = {
     "resnext3d50": ResNeXt3D,
     "lite3d": LiteVideoEncoder,
     "mfcc_cnn": MfccCnn,
@@ -94,15 +94,14 @@ class TACFN(nn.Module):
     def __init__(self, cfg: TACFNConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoders = nn.ModuleDict(
-            {m.name: _ENCODERS[m.encoder](**dict(m.encoder_kwargs)) for m in cfg.modalities}
-        )
+        encoders = {m.name: _ENCODERS[m.encoder](**dict(m.encoder_kwargs)) for m in cfg.modalities}
+        self.encoders = nn.ModuleDict(encoders)
         self.feature_spec = FusionSpec(
             modalities=tuple(
                 ModalitySpec(
                     name=m.name,
                     kind="grid" if len(m.input_shape) == 4 else "sequence",
-                    shape=tuple(self.encoders[m.name].output_shape(m.input_shape)),
+                    shape=tuple(encoders[m.name].output_shape(m.input_shape)),
                     head_pool=m.head_pool,
                 )
                 for m in cfg.modalities

@@ -87,7 +87,11 @@ def _rank(trial: dict[str, Any], metric: str) -> tuple:
 def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: TaskData, identity: str, gpu: float) -> float:
     """Score the trial ``best`` on the test split from its saved weights and record it as chosen."""
     cfg = trial_run_config(base, result.config, check_model=False)
-    checkpoint = result.checkpoint or tune.Checkpoint(checkpoint_dir(result.metrics))  # DDP trials: Train's own
+    checkpoint = result.checkpoint
+    if checkpoint is None:  # DDP trials: Train's own, in the folder the trial reported
+        folder = checkpoint_dir(result.metrics)
+        assert folder is not None, f"trial {best['trial_id']} reported no checkpoint"
+        checkpoint = tune.Checkpoint(folder)
     shared = task if encoder_identity(cfg) == identity else None
     with checkpoint.as_directory() as path:
         weights = Path(path) / LAST_CHECKPOINT

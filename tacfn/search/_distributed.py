@@ -186,7 +186,7 @@ def _torch_trainer(
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[callback],
+            callbacks=[callback],  # type: ignore[list-item]  # ray: ray.train.RunConfig is Train v2's at run time; mypy sees v1's
         ),
     )
 
@@ -246,6 +246,7 @@ def run_distributed(
         printer.join()
         queue.shutdown()
 
+    assert fitted.checkpoint is not None  # the last epoch's report carries one
     with fitted.checkpoint.as_directory() as path:
         result = RunResult.from_json(json.loads((Path(path) / RESULT_FILE).read_text()))
         if (Path(path) / BEST_CHECKPOINT).exists():

@@ -62,7 +62,7 @@ def _gcs_answer(target: str, timeout: float) -> grpc.StatusCode:
     with grpc.insecure_channel(target) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         try:
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)  # type: ignore[attr-defined]  # protobuf: built at import
         except grpc.RpcError as err:
             return err.code()
     return grpc.StatusCode.OK

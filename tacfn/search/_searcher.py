@@ -42,13 +42,15 @@ class PrunableOptunaSearch(OptunaSearch):
     """
 
     MAX_REPEATS = 20
+    # OptunaSearch creates its study before Tune asks for a trial.
+    _ot_study: optuna.Study  # type: ignore[assignment]  # ray: OptunaSearch leaves it unannotated, so `= None` types it None
 
     def __init__(self, *args: Any, budget: int, store: ExperimentStore, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.budget = budget
         self.store = store
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # ray: annotated Optional[Dict], but may return FINISHED, a str
         if self._started() >= self.budget:
             return self.FINISHED
         for _ in range(self.MAX_REPEATS):
@@ -101,6 +103,7 @@ class PrunableOptunaSearch(OptunaSearch):
         snapshot's trials live in: they are found again in it first (see :meth:`_rebind`).
         """
         super().restore(checkpoint_path)
+        assert self._storage is not None  # the search always keeps its study in the Optuna file
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._ot_study.sampler)
         if REBUILT in study.user_attrs:
             self._rebind(study)

@@ -87,8 +87,9 @@ def _axis_info(key: str, axis: AxisSpec) -> AxisInfo:
                     raise ConfigError(f"space.{key}: unknown fusion block {name!r}; valid: {blocks}")
         return AxisInfo(key, "choice", choices=tuple(axis.choice))
     if axis.int_range is not None:
-        low, high = axis.int_range
-        return AxisInfo(key, "int", low=low, high=high, step=int(axis.step or 1), log=axis.log)
+        int_low, int_high = axis.int_range
+        return AxisInfo(key, "int", low=int_low, high=int_high, step=int(axis.step or 1), log=axis.log)
+    assert axis.float_range is not None  # AxisSpec checks that exactly one of choice, int, float is given
     low, high = axis.float_range
     return AxisInfo(key, "float", low=low, high=high, step=axis.step, log=axis.log)
 
@@ -175,12 +176,25 @@ class SearchSpace:
         return f"SearchSpace({[axis.key for axis in self.info.axes]})"
 
 
+def _int_range(axis: AxisInfo) -> tuple[int, int, int]:
+    """``(low, high, step)`` of an int axis (compile_space gives it all three)."""
+    assert axis.low is not None and axis.high is not None and axis.step is not None, axis
+    return int(axis.low), int(axis.high), int(axis.step)
+
+
+def _float_range(axis: AxisInfo) -> tuple[float, float]:
+    """``(low, high)`` of a float axis (compile_space gives it both)."""
+    assert axis.low is not None and axis.high is not None, axis
+    return axis.low, axis.high
+
+
 def _suggest(trial: optuna.Trial, axis: AxisInfo) -> Any:
     if axis.kind == "choice":
         return trial.suggest_categorical(axis.key, list(axis.choices))
     if axis.kind == "int":
-        return trial.suggest_int(axis.key, int(axis.low), int(axis.high), step=int(axis.step), log=axis.log)
-    return trial.suggest_float(axis.key, axis.low, axis.high, step=axis.step, log=axis.log)
+        low, high, step = _int_range(axis)
+        return trial.suggest_int(axis.key, low, high, step=step, log=axis.log)
+    return trial.suggest_float(axis.key, *_float_range(axis), step=axis.step, log=axis.log)
 
 
 def optuna_distributions(info: SpaceInfo) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -192,9 +206,10 @@ def optuna_distributions(info: SpaceInfo) -> dict[str, optuna.distributions.Base
         if axis.kind == "choice":
             out[axis.key] = CategoricalDistribution(list(axis.choices))
         elif axis.kind == "int":
-            out[axis.key] = IntDistribution(int(axis.low), int(axis.high), log=axis.log, step=int(axis.step))
+            low, high, step = _int_range(axis)
+            out[axis.key] = IntDistribution(low, high, log=axis.log, step=step)
         else:
-            out[axis.key] = FloatDistribution(axis.low, axis.high, log=axis.log, step=axis.step)
+            out[axis.key] = FloatDistribution(*_float_range(axis), log=axis.log, step=axis.step)
     return out
 
 
@@ -235,10 +250,11 @@ def finite_values(axis: AxisInfo) -> tuple[Any, ...]:
     """Every value of a choice list or an int range; ConfigError past MAX_VALUES of them."""
     if axis.kind == "choice":
         return axis.choices
-    count = (int(axis.high) - int(axis.low)) // int(axis.step) + 1
+    low, high, step = _int_range(axis)
+    count = (high - low) // step + 1
     if count > MAX_VALUES:
         raise ConfigError(f"space.{axis.key}: {count} values are too many to enumerate; use a larger step")
-    return tuple(range(int(axis.low), int(axis.high) + 1, int(axis.step)))
+    return tuple(range(low, high + 1, step))
 
 
 # --- run configs from params ----------------------------------------------------------------

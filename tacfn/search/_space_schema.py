@@ -132,7 +132,9 @@ class AxisSpec(_Strict):
                     raise ValueError(f"choice values must be distinct, but {value!r} repeats")
                 seen.add((type(value), value))
             return self
-        low, high = self.int_range or self.float_range
+        bounds = self.int_range or self.float_range
+        assert bounds is not None  # exactly one of the three is given, and it is not `choice`
+        low, high = bounds
         if not low <= high:
             raise ValueError(f"`low <= high` must hold, but got (low={low}, high={high})")
         if self.log and low <= 0:

@@ -96,10 +96,12 @@ def run_trial(
     if measure_latency:
         static["latency_ms"] = inference_latency_ms(cfg, shared.input_lengths if shared else None)
     if workers is not None:
+        assert not isinstance(task, TaskData)  # workers get the task from Ray's object store, as a SharedTask
         total, trainable = count_parameters(cfg, shared.input_lengths if shared else None)
         extra = {**static, "num_parameters": total, "trainable_parameters": trainable}
         fit_trial(cfg, task=task, workers=workers, name=tune.get_context().get_trial_id(), extra=extra)
         return
+    assert not isinstance(task, SharedTask)  # one process: the task itself
     trainer = Trainer(cfg, task or load_task(cfg))
     static["num_parameters"], static["trainable_parameters"] = trainer.model.num_parameters()
     state = RunState()

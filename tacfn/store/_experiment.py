@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,7 @@ class ExperimentStore:
         dropped = {trial_id, *replaces}
         for spec, new in new_tables:
             table = upsert(self._read(spec), new, dropped, spec, self.location.child(spec.file))
-            self.location.write(spec.file, lambda f, table=table: pq.write_table(table, f))
+            self.location.write(spec.file, partial(pq.write_table, table))
 
     def update_trials(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
         """Set some columns of some recorded trials, rewriting ``trials.parquet`` alone.

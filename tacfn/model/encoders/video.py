@@ -131,14 +131,16 @@ class ResNeXt3D(nn.Module):
         size = _out_size(_grid_shape(type(self).__name__, self.in_channels, input_shape), self.conv1)
         size = _out_size(size, self.maxpool)
         for stage in self.stages():
-            size = _out_size(size, stage[0].conv2)
+            block = stage[0]
+            assert isinstance(block, ResNeXtBottleneck)
+            size = _out_size(size, block.conv2)
         return (self.out_channels, *size)
 
 
 def _conv_bn_relu(
     in_channels: int, out_channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]
 ) -> nn.Sequential:
-    padding = tuple(k // 2 for k in kernel)
+    padding = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
     return nn.Sequential(
         nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False),
         nn.BatchNorm3d(out_channels),
@@ -175,7 +177,9 @@ class LiteVideoEncoder(nn.Module):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-sample output (C, T', H', W') for a per-sample input (C, T, H, W)."""
-        size = _grid_shape(type(self).__name__, self.in_channels, input_shape)
+        size: tuple[int, ...] = _grid_shape(type(self).__name__, self.in_channels, input_shape)
         for block in (self.stem, self.layer1, self.layer2, self.layer3):
-            size = _out_size(size, block[0])
+            conv = block[0]
+            assert isinstance(conv, nn.Conv3d)
+            size = _out_size(size, conv)
         return (self.out_channels, *size)

@@ -1,12 +1,13 @@
 """Fusion blocks, built by name from one registry."""
 
 from ._config import FusionConfig, resolve_direction, valid_heads
-from ._registry import create_fusion_block, get_fusion_block_class, list_fusion_blocks, register_fusion_block
+from ._registry import FusionBlock, create_fusion_block, get_fusion_block_class, list_fusion_blocks, register_fusion_block
 
 # Importing the block modules registers them.
 from . import concat, late, mult, tacfn  # noqa: E402,F401  isort:skip
 
 __all__ = [
+    "FusionBlock",
     "FusionConfig",
     "create_fusion_block",
     "get_fusion_block_class",

@@ -49,7 +49,7 @@ class MultiHeadAttention(nn.Module):
             q = F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d])
             k, v = F.linear(source, self.in_proj_weight[d:], self.in_proj_bias[d:]).chunk(2, dim=-1)
         dropout = self.dropout if self.training else 0.0
-        out = attend(*(self._heads(t) for t in (q, k, v)), mask, dropout, fused=x.is_cuda)
+        out = attend(self._heads(q), self._heads(k), self._heads(v), mask, dropout, fused=x.is_cuda)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, d))
 
     def _heads(self, t: Tensor) -> Tensor:

@@ -90,7 +90,9 @@ class PooledConcatHead(nn.Module):
             if name in self.separate and alpha is not None:
                 if residual:
                     pooled.append(self.pools[name](x))
-                pooled.append(attended_summary(x, alpha, self.pools[name].modality))
+                pool = self.pools[name]
+                assert isinstance(pool, ModalityPool)
+                pooled.append(attended_summary(x, alpha, pool.modality))
             else:
                 pooled.append(self.pools[name](x, alpha, residual))
         return self.fc(torch.cat(pooled, dim=1)).view(-1, *self.out_shape)

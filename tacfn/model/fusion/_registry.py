@@ -1,16 +1,16 @@
 """The registry of fusion blocks: ablations swap blocks by name.
 
-A block is an ``nn.Module`` class with the constructor ``(spec: FusionSpec, cfg:
-FusionConfig)`` and ``forward(features: dict[str, Tensor]) -> Tensor`` returning logits of
-shape ``(B, *spec.out_shape)``. Its class attributes say which settings matter to it:
-``has_attention`` tells the search whether ``heads`` is an axis for it, and ``options``
-names the :class:`FusionConfig` fields it reads (``tacfn model info`` shows those).
+A block is a :class:`FusionBlock` (an ``nn.Module``) with the constructor ``(spec:
+FusionSpec, cfg: FusionConfig)`` and ``forward(features: dict[str, Tensor]) -> Tensor``
+returning logits of shape ``(B, *spec.out_shape)``. Its class attributes say which settings
+matter to it: ``has_attention`` tells the search whether ``heads`` is an axis for it, and
+``options`` names the :class:`FusionConfig` fields it reads (``tacfn model info`` shows those).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
@@ -18,8 +18,16 @@ from ...errors import ConfigError
 from .._spec import FusionSpec
 from ._config import FusionConfig
 
-_BLOCKS: dict[str, type[nn.Module]] = {}
-_T = TypeVar("_T", bound=type[nn.Module])
+
+class FusionBlock(nn.Module):
+    """The base class of a block, which sets these class attributes (see above)."""
+
+    has_attention: ClassVar[bool]
+    options: ClassVar[tuple[str, ...]]
+
+
+_BLOCKS: dict[str, type[FusionBlock]] = {}
+_T = TypeVar("_T", bound=type[FusionBlock])
 
 
 def register_fusion_block(name: str) -> Callable[[_T], _T]:
@@ -41,7 +49,7 @@ def list_fusion_blocks() -> list[str]:
     return sorted(_BLOCKS)
 
 
-def get_fusion_block_class(name: str) -> type[nn.Module]:
+def get_fusion_block_class(name: str) -> type[FusionBlock]:
     """The class registered under ``name``; an unknown name lists the known ones."""
     try:
         return _BLOCKS[name]
@@ -49,7 +57,7 @@ def get_fusion_block_class(name: str) -> type[nn.Module]:
         raise ConfigError(f"unknown fusion block {name!r}; valid: {list_fusion_blocks()}") from None
 
 
-def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> nn.Module:
+def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> FusionBlock:
     """Build block ``name`` for ``spec``; ``kwargs`` are :class:`FusionConfig` fields."""
     cls = get_fusion_block_class(name)
     unknown = sorted(set(kwargs) - set(FusionConfig.field_names()) - {"name"})

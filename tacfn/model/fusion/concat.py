@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._spec import FusionSpec
 from ._config import FusionConfig
 from ._head import PooledConcatHead
-from ._registry import register_fusion_block
+from ._registry import FusionBlock, register_fusion_block
 
 
 @register_fusion_block("concat")
-class ConcatFusion(nn.Module):
+class ConcatFusion(FusionBlock):
     """The encoder features go straight to the pooled-concat classifier.
 
     This is TACFN with its cross-modal block removed (the released "no fusion block"

@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from .._spec import FusionSpec
 from ._config import FusionConfig
 from ._head import PooledConcatHead
-from ._registry import register_fusion_block
+from ._registry import FusionBlock, register_fusion_block
 
 
-class _LateFusion(nn.Module):
+class _LateFusion(FusionBlock):
     """One :class:`PooledConcatHead` per modality; subclasses say how to combine them."""
 
     has_attention = False

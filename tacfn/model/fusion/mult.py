@@ -18,17 +18,19 @@ the TACFN switches (``selection``, ``fused_weight``, ``residual``) nor ``head_dr
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from .._spec import FusionSpec
 from ._config import FusionConfig
 from ._layers import TransformerEncoder, to_positions
-from ._registry import register_fusion_block
+from ._registry import FusionBlock, register_fusion_block
 
 
 @register_fusion_block("mult")
-class MulTFusion(nn.Module):
+class MulTFusion(FusionBlock):
     """Cross-modal transformers into each target, a self-attention transformer per target.
 
     Each modality is projected to ``cfg.d`` by a bias-free Linear layer (MulT's 1x1
@@ -47,22 +49,20 @@ class MulTFusion(nn.Module):
             raise ValueError(f"the mult block needs at least 2 modalities, but got {list(spec.names)}")
         self.spec = spec
         self.sources = {t: [s for s in spec.names if s != t] for t in spec.names}
-        dropouts = dict(attn_dropout=cfg.attn_dropout, relu_dropout=cfg.relu_dropout,
-                        res_dropout=cfg.res_dropout, embed_dropout=cfg.embed_dropout, causal=cfg.causal)
+        encoder = partial(TransformerEncoder, attn_dropout=cfg.attn_dropout, relu_dropout=cfg.relu_dropout,
+                          res_dropout=cfg.res_dropout, embed_dropout=cfg.embed_dropout, causal=cfg.causal)
         width = (len(spec.names) - 1) * cfg.d
         self.proj = nn.ModuleDict({
             m.name: nn.Linear(m.channels, cfg.d, bias=False) if m.channels != cfg.d else nn.Identity()
             for m in spec.modalities
         })
         self.cross = nn.ModuleDict({
-            f"{source}_to_{target}": TransformerEncoder(
-                cfg.d, cfg.heads, cfg.layers, cross_modal=True, **dropouts
-            )
+            f"{source}_to_{target}": encoder(cfg.d, cfg.heads, cfg.layers, cross_modal=True)
             for target, sources in self.sources.items()
             for source in sources
         })
         self.memory = nn.ModuleDict({
-            target: TransformerEncoder(width, cfg.heads, cfg.layers, **dropouts) for target in spec.names
+            target: encoder(width, cfg.heads, cfg.layers) for target in spec.names
         })
         self.fc = nn.Linear(len(spec.names) * width, spec.num_outputs)
 

@@ -21,7 +21,7 @@ from .._spec import FusionSpec, ModalitySpec
 from ._config import FusionConfig, resolve_direction
 from ._head import PooledConcatHead
 from ._layers import TransformerEncoder, to_positions
-from ._registry import register_fusion_block
+from ._registry import FusionBlock, register_fusion_block
 
 
 class IntraModalSelection(nn.Module):
@@ -87,7 +87,7 @@ class FusedWeight(nn.Module):
 
 
 @register_fusion_block("tacfn")
-class TACFNFusion(nn.Module):
+class TACFNFusion(FusionBlock):
     """TACFN's adaptive cross-modal block, then the pooled-concat classifier.
 
     For every target modality in ``cfg.direction``: its sources are summarised
