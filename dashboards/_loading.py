@@ -1,8 +1,9 @@
 """Loading an experiment folder into Polars frames, and saying what state it is in.
 
-Every table is read through :meth:`tacfn.store.Location.read_table` (one open
-handle, or one GET, per file), ``trials.parquet`` first: the writer saves a trial's epochs
-and predictions before its row, so every trial read here has its curves on disk. A table
+Every table is read through :func:`tacfn.store.read_results` (one open handle, or one GET,
+per file; the table and the record log of a running search merged), ``trials.parquet``
+first: the writer saves a trial's epochs and predictions before its row, so every trial read
+here has its curves on disk. A table
 that cannot be read is reported in :attr:`Experiment.problems` and replaced by an empty
 one, so the page still says what is wrong instead of failing; a table that is not there
 is empty too, and :func:`table_gap` gives the views that need it the reason for either.
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import polars as pl
 
 from tacfn.errors import DataError
-from tacfn.store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location
+from tacfn.store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location, read_results, results_version
 
 from ._common import Unavailable
 
@@ -122,17 +123,11 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
 
 def _read(location: Location, table: TableSpec) -> pl.DataFrame | str | None:
     """A table as a DataFrame, why it cannot be read, or None when it is not there."""
-    path = location.child(table.file)
     try:
-        if not location.exists(table.file):
-            return None
-        frame = pl.from_arrow(location.read_table(table.file))
+        read = read_results(location.root, table)
     except DataError as exc:
         return str(exc)
-    missing = [c for c in table.required if c not in frame.columns]
-    if missing:
-        return f"{path}: not a tacfn results table (no {', '.join(missing)} columns)"
-    return frame
+    return None if read is None else pl.from_arrow(read)
 
 
 def table_gap(exp: Experiment, table: str) -> Unavailable | None:
@@ -190,5 +185,4 @@ def notices(exp: Experiment) -> list[Notice]:
 
 def state_version(exp_dir: str | Path) -> str:
     """A token that changes whenever the experiment's files change (their modification times and sizes)."""
-    location = Location(exp_dir)
-    return json.dumps([location.stamp(name) for name in (EXPERIMENT_FILE, TRIALS.file)])
+    return json.dumps([Location(exp_dir).stamp(EXPERIMENT_FILE), results_version(exp_dir)])

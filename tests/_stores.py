@@ -198,6 +198,7 @@ def write_search_store(
             best = (row["val_score"], row, epochs)
     if best is not None and recorded == trials and not running:
         _choose(store, best[1], best[2], rng, dataset)
+    store.compact()  # as a search leaves it (a running one's log reads alike)
     return Path(root)
 
 
@@ -287,4 +288,5 @@ def write_ablation_store(
                 }
                 store.record_trial(row, epochs, _predictions(test, rng, "ravdess", n=24))
                 n += 1
+    store.compact()
     return Path(root)

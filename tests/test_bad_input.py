@@ -201,6 +201,7 @@ def search_store(env: Env) -> Path:
     root = env.tmp / "exp"
     store = ExperimentStore.create(root, "search", spec.name, spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     store.record_trial({"trial_id": "t0", "status": "completed", "val_score": 0.5}, [{"epoch": 1, "val_score": 0.5}])
+    store.compact()
     return root
 
 

@@ -13,6 +13,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,10 +21,12 @@ import pytest
 
 from tacfn.errors import ConfigError, DataError
 from tacfn.files import temp_path
+from tacfn.store._log import FANOUT
 from tacfn.store import (
     EXPERIMENT_FILE,
     SCHEMA_VERSION,
     ExperimentStore,
+    Location,
     flatten_config,
     git_commit,
     param_columns,
@@ -36,6 +39,7 @@ SPEC = {
     "data": Path("/data/ravdess"),
 }
 _OK = {"trial_id": "t", "status": "completed"}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _store(tmp_path: Path) -> ExperimentStore:
@@ -62,7 +66,8 @@ def _predictions(ids: list[str]) -> list[dict]:
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+    """Every file under ``root`` (the record log's too) by its path in the folder."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # --- experiment.json --------------------------------------------------------------------------
@@ -75,7 +80,7 @@ def test_create_writes_experiment_json_and_open_reads_it_back(
     store = _store(tmp_path)
     on_disk = json.loads((tmp_path / "exp" / EXPERIMENT_FILE).read_text())
     assert on_disk == store.experiment
-    assert on_disk["schema_version"] == SCHEMA_VERSION == 2 and on_disk["kind"] == "search" and on_disk["name"] == "demo"
+    assert on_disk["schema_version"] == SCHEMA_VERSION == 3 and on_disk["kind"] == "search" and on_disk["name"] == "demo"
     assert on_disk["spec"] == {**SPEC, "data": "/data/ravdess"}
     created = datetime.fromisoformat(on_disk["created_at"])
     assert created.utcoffset().total_seconds() == 0
@@ -145,8 +150,8 @@ def test_create_rejects_bad_arguments(tmp_path: Path, kind: str, name: str, spec
         (None, r"is not a tacfn experiment folder \(no experiment.json\)"),
         ('{"schema_version": 1, "kind": "search", "name"', r"experiment.json: unreadable experiment file"),
         (
-            '{"schema_version": 3, "kind": "search", "name": "x", "spec": {}}',
-            r"schema_version 3 is newer than this tacfn reads \(version 2\)",
+            '{"schema_version": 4, "kind": "search", "name": "x", "spec": {}}',
+            r"schema_version 4 is newer than this tacfn reads \(version 3\)",
         ),
         (
             '{"schema_version": 1, "kind": "grid", "name": "x", "spec": {}}',
@@ -279,6 +284,9 @@ def test_three_trials_have_the_specified_schema_in_pyarrow_and_polars(tmp_path: 
     assert rows["t2"]["started_at"] == datetime(2025, 1, 2, 3, 5, tzinfo=timezone.utc)
     assert store.completed_trial_ids() == {"t1"}
 
+    assert store.compact(), "the log held three records"
+    assert not (store.root / "log").exists() or not any((store.root / "log").iterdir())
+    assert store.trials().equals(trials), "compacting changes no row"
     polars = pl.read_parquet(store.root / "trials.parquet")
     assert polars.schema["seed"] == pl.Int64 and polars.schema["config.model.fusion.causal"] == pl.Boolean
     assert polars.schema["config.train.epochs"] == pl.Float64 and polars.schema["node"] == pl.String
@@ -427,9 +435,17 @@ def test_flatten_config_makes_dotted_columns_and_json_strings() -> None:
 
 
 def _files(root: Path) -> dict[str, tuple[bytes, int, int]]:
-    """Each file's bytes, inode and modification time: a file rewritten even with the same
-    bytes gets a new inode (the atomic write renames a new file over it)."""
-    return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.iterdir()) if p.is_file()}
+    """Each file's bytes, inode and modification time, by its path in the folder: a file
+    rewritten even with the same bytes gets a new inode (the atomic write renames a new file
+    over it)."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _written(before: dict, after: dict) -> list[str]:
+    """The tables of the files written between two :func:`_files`; an earlier file changed or
+    removed is an assertion error (recording appends)."""
+    assert all(after.get(name) == kept for name, kept in before.items()), "an earlier file was rewritten or removed"
+    return sorted(name.rsplit(".", 2)[-2] for name in after.keys() - before.keys())
 
 
 def _scored_search(tmp_path: Path) -> ExperimentStore:
@@ -452,10 +468,7 @@ def test_update_trials_rewrites_trials_alone(tmp_path: Path) -> None:
     # What a search's Pareto marking does: one flag on every completed trial, in one write.
     store.update_trials({"t1": {"pareto": False}, "t2": {"pareto": True}})
 
-    after = _files(store.root)
-    for name in ("epochs.parquet", "predictions.parquet", EXPERIMENT_FILE):
-        assert after[name] == files[name], f"{name} was rewritten"
-    assert after["trials.parquet"][1:] != files["trials.parquet"][1:]
+    assert _written(files, _files(store.root)) == ["trials"], "one file, of the two trials' rows"
     trials = store.trials()
     assert trials.column_names == [*before.column_names, "pareto"]
     assert trials.select(before.column_names).equals(before), "every other cell is as it was"
@@ -476,8 +489,7 @@ def test_a_search_marking_its_pareto_front_keeps_the_chosen_trials_predictions(t
 
     assert store.predictions()["trial_id"].to_pylist() == ["t2"]
     assert store.trials()["pareto"].to_pylist() == [True, True, None], "t1 is cheaper, t2 scores better"
-    after = _files(store.root)
-    assert [after[n] == files[n] for n in ("epochs.parquet", "predictions.parquet")] == [True, True]
+    assert _written(files, _files(store.root)) == ["trials"]
 
     # A resumed search that found a better trial un-chooses t2: its test metrics and
     # predictions go, its epochs stay.
@@ -485,7 +497,7 @@ def test_a_search_marking_its_pareto_front_keeps_the_chosen_trials_predictions(t
     t2 = store.trials().to_pylist()[1]
     assert (t2["chosen"], t2["test_score"], t2["pareto"]) == (False, None, True)
     assert store.predictions().num_rows == 0
-    assert store.trial_epochs("t2").num_rows == 2 and _files(store.root)["epochs.parquet"] == files["epochs.parquet"]
+    assert store.trial_epochs("t2").num_rows == 2 and _written(files, _files(store.root)) == ["trials"] * 3
 
 
 def test_update_trials_types_cells_as_record_trial_does(tmp_path: Path) -> None:
@@ -538,14 +550,14 @@ def test_scoring_and_unchoosing_leave_the_epochs_alone(tmp_path: Path) -> None:
     """What a search does when a resumed run picks another trial: the new pick gets its test
     metrics and predictions, the earlier one loses both; no curve is rewritten."""
     store = _scored_search(tmp_path)
-    epochs = _files(store.root)["epochs.parquet"]
+    files = _files(store.root)
 
     store.record_predictions("t1", _predictions(["a", "b"]))
     store.update_trials({"t1": {"chosen": True, "test_score": 0.75, "test_missing_audio": 0.5}})
     store.update_trials({"t2": {"chosen": False, "test_score": None, "test_weighted_f1": None}})
     store.record_predictions("t2", [])
 
-    assert _files(store.root)["epochs.parquet"] == epochs
+    assert "epochs" not in _written(files, _files(store.root))
     rows = {r["trial_id"]: r for r in store.trials().to_pylist()}
     assert [(rows[t]["chosen"], rows[t]["test_score"]) for t in ("t1", "t2", "t3")] == [(True, 0.75), (False, None), (None, None)]
     assert rows["t1"]["test_missing_audio"] == 0.5 and rows["t2"]["test_missing_audio"] is None
@@ -557,8 +569,7 @@ def test_record_predictions_rewrites_predictions_alone(tmp_path: Path) -> None:
     files = _files(store.root)
     store.record_predictions("t3", _predictions(["x"]))
     after = _files(store.root)
-    for name in ("trials.parquet", "epochs.parquet", EXPERIMENT_FILE):
-        assert after[name] == files[name], f"{name} was rewritten"
+    assert _written(files, after) == ["predictions", "trials"], "the trial's predictions, and its row pointing at them"
     assert sorted(store.predictions()["trial_id"].to_pylist()) == ["t2", "t3"]
     with pytest.raises(ValueError, match=r"`trial_id` must name a recorded trial, but 't9' is not in trials.parquet"):
         store.record_predictions("t9", _predictions(["x"]))
@@ -567,12 +578,117 @@ def test_record_predictions_rewrites_predictions_alone(tmp_path: Path) -> None:
     assert _files(store.root) == after
 
 
+# --- the record log: appends, merges, compaction ------------------------------------------------
+
+
+def test_recording_appends_and_reads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record writes its own rows and touches no earlier file: its cost does not grow with
+    the experiment (below a merge, it reads nothing at all)."""
+    store = _store(tmp_path)
+
+    def no_reads(self, name):
+        raise AssertionError(f"recording read {name}")
+
+    monkeypatch.setattr(Location, "read_table", no_reads)
+    for i in range(FANOUT - 1):
+        before = _files(store.root)
+        store.record_trial({**_OK, "trial_id": f"t{i}"}, _epochs(2), _predictions(["a"]) if i % 2 else [])
+        assert _written(before, _files(store.root)) == ["epochs", "predictions", "trials"] if i % 2 else ["epochs", "trials"]
+    monkeypatch.undo()
+    assert store.trials()["trial_id"].to_pylist() == [f"t{i}" for i in range(FANOUT - 1)]
+
+
+def test_merges_keep_the_log_small_and_every_reader_sees_each_trial_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    n = 3 * FANOUT * FANOUT // 4  # past merges of merges
+    for i in range(n):
+        store.record_trial({**_OK, "trial_id": f"t{i}", "seed": i}, _epochs(2), _predictions([f"s{i}"]))
+        if i % 7 == 3:  # a re-record: the trial again, its rows replaced, the row in its first place
+            store.record_trial({**_OK, "trial_id": f"t{i - 1}", "seed": -i}, _epochs(1), [])
+        if i % 11 == 5:  # a rerun that replaces an earlier attempt of the same run
+            store.record_trial({**_OK, "trial_id": f"r{i}", "seed": i}, _epochs(1), [], replaces=[f"t{i - 2}"])
+        log = [p.name for p in (store.root / "log").iterdir()]
+        assert len(log) <= 3 * (FANOUT - 1) * 3, "fewer than FANOUT files of each size per table"
+    trials = store.trials()
+    ids = trials["trial_id"].to_pylist()
+    assert len(ids) == len(set(ids)) and "t3" not in ids and "r16" in ids
+    rows = {r["trial_id"]: r for r in trials.to_pylist()}
+    assert rows["t2"]["seed"] == -3 and rows["t4"]["seed"] == 4
+    epochs = store.epochs().to_pylist()
+    assert sum(r["trial_id"] == "t2" for r in epochs) == 1 and sum(r["trial_id"] == "t4" for r in epochs) == 2
+    assert {r["trial_id"] for r in store.predictions().to_pylist()} <= set(ids)
+    merged = store.trials(), store.epochs(), store.predictions()
+
+    assert store.compact() and not store.compact(), "once compacted, nothing is left to fold"
+    assert [p.name for p in store.root.iterdir() if p.is_file()] == sorted(
+        [EXPERIMENT_FILE, "epochs.parquet", "predictions.parquet", "trials.parquet"]
+    ) or not list((store.root / "log").iterdir())
+    assert (store.trials(), store.epochs(), store.predictions()) == merged
+    # What any Parquet reader sees in the folder now: each trial once.
+    for read in (pl.read_parquet, lambda p: pl.from_pandas(pd.read_parquet(p)), lambda p: pl.from_arrow(pq.read_table(p))):
+        frame = read(store.root / "trials.parquet")
+        assert frame.height == len(ids) and frame["trial_id"].n_unique() == len(ids)
+        assert "_record" not in frame.columns
+
+
+def test_a_record_cut_short_before_its_commit_is_not_seen(tmp_path: Path) -> None:
+    """A driver killed between a record's epochs file and its trials file (the commit): the
+    earlier records stay, the cut record is not seen, and the next one is recorded."""
+    store = _store(tmp_path)
+    script = f"""
+import os, signal
+from tacfn.store import ExperimentStore
+from tacfn.store._log import Log
+store = ExperimentStore({str(store.root)!r})
+epochs = [dict(epoch=1, val_score=0.5)]
+store.record_trial(dict(trial_id="t1", status="completed"), epochs)
+store.record_trial(dict(trial_id="t2", status="completed"), epochs)
+write = Log._write
+def killed_at_the_commit(self, name, table):
+    if name.endswith(".trials.parquet"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(self, name, table)
+Log._write = killed_at_the_commit
+store.record_trial(dict(trial_id="t3", status="completed"), epochs * 2, [dict(split="test", sample_id="a", label=1, pred=1)])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    cut = sorted(p.name.split(".")[1] for p in (store.root / "log").iterdir() if p.name.startswith("000000000003-"))
+    assert cut == ["epochs", "predictions"], "killed before its trials file"
+    store = ExperimentStore(store.root)
+    assert store.trials()["trial_id"].to_pylist() == ["t1", "t2"]
+    assert store.epochs()["trial_id"].to_pylist() == ["t1", "t2"] and store.predictions().num_rows == 0
+    store.record_trial({**_OK, "trial_id": "t4"}, _epochs(1))
+    assert store.trials()["trial_id"].to_pylist() == ["t1", "t2", "t4"]
+    store.compact()
+    assert pq.read_table(store.root / "epochs.parquet")["trial_id"].to_pylist() == ["t1", "t2", "t4"]
+
+
+def test_an_experiment_from_before_the_log_opens_records_and_compacts(tmp_path: Path) -> None:
+    """A schema-2 folder (whole tables, no log) reads as before; a resumed search appends to
+    the log, and compacting folds its trials into the old tables."""
+    store = _store(tmp_path)
+    store.record_trial({**_OK, "trial_id": "old", "val_score": 0.5}, _epochs(2), _predictions(["a"]))
+    store.compact()
+    experiment = json.loads((store.root / EXPERIMENT_FILE).read_text())
+    (store.root / EXPERIMENT_FILE).write_text(json.dumps({**experiment, "schema_version": 2}))
+    old = ExperimentStore.open(store.root)
+    assert old.experiment["schema_version"] == 2 and old.trials()["trial_id"].to_pylist() == ["old"]
+    old.record_trial({**_OK, "trial_id": "new", "val_score": 0.7}, _epochs(1))
+    assert old.trials()["trial_id"].to_pylist() == ["old", "new"]
+    assert old.predictions()["trial_id"].to_pylist() == ["old"] and old.epochs().num_rows == 3
+    old.compact()
+    assert pl.read_parquet(store.root / "trials.parquet")["trial_id"].to_list() == ["old", "new"]
+    assert json.loads((store.root / EXPERIMENT_FILE).read_text())["schema_version"] == 2
+
+
 # --- failures and concurrency -------------------------------------------------------------------
 
 
 def test_truncated_parquet_raises_data_error_naming_it(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.record_trial(_OK, _epochs(2))
+    store.compact()
     path = store.root / "trials.parquet"
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(DataError, match="trials.parquet: not a readable Parquet file") as info:
@@ -594,13 +710,13 @@ def test_write_into_a_read_only_folder_keeps_the_previous_files(tmp_path: Path) 
         if os.access(store.root, os.W_OK):
             # Running as root: permissions do not stop writes, so block the temp file's path instead.
             store.root.chmod(0o755)
-            temp_path(store.root / "epochs.parquet").mkdir()
+            temp_path(store.root / "log" / "000000000002-000000000002.epochs.parquet").mkdir()
         with pytest.raises(DataError, match=r"could not write .*epochs.parquet .*previous version is unchanged"):
             store.record_trial({**_OK, "trial_id": "t2", "val_score": 0.9}, _epochs(3), _predictions(["b"]))
     finally:
         store.root.chmod(0o755)
-    assert _snapshot(store.root) == before
-    assert [p.name for p in store.root.iterdir() if p.name.endswith(".tmp") and p.is_file()] == []
+    assert {k: v for k, v in _snapshot(store.root).items() if not k.endswith(".tmp")} == before
+    assert [p.name for p in store.root.rglob("*.tmp") if p.is_file()] == []
     assert store.trials()["trial_id"].to_pylist() == ["t1"]
 
 
@@ -617,12 +733,12 @@ def test_a_failed_replace_removes_the_temp_file(tmp_path: Path, monkeypatch: pyt
         store.record_trial({**_OK, "trial_id": "t2"}, _epochs(1))
     monkeypatch.undo()
     assert _snapshot(store.root) == before
-    assert list(store.root.glob("*.tmp")) == []
+    assert list(store.root.rglob("*.tmp")) == []
 
 
 def test_a_concurrent_reader_always_sees_whole_files(tmp_path: Path) -> None:
+    """50 records: past the log's merges (16 files of one size become one) and a compaction."""
     store = _store(tmp_path)
-    path = store.root / "trials.parquet"
     done = threading.Event()
     counts: list[int] = []
     errors: list[BaseException] = []
@@ -631,10 +747,10 @@ def test_a_concurrent_reader_always_sees_whole_files(tmp_path: Path) -> None:
         while True:
             finished = done.is_set()
             try:
-                if path.exists():
-                    table = read_table(path)
-                    assert table.column_names[:2] == ["trial_id", "status"]
-                    counts.append(table.num_rows)
+                table = ExperimentStore(store.root).trials()
+                assert table.column_names[:2] == ["trial_id", "status"]
+                assert table.num_rows == len(set(table["trial_id"].to_pylist())), "a trial twice"
+                counts.append(table.num_rows)
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
                 return
@@ -647,6 +763,8 @@ def test_a_concurrent_reader_always_sees_whole_files(tmp_path: Path) -> None:
         for i in range(50):
             row = {"trial_id": f"t{i:02d}", "status": "completed", "seed": i, "config.lr": 10.0**-i}
             store.record_trial(row, _epochs(2))
+            if i == 40:
+                store.compact()
     finally:
         done.set()
         reader.join()

@@ -108,8 +108,12 @@ def test_store_round_trip_on_s3(s3: str) -> None:
     assert again.predictions().to_pylist()[0]["sample_id"] == "a"
     assert again.completed_trial_ids() == {"t1", "t2"}
 
+    # One object per table a record changes, in the record log: nothing is re-uploaded.
+    logged = sorted(name.split(".")[1] for name in _objects(s3) if name.startswith("log/0"))
+    assert logged == ["epochs"] * 3 + ["predictions"] + ["trials"] * 3
+    assert again.compact()  # as a finished search does
     files = _objects(s3)
-    assert set(files) - {""} == {"experiment.json", "trials.parquet", "epochs.parquet", "predictions.parquet"}
+    assert set(files) - {"", "log/"} == {"experiment.json", "trials.parquet", "epochs.parquet", "predictions.parquet"}
     assert json.loads(files["experiment.json"])["name"] == "demo"
     # Plain Parquet objects: any reader opens them, and read_table takes the URI itself.
     assert pq.read_table(pa.BufferReader(files["trials.parquet"])).num_rows == 2
@@ -126,7 +130,8 @@ def test_update_trials_on_s3_changes_trials_alone(s3: str) -> None:
     before = _objects(s3)
     store.update_trials({"t1": {"pareto": True}})
     after = _objects(s3)
-    assert {k: v for k, v in after.items() if k != "trials.parquet"} == {k: v for k, v in before.items() if k != "trials.parquet"}
+    assert all(after[k] == v for k, v in before.items()), "no object is rewritten"
+    assert [k.split(".")[1] for k in after.keys() - before.keys()] == ["trials"], "one new object, of the trial's row"
     assert ExperimentStore.open(s3).trials()["pareto"].to_pylist() == [True]
     assert store.trial_epochs("t1")["epoch"].to_pylist() == [1, 2]
 
@@ -134,6 +139,7 @@ def test_update_trials_on_s3_changes_trials_alone(s3: str) -> None:
 def test_a_truncated_parquet_object_gives_the_one_line_error(s3: str, capsys: pytest.CaptureFixture[str]) -> None:
     store = ExperimentStore.create(s3, "search", "demo", SPEC)
     store.record_trial({"trial_id": "t1", "status": "completed"}, _epochs(2))
+    store.compact()
     whole = _objects(s3)["trials.parquet"]
     _put(f"{s3}/trials.parquet", whole[:-20])
     with pytest.raises(DataError, match=rf"^{s3}/trials.parquet: not a readable Parquet file \("):

@@ -266,6 +266,7 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
         recorded = {_row_key(row) for row in store.trials().to_pylist() if row["trial_id"] not in earlier}
         if unfinished(grid) or any(_run_key(r) not in recorded for r in runs):
             raise KeyboardInterrupt(f"add --resume to the same command to finish the plan in {out}")
+    store.compact()  # a finished plan leaves its three tables whole, for any Parquet reader
     if not quiet:
         print(f"ablation finished in {time.perf_counter() - t0:.0f} s")
     return out

@@ -222,7 +222,9 @@ def run_search(
     if converged and not quiet:
         print(f"TPE proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
               f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")
-    return choose_and_test(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
+    summary = choose_and_test(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
+    store.compact()  # a finished search leaves its three tables whole, for any Parquet reader
+    return summary
 
 
 def _restorable(out: Path | str, ray_path: str, quiet: bool) -> bool:

@@ -26,7 +26,7 @@ import optuna
 from ..errors import DataError, brief
 from ..tasks import default_cache_dir
 from ._space_compile import SpaceInfo, optuna_distributions
-from ..store import CONFIG_PREFIX, PARAM_PREFIX, TRIALS, ExperimentStore, Location
+from ..store import CONFIG_PREFIX, PARAM_PREFIX, TRIALS, ExperimentStore, Location, read_results
 
 OPTUNA_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"  # a trial's user attribute: the Tune trial (the store's trial_id) it stands for
@@ -125,7 +125,7 @@ def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metri
         return
     location = Location(out)
     refused = f"--resume {out}: {OPTUNA_FILE} {problem}, and"
-    if not location.exists(TRIALS.file):
+    if read_results(out, TRIALS) is None:  # neither trials.parquet nor a record in the log
         raise DataError(f"{refused} {TRIALS.file}, which it is rebuilt from, is missing too; nothing was changed")
     try:
         trials = study_trials(ExperimentStore.open(out).trials().to_pylist(), info, [metric, *objectives])

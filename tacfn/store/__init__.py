@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ._experiment import EXPERIMENT_FILE, KINDS, ExperimentStore
 from ._location import Location, absolute_root, is_uri, read_table
+from ._log import read_results, results_version
 from ._provenance import git_commit, package_versions
 from ._schema import (
     CONFIG_PREFIX,
@@ -55,5 +56,7 @@ __all__ = [
     "is_uri",
     "package_versions",
     "param_columns",
+    "read_results",
     "read_table",
+    "results_version",
 ]

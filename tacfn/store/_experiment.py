@@ -6,32 +6,31 @@ validated spec, creation time (UTC), the folder's absolute path or URI when it w
 tables are described in :mod:`tacfn.store._schema`; the folder is a local path or a URI
 (:class:`~tacfn.store.Location`), and every file is replaced atomically.
 
-:meth:`ExperimentStore.record_trial` rewrites each table in full: fine up to about 5,000
-trials of 50 epochs (with 240 test predictions each, about 1 s per trial on 2 CPU cores).
-``epochs`` and ``predictions`` are written before ``trials``, so a trial listed in
-``trials.parquet`` has its curves and predictions on disk. To change a recorded trial's
-columns (a Pareto flag, the chosen trial's test metrics) use
-:meth:`ExperimentStore.update_trials`, which rewrites ``trials.parquet`` alone, and
-:meth:`ExperimentStore.record_predictions` for its predictions.
+Recording appends: :meth:`ExperimentStore.record_trial` writes the trial's rows as small
+files in the folder's record log (:mod:`tacfn.store._log`), so its cost does not grow with
+the experiment, and readers merge the log with the three tables. A finished search or plan
+folds the log into the tables (:meth:`ExperimentStore.compact`, also ``tacfn store compact``),
+which any Parquet reader then reads whole. To change a recorded trial's columns (a Pareto
+flag, the chosen trial's test metrics) use :meth:`ExperimentStore.update_trials`, and
+:meth:`ExperimentStore.record_predictions` for its predictions: neither rewrites the rest.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import ConfigError, DataError
 from ..outputs import check_output_folder
 from ._location import Location, absolute_root
 from ._provenance import detected_hardware, git_commit, package_versions
+from ._log import BOOKKEEPING, EPOCHS_OF, POSITION, PREDICTIONS_OF, Log, read_results, tombstones, with_bookkeeping
 from ._schema import (
     EPOCHS,
     PARAMS_SINCE,
@@ -41,9 +40,8 @@ from ._schema import (
     TRIALS,
     TableSpec,
     build_table,
+    concat,
     json_default,
-    update_cells,
-    upsert,
     with_trial_id,
 )
 
@@ -64,6 +62,7 @@ class ExperimentStore:
         self.location = Location(root)
         self.root: Path | str = self.location.root
         self.experiment: dict[str, Any] = _read_experiment(self.location)
+        self._log = Log(self.location)
 
     def __repr__(self) -> str:
         return f"ExperimentStore({str(self.root)!r}, kind={self.kind!r}, name={self.name!r})"
@@ -152,6 +151,10 @@ class ExperimentStore:
         """One row per (trial, split, sample, task)."""
         return self._read(PREDICTIONS)
 
+    def _read(self, spec: TableSpec) -> pa.Table:
+        table = read_results(self.location.root, spec)
+        return spec.empty() if table is None else table
+
     def completed_trial_ids(self) -> set[str]:
         """Ids of the trials whose status is ``completed`` (what a resumed search skips)."""
         table = self.trials()
@@ -163,9 +166,6 @@ class ExperimentStore:
         table = self.epochs()
         return table.filter(pc.equal(table["trial_id"], trial_id)).sort_by("epoch")
 
-    def _read(self, spec: TableSpec) -> pa.Table:
-        return self.location.read_table(spec.file) if self.location.exists(spec.file) else spec.empty()
-
     # --- writing -----------------------------------------------------------------------
 
     def record_trial(
@@ -175,41 +175,40 @@ class ExperimentStore:
         predictions: Iterable[Mapping[str, Any]] = (),
         replaces: Iterable[str] = (),
     ) -> None:
-        """Write one trial's row, epochs and predictions, replacing any earlier record of it.
+        """Record one trial's row, epochs and predictions, replacing any earlier record of it.
 
         ``row`` is flat: the fixed columns of ``trials.parquet``, config columns made by
         :func:`~tacfn.store.flatten_config`, and any other flat metric. ``epochs`` and ``predictions``
         rows get the trial's ``trial_id``. Recording a trial again (after a resume, or
         once ``running`` and again when finished) replaces its rows in all three tables,
         as it does those of the trials ``replaces`` names (earlier attempts of the same run).
-        Bad values raise ValueError before anything is written; an existing table that
-        cannot be read raises DataError and is left as it is.
+        Bad values raise ValueError before anything is written. The record is appended to
+        the log (:mod:`tacfn.store._log`): its cost does not grow with the experiment.
         """
         trial_id = row.get("trial_id")
         if not isinstance(trial_id, str) or not trial_id:
             raise ValueError(f"`trial_id` must be a non-empty string, but got {trial_id!r}")
         if row.get("status") not in STATUSES:
             raise ValueError(f"`status` must be one of {list(STATUSES)}, but got {row.get('status')!r}")
-        # Check every row before writing anything, then write the trial's row last.
-        new_tables = [
-            (EPOCHS, build_table(EPOCHS, with_trial_id(epochs, trial_id, "epochs"), "epochs")),
-            (
-                PREDICTIONS,
-                build_table(PREDICTIONS, with_trial_id(predictions, trial_id, "predictions"), "predictions"),
-            ),
-            (TRIALS, build_table(TRIALS, [dict(row)], "row")),
-        ]
-        dropped = {trial_id, *replaces}
-        for spec, new in new_tables:
-            table = upsert(self._read(spec), new, dropped, spec, self.location.child(spec.file))
-            self.location.write(spec.file, partial(pq.write_table, table))
+        # Check every row before writing anything.
+        epochs_table = build_table(EPOCHS, with_trial_id(epochs, trial_id, "epochs"), "epochs")
+        predictions_table = build_table(PREDICTIONS, with_trial_id(predictions, trial_id, "predictions"), "predictions")
+        trial = build_table(TRIALS, [dict(row)], "row")
+        record = self._log.next_record()
+        gone = tombstones(set(replaces) - {trial_id}, record)
+        tables = {"trials": concat([with_bookkeeping(trial, TRIALS, record), gone], TRIALS, self.location.child(TRIALS.file))}
+        if epochs_table.num_rows:
+            tables["epochs"] = with_bookkeeping(epochs_table, EPOCHS, record)
+        if predictions_table.num_rows:
+            tables["predictions"] = with_bookkeeping(predictions_table, PREDICTIONS, record)
+        self._log.append(record, tables)
 
     def update_trials(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
-        """Set some columns of some recorded trials, rewriting ``trials.parquet`` alone.
+        """Set some columns of some recorded trials, in one record of their trials rows alone.
 
         ``updates`` maps a trial id to the columns to set, e.g. ``{"t3": {"pareto": True}}``;
-        all of them are written at once. The trials' other columns, the other trials and the
-        epochs and predictions files are left as they are, and rows keep their order. A
+        all of them are written at once. The trials' other columns, the other trials and
+        their epochs and predictions are left as they are, and rows keep their order. A
         column new to the table is null in the other rows; values are typed as in
         :meth:`record_trial`, and an updated column keeps one type for old and new cells.
         A trial that is not recorded, a change of ``trial_id``, a bad ``status`` or value
@@ -217,11 +216,7 @@ class ExperimentStore:
         """
         if not updates:
             return
-        table = self.trials()
-        position = {trial_id: i for i, trial_id in enumerate(table["trial_id"].to_pylist())}
-        unknown = sorted(str(trial_id) for trial_id in updates if trial_id not in position)
-        if unknown:
-            raise ValueError(f"`updates` must name recorded trials, but {unknown} are not in {TRIALS.file}")
+        current = self._recorded(list(updates), lambda unknown: f"`updates` must name recorded trials, but {unknown} are not in {TRIALS.file}")
         for trial_id, columns in updates.items():
             if "trial_id" in columns:
                 raise ValueError(f"updates[{trial_id!r}]: a trial's `trial_id` cannot change")
@@ -229,22 +224,56 @@ class ExperimentStore:
                 raise ValueError(
                     f"updates[{trial_id!r}]: `status` must be one of {list(STATUSES)}, but got {columns['status']!r}"
                 )
-        cells = {position[trial_id]: columns for trial_id, columns in updates.items()}
-        names = {position[trial_id]: f"updates[{trial_id!r}]" for trial_id in updates}
-        table = update_cells(table, TRIALS, cells, names, self.location.child(TRIALS.file))
-        self.location.write(TRIALS.file, lambda f: pq.write_table(table, f))
+        rows = [build_table(TRIALS, [{**_public_row(row), **updates[row["trial_id"]]}], f"updates[{row['trial_id']!r}]") for row in current]
+        self._append_trials(rows, current)
 
     def record_predictions(self, trial_id: str, predictions: Iterable[Mapping[str, Any]]) -> None:
-        """Replace a recorded trial's rows in ``predictions.parquet`` alone; no rows drops them.
+        """Replace a recorded trial's test predictions alone; no rows drops them.
 
         The rows are checked as in :meth:`record_trial`; a trial that is not recorded raises
         ValueError before anything is written.
         """
-        if trial_id not in set(self.trials()["trial_id"].to_pylist()):
-            raise ValueError(f"`trial_id` must name a recorded trial, but {trial_id!r} is not in {TRIALS.file}")
+        current = self._recorded([trial_id], lambda unknown: f"`trial_id` must name a recorded trial, but {unknown[0]!r} is not in {TRIALS.file}")
         new = build_table(PREDICTIONS, with_trial_id(predictions, trial_id, "predictions"), "predictions")
-        table = upsert(self._read(PREDICTIONS), new, {trial_id}, PREDICTIONS, self.location.child(PREDICTIONS.file))
-        self.location.write(PREDICTIONS.file, lambda f: pq.write_table(table, f))
+        rows = [build_table(TRIALS, [_public_row(current[0])], "row")]
+        self._append_trials(rows, current, with_predictions=new)
+
+    def compact(self) -> bool:
+        """Fold the record log into ``trials.parquet``, ``epochs.parquet`` and ``predictions.parquet``,
+        as a finished search or plan does: then any Parquet reader reads them whole, with one row
+        per trial. Returns whether there was anything to fold."""
+        if self._log.empty():
+            return False
+        self._log.compact(self._log.read([TRIALS, EPOCHS, PREDICTIONS]))
+        return True
+
+    def _recorded(self, trial_ids: list[str], missing: Callable[[list[str]], str]) -> list[dict[str, Any]]:
+        """The current trials rows (with bookkeeping) of ``trial_ids``; ValueError naming those not recorded."""
+        table = self._log.read([TRIALS])[TRIALS.file]
+        rows = {row["trial_id"]: row for row in table.filter(pc.is_in(table["trial_id"], pa.array(trial_ids, pa.string()))).to_pylist()}
+        unknown = sorted(str(t) for t in trial_ids if t not in rows)
+        if unknown:
+            raise ValueError(missing(unknown))
+        return [rows[t] for t in trial_ids]
+
+    def _append_trials(self, rows: list[pa.Table], current: list[dict[str, Any]], with_predictions: pa.Table | None = None) -> None:
+        """Record new versions of the trials ``current``: their rows ``rows``, pointing at the
+        epochs and predictions they had (or at ``with_predictions``, then written too)."""
+        record = self._log.next_record()
+        marked = []
+        for table, old in zip(rows, current):
+            table = with_bookkeeping(table, TRIALS, record)
+            for column in (EPOCHS_OF, POSITION) + (() if with_predictions is not None else (PREDICTIONS_OF,)):
+                table = table.set_column(table.column_names.index(column), column, pa.array([old[column]], pa.int64()))
+            marked.append(table)
+        tables = {"trials": concat(marked, TRIALS, self.location.child(TRIALS.file))}
+        if with_predictions is not None and with_predictions.num_rows:
+            tables["predictions"] = with_bookkeeping(with_predictions, PREDICTIONS, record)
+        self._log.append(record, tables)
+
+
+def _public_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in BOOKKEEPING}
 
 
 # --- experiment.json -----------------------------------------------------------------------

@@ -13,6 +13,8 @@ with the next version's pages.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -131,16 +133,40 @@ class Location:
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{where}: not a readable Parquet file ({exc})") from exc
 
-    def makedirs(self) -> None:
-        """Create the folder (and its parents); DataError when that is not possible."""
+    def makedirs(self, sub: str = "") -> None:
+        """Create the folder, or its subfolder ``sub``, with the parents; DataError when that is not possible."""
         try:
             if isinstance(self.root, Path):
-                self.root.mkdir(parents=True, exist_ok=True)
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
             else:
                 fs, path = self._fs()
-                fs.create_dir(path, recursive=True)
+                fs.create_dir(f"{path}/{sub}".rstrip("/"), recursive=True)
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"cannot create the experiment folder {self.root} ({exc})") from exc
+            raise DataError(f"cannot create the experiment folder {self.child(sub) if sub else self.root} ({exc})") from exc
+
+    def list(self, sub: str) -> list[str]:
+        """The names of the files in the subfolder ``sub`` (none when it does not exist), sorted."""
+        try:
+            if isinstance(self.root, Path):
+                folder = self.root / sub
+                return sorted(entry.name for entry in os.scandir(folder) if entry.is_file()) if folder.is_dir() else []
+            fs, path = self._fs()
+            found = fs.get_file_info(pafs.FileSelector(f"{path}/{sub}", allow_not_found=True))
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot list {self.child(sub)} ({exc})") from exc
+        return sorted(info.base_name for info in found if info.type == pafs.FileType.File)
+
+    def delete(self, name: str) -> None:
+        """Remove the file ``name`` if it is there; DataError when it cannot be removed."""
+        try:
+            if isinstance(self.root, Path):
+                (self.root / name).unlink(missing_ok=True)
+            else:
+                fs, path = self._fs()
+                with contextlib.suppress(FileNotFoundError):
+                    fs.delete_file(f"{path}/{name}")
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot remove {self.child(name)} ({exc})") from exc
 
     def write(self, name: str, write: Callable[[BinaryIO], Any]) -> None:
         """Replace the file ``name`` atomically with what ``write`` writes to the file object it gets;

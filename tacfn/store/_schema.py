@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import DataError
 from ..nested import flatten
 
-SCHEMA_VERSION = 2  # of experiment.json; a folder of a newer version is refused, older ones read
+# Of experiment.json; a folder of a newer version is refused, older ones read and resumed.
+# 3: records go to the record log (tacfn.store._log) until compacted; 2: param.* columns.
+SCHEMA_VERSION = 3
 PARAMS_SINCE = 2  # the first schema version whose search trials record param.* columns
 STATUSES: tuple[str, ...] = ("completed", "pruned", "failed", "diverged", "running")
 CONFIG_PREFIX = "config."
@@ -223,8 +224,8 @@ def _common_type(types: Iterable[pa.DataType], column: str) -> pa.DataType:
 def build_table(spec: TableSpec, rows: list[dict[str, Any]], context: str) -> pa.Table:
     """Rows as a table with the fixed columns typed and the other columns inferred.
 
-    ``context`` names the rows in error messages: ``row`` (the trial), or ``epochs`` and
-    ``predictions`` (indexed).
+    ``context`` names the rows in error messages: ``epochs`` and ``predictions`` are indexed
+    (``epochs[3]``), any other name (``row``, ``updates['t2']``) names a single row.
     """
     extra = sorted({k for row in rows for k in row} - spec.columns.keys(), key=_extra_order)
     arrays: dict[str, pa.Array] = {}
@@ -232,7 +233,7 @@ def build_table(spec: TableSpec, rows: list[dict[str, Any]], context: str) -> pa
         dtype = spec.columns.get(column)
         values = []
         for i, row in enumerate(rows):
-            where = context if context == "row" else f"{context}[{i}]"
+            where = f"{context}[{i}]" if context in ("epochs", "predictions") else context
             values.append(_typed_cell(spec, column, row.get(column), where))
         if dtype is None:
             dtype = _common_type(map(_cell_type, values), column)
@@ -240,36 +241,6 @@ def build_table(spec: TableSpec, rows: list[dict[str, Any]], context: str) -> pa
                 values = [_as_string(v) for v in values]
         arrays[column] = pa.array(values, type=dtype)
     return pa.table(arrays)
-
-
-def update_cells(
-    table: pa.Table, spec: TableSpec, updates: Mapping[int, Mapping[str, Any]], names: Mapping[int, str], path: Path | str
-) -> pa.Table:
-    """``table`` with the cells ``updates`` sets (row index -> column -> value); other columns
-    are kept as they are.
-
-    An updated column gets one type for its old and new cells, by the rules of
-    :func:`upsert`; a new column is null in the rows not updated. ``names`` names each
-    updated row in error messages.
-    """
-    columns = {name: table[name] for name in table.column_names}
-    for column in sorted({c for cells in updates.values() for c in cells}):
-        dtype = spec.columns.get(column)
-        cells = {i: _typed_cell(spec, column, row[column], names[i]) for i, row in updates.items() if column in row}
-        old = columns.get(column, pa.chunked_array([pa.nulls(table.num_rows)]))
-        if dtype is None:
-            dtype = _common_type([_effective_type(old), *map(_cell_type, cells.values())], column)
-            if dtype == pa.string():
-                cells = {i: _as_string(v) for i, v in cells.items()}
-        try:
-            values = old.cast(dtype).to_pylist()
-        except pa.ArrowException as exc:
-            raise DataError(f"{path}: column {column!r} cannot be stored as {dtype} ({exc})") from exc
-        for i, value in cells.items():
-            values[i] = value
-        columns[column] = pa.chunked_array([pa.array(values, type=dtype)])
-    extra = sorted(columns.keys() - spec.columns.keys(), key=_extra_order)
-    return pa.table({name: columns[name] for name in [*spec.columns, *extra]})
 
 
 def _typed_cell(spec: TableSpec, column: str, value: Any, where: str) -> Any:
@@ -291,28 +262,31 @@ def _as_string(value: Any) -> str | None:
     return pa.array([value], type=_cell_type(value)).cast(pa.string())[0].as_py()
 
 
-def _extra_order(column: str) -> tuple[bool, bool, str]:
-    """Config columns first, then sampled parameters, then other metrics, each alphabetically."""
-    return (not column.startswith(CONFIG_PREFIX), not column.startswith(PARAM_PREFIX), column)
+def _extra_order(column: str) -> tuple[bool, bool, bool, str]:
+    """Config columns first, then sampled parameters, then other metrics, each alphabetically;
+    the record log's bookkeeping (``_record``, ...) last."""
+    return (column.startswith("_"), not column.startswith(CONFIG_PREFIX), not column.startswith(PARAM_PREFIX), column)
 
 
 def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
-    """A column's type, or null when it holds only nulls (so it takes the next value's type)."""
-    return pa.null() if column.null_count == len(column) else column.type
+    """A column's type, or null when it holds only nulls (so it takes the next value's type);
+    a column of no rows keeps its type."""
+    return pa.null() if len(column) and column.null_count == len(column) else column.type
 
 
-def upsert(old: pa.Table, new: pa.Table, trial_ids: set[str], spec: TableSpec, path: Path | str) -> pa.Table:
-    """``old`` without the rows of ``trial_ids``, plus ``new``; each column gets one type for both."""
-    kept = old.filter(pc.invert(pc.is_in(old["trial_id"], pa.array(sorted(trial_ids), pa.string()))))
-    extra = sorted((set(kept.column_names) | set(new.column_names)) - spec.columns.keys(), key=_extra_order)
+def concat(tables: Sequence[pa.Table], spec: TableSpec, path: Path | str) -> pa.Table:
+    """``tables`` (one table's files, or a file and new rows) as one, each column with one type
+    for all of them by the module docstring's rules; ``path`` names the table in errors."""
+    names = {name for table in tables for name in table.column_names}
+    extra = sorted(names - spec.columns.keys(), key=_extra_order)
     columns = {}
     for name in [*spec.columns, *extra]:
         if name in spec.columns:
             dtype = spec.columns[name]
         else:
-            dtype = _common_type([_effective_type(t[name]) for t in (kept, new) if name in t.column_names], name)
+            dtype = _common_type([_effective_type(t[name]) for t in tables if name in t.column_names], name)
         pieces: list[pa.Array] = []
-        for table in (kept, new):
+        for table in tables:
             if name not in table.column_names:
                 pieces.append(pa.nulls(table.num_rows, dtype))
                 continue
@@ -321,7 +295,7 @@ def upsert(old: pa.Table, new: pa.Table, trial_ids: set[str], spec: TableSpec, p
             except pa.ArrowException as exc:
                 raise DataError(f"{path}: column {name!r} cannot be stored as {dtype} ({exc})") from exc
         columns[name] = pa.chunked_array(pieces, type=dtype)
-    return pa.table(columns).combine_chunks()
+    return pa.table(columns)
 
 
 def json_default(value: Any) -> Any:
