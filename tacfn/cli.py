@@ -414,6 +414,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_store_compact(args: argparse.Namespace) -> int:
+    from .store import ExperimentStore
+
+    for folder in args.dirs:
+        store = ExperimentStore.open(folder)
+        done = store.compact()
+        print(f"{store.root}: {'compacted into trials.parquet, epochs.parquet and predictions.parquet' if done else 'nothing to compact'}")
+    return 0
+
+
 GRAMMAR = """\
 conventions:
   --out DIR        the folder a command writes (search and ablate default to runs/NAME)
@@ -510,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="tacfn-demo")
     p.add_argument("--trials", type=int, help="search trials (default: the quickstart space's)")
     p.set_defaults(func=_cmd_demo)
+
+    store = sub.add_parser("store", help="maintain experiment folders").add_subparsers(dest="store_command", required=True)
+    p = store.add_parser("compact", help="fold an experiment's record log into its three Parquet tables (a finished search does)")
+    p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders or URIs")
+    p.set_defaults(func=_cmd_store_compact)
 
     p = sub.add_parser("dashboard", help="one offline HTML file of experiments (or of one training run), or a live view")
     p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders or URIs (searches, ablations), or a `tacfn train --out` folder")

@@ -219,6 +219,15 @@ def interrupted_store(env: Env, optuna_db: bytes | None, trials: bool = True) ->
     return root
 
 
+def damaged_log_store(env: Env) -> Path:
+    """``search_store`` with a second trial recorded (not yet compacted), its trials file cut short."""
+    root = search_store(env)
+    ExperimentStore(root).record_trial({"trial_id": "t1", "status": "completed", "val_score": 0.6})
+    part = next((root / "log").glob("*.trials.parquet"))
+    part.write_bytes(part.read_bytes()[:-20])
+    return root
+
+
 def truncated_store(env: Env) -> Path:
     root = search_store(env)
     table = root / "trials.parquet"
@@ -480,6 +489,10 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["dashboard", str(truncated_store(e))], ("trials.parquet: not a readable Parquet file", "no dashboard written"), e.tmp / "exp"),
         "dashboard: a table that is a folder": lambda e: Case(
             ["dashboard", str(folder_table_store(e))], ("trials.parquet: not a file", "no dashboard written"), e.tmp / "exp"),
+        "store compact: not an experiment folder": lambda e: Case(
+            ["store", "compact", str(work(e))], ("is not a tacfn experiment folder (no experiment.json)",), e.tmp / "work"),
+        "store compact: a damaged record in the log": lambda e: Case(
+            ["store", "compact", str(damaged_log_store(e))], ("log/", "not a readable Parquet file"), e.tmp / "exp"),
         "dashboard: newer schema": lambda e: Case(
             ["dashboard", str(newer_store(e))], ("schema_version 99 is newer",), e.tmp / "exp"),
         "dashboard: corrupt experiment.json": lambda e: Case(

@@ -70,6 +70,19 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert err.count("\n") == 1
 
 
+def test_store_compact_folds_the_log_into_the_three_tables(capsys, tmp_path: Path):
+    store = ExperimentStore.create(tmp_path / "exp", "search", "s", {})
+    for i in range(3):
+        store.record_trial({"trial_id": f"t{i}", "status": "completed", "val_score": 0.1 * i}, [{"epoch": 1, "val_score": 0.1}])
+    assert not (tmp_path / "exp" / "trials.parquet").exists() and len(list((tmp_path / "exp" / "log").iterdir())) == 6
+    assert main(["store", "compact", str(tmp_path / "exp")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'exp'}: compacted into trials.parquet, epochs.parquet and predictions.parquet\n"
+    assert pl.read_parquet(tmp_path / "exp" / "trials.parquet")["trial_id"].to_list() == ["t0", "t1", "t2"]
+    assert list((tmp_path / "exp" / "log").iterdir()) == []
+    assert main(["store", "compact", str(tmp_path / "exp")]) == 0
+    assert capsys.readouterr().out.endswith(": nothing to compact\n")
+
+
 def test_train_then_dashboard(capsys, prepared_lite: Path, tmp_path: Path):
     config = tmp_path / "run.yaml"
     config.write_text(f"model: {{preset: lite}}\ndata: {{path: {prepared_lite}, cache_dir: {tmp_path}}}\ntrain: {{epochs: 5}}\n")

@@ -89,7 +89,7 @@ def test_the_job_entrypoint_is_a_real_search_command() -> None:
     [script] = metadata.entry_points(group="console_scripts", name=argv[0])
     assert script.value == "tacfn.cli:main" and script.dist.name == "tacfn", "the console script pip installs"
     args = build_parser().parse_args(argv[1:])  # exits (a SystemExit) on an unknown option
-    assert args.command == "search" and args.resume is None
+    assert args.command == "search" and not args.resume
     path = find_space(args.space)
     assert path.parent == SEARCH_SPACES_DIR, "a space the image ships, found by name"
     spec = load_space(path)  # validated as `tacfn search` validates it

@@ -63,7 +63,7 @@ import av
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import write_bytes_atomic
 from .ravdess import EMOTIONS
 
@@ -125,7 +125,7 @@ def planted_bits(label: int) -> tuple[int, int, int]:
 def check_effects(effects: Iterable[str]) -> tuple[str, ...]:
     """``effects`` in :data:`EFFECTS` order; ValueError unless a non-empty subset of them, each named once."""
     if isinstance(effects, str):  # "audio" would otherwise read as five one-letter names
-        raise ValueError(f"`effects` must be a collection of names, not the string {effects!r}")
+        raise ConfigError(f"`effects` must be a collection of names, not the string {effects!r}")
     given = list(effects)
     unknown = [name for name in given if name not in EFFECTS]
     repeated = sorted({name for name in given if given.count(name) > 1}, key=given.index)
@@ -135,7 +135,7 @@ def check_effects(effects: Iterable[str]) -> tuple[str, ...]:
             else f"{', '.join(map(repr, repeated))} more than once" if repeated
             else "none"
         )
-        raise ValueError(
+        raise ConfigError(
             f"`effects` must be a non-empty subset of {', '.join(EFFECTS)}, each named once, but got {problem}"
         )
     return tuple(name for name in EFFECTS if name in given)
@@ -193,14 +193,14 @@ def write_synthetic_ravdess(
     A failed or interrupted run removes what it wrote, so the folder can be written again.
     """
     if not 1 <= actors <= MAX_ACTORS:
-        raise ValueError(f"`1 <= actors <= {MAX_ACTORS}` must hold, but got actors={actors}")
+        raise ConfigError(f"`1 <= actors <= {MAX_ACTORS}` must hold, but got actors={actors}")
     if not 1 <= clips_per_actor <= len(_SPEECH_FIELDS):
-        raise ValueError(
+        raise ConfigError(
             f"`1 <= clips_per_actor <= {len(_SPEECH_FIELDS)}` must hold (RAVDESS's speech clips "
             f"per actor), but got clips_per_actor={clips_per_actor}"
         )
     if seed < 0:  # numpy seeds generators with non-negative integers only
-        raise ValueError(f"`seed >= 0` must hold, but got seed={seed}")
+        raise ConfigError(f"`seed >= 0` must hold, but got seed={seed}")
     effects = check_effects(effects)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -209,7 +209,7 @@ def write_synthetic_ravdess(
         raise DataError(f"{out_dir} is not empty; write a synthetic tree into a new or empty folder")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
-        raise ValueError(f"`workers >= 1` must hold, but got workers={workers}")
+        raise ConfigError(f"`workers >= 1` must hold, but got workers={workers}")
     created = not out_dir.exists()
     folders = [out_dir / f"Actor_{actor:02d}" for actor in range(1, actors + 1)]
     jobs = [

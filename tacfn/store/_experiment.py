@@ -194,14 +194,18 @@ class ExperimentStore:
         epochs_table = build_table(EPOCHS, with_trial_id(epochs, trial_id, "epochs"), "epochs")
         predictions_table = build_table(PREDICTIONS, with_trial_id(predictions, trial_id, "predictions"), "predictions")
         trial = build_table(TRIALS, [dict(row)], "row")
-        record = self._log.next_record()
-        gone = tombstones(set(replaces) - {trial_id}, record)
-        tables = {"trials": concat([with_bookkeeping(trial, TRIALS, record), gone], TRIALS, self.location.child(TRIALS.file))}
-        if epochs_table.num_rows:
-            tables["epochs"] = with_bookkeeping(epochs_table, EPOCHS, record)
-        if predictions_table.num_rows:
-            tables["predictions"] = with_bookkeeping(predictions_table, PREDICTIONS, record)
-        self._log.append(record, tables)
+        gone = set(replaces) - {trial_id}
+
+        def tables(record: int) -> dict[str, pa.Table]:
+            rows = [with_bookkeeping(trial, TRIALS, record), tombstones(gone, record)]
+            out = {"trials": concat(rows, TRIALS, self.location.child(TRIALS.file))}
+            if epochs_table.num_rows:
+                out["epochs"] = with_bookkeeping(epochs_table, EPOCHS, record)
+            if predictions_table.num_rows:
+                out["predictions"] = with_bookkeeping(predictions_table, PREDICTIONS, record)
+            return out
+
+        self._log.append(tables)
 
     def update_trials(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
         """Set some columns of some recorded trials, in one record of their trials rows alone.
@@ -241,11 +245,9 @@ class ExperimentStore:
     def compact(self) -> bool:
         """Fold the record log into ``trials.parquet``, ``epochs.parquet`` and ``predictions.parquet``,
         as a finished search or plan does: then any Parquet reader reads them whole, with one row
-        per trial. Returns whether there was anything to fold."""
-        if self._log.empty():
-            return False
-        self._log.compact(self._log.read([TRIALS, EPOCHS, PREDICTIONS]))
-        return True
+        per trial. Returns whether there was anything to fold. Safe while another process
+        records (what it appends meanwhile stays in the log), and after a crash at any step."""
+        return self._log.compact()
 
     def _recorded(self, trial_ids: list[str], missing: Callable[[list[str]], str]) -> list[dict[str, Any]]:
         """The current trials rows (with bookkeeping) of ``trial_ids``; ValueError naming those not recorded."""
@@ -259,17 +261,21 @@ class ExperimentStore:
     def _append_trials(self, rows: list[pa.Table], current: list[dict[str, Any]], with_predictions: pa.Table | None = None) -> None:
         """Record new versions of the trials ``current``: their rows ``rows``, pointing at the
         epochs and predictions they had (or at ``with_predictions``, then written too)."""
-        record = self._log.next_record()
-        marked = []
-        for table, old in zip(rows, current):
-            table = with_bookkeeping(table, TRIALS, record)
-            for column in (EPOCHS_OF, POSITION) + (() if with_predictions is not None else (PREDICTIONS_OF,)):
-                table = table.set_column(table.column_names.index(column), column, pa.array([old[column]], pa.int64()))
-            marked.append(table)
-        tables = {"trials": concat(marked, TRIALS, self.location.child(TRIALS.file))}
-        if with_predictions is not None and with_predictions.num_rows:
-            tables["predictions"] = with_bookkeeping(with_predictions, PREDICTIONS, record)
-        self._log.append(record, tables)
+        kept = (EPOCHS_OF, POSITION) + (() if with_predictions is not None else (PREDICTIONS_OF,))
+
+        def tables(record: int) -> dict[str, pa.Table]:
+            marked = []
+            for table, old in zip(rows, current):
+                table = with_bookkeeping(table, TRIALS, record)
+                for column in kept:
+                    table = table.set_column(table.column_names.index(column), column, pa.array([old[column]], pa.int64()))
+                marked.append(table)
+            out = {"trials": concat(marked, TRIALS, self.location.child(TRIALS.file))}
+            if with_predictions is not None and with_predictions.num_rows:
+                out["predictions"] = with_bookkeeping(with_predictions, PREDICTIONS, record)
+            return out
+
+        self._log.append(tables)
 
 
 def _public_row(row: Mapping[str, Any]) -> dict[str, Any]:

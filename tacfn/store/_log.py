@@ -30,7 +30,7 @@ the record being written.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,7 @@ class Log:
 
     def __init__(self, location: Location) -> None:
         self.location = location
+        self._made = False  # log/ created by this object
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -155,27 +156,31 @@ class Log:
         """Whether no record waits in the log (a compacted or new experiment)."""
         return not self._parts()
 
-    def next_record(self) -> int:
+    def append(self, make: Callable[[int], dict[str, pa.Table]]) -> None:
+        """Write one record: ``make(record number)`` gives its tables by name (``trials``, and
+        ``epochs`` or ``predictions`` when it changes them), written epochs and predictions
+        first and trials, the commit, last; then merge files that have piled up. One listing
+        of the log and one write per table (on an object store: one LIST, at most three PUTs)."""
+        if not self._made:
+            self.location.makedirs(LOG_DIR)
+            self._made = True
         parts = self._parts()
-        return max((p.last for p in parts), default=0) + 1
-
-    def append(self, record: int, tables: dict[str, pa.Table]) -> None:
-        """Write one record: its epochs and predictions files (when given) before its trials file,
-        the commit; then merge files that have piled up."""
-        self.location.makedirs(LOG_DIR)
+        record = max((p.last for p in parts), default=0) + 1
+        tables = make(record)
         for table in ("epochs", "predictions", "trials"):
             if table in tables:
                 self._write(_Part(record, record, table).name, tables[table])
-        self._merge()
+                parts.append(_Part(record, record, table))
+        self._merge(parts)
 
     def _write(self, name: str, table: pa.Table) -> None:
         self.location.write(name, lambda f: pq.write_table(table, f))
 
-    def _merge(self) -> None:
+    def _merge(self, parts: list[_Part]) -> None:
         """Merge FANOUT trials files of one size (and the other tables' files in their range)
-        into one, smallest first, until no size has FANOUT files; remove shadowed files."""
+        into one, smallest first, until no size has FANOUT files; remove shadowed files.
+        ``parts`` is the log as it stands."""
         while True:
-            parts = self._parts()
             live = self._live(parts)
             for stale in set(parts) - set(live):
                 self.location.delete(stale.name)
@@ -188,6 +193,7 @@ class Log:
                 return
             batch = full[0][:FANOUT]  # files of one size are consecutive records, oldest first
             self._merge_range(batch[0].first, batch[-1].last, live)
+            parts = self._parts()
 
     def _merge_range(self, first: int, last: int, live: list[_Part]) -> None:
         inside = [p for p in live if first <= p.first and p.last <= last]
@@ -205,18 +211,26 @@ class Log:
         for part in inside:
             self.location.delete(part.name)
 
-    def compact(self, tables: dict[str, pa.Table]) -> None:
-        """Write the merged ``tables`` (as :meth:`read` gives them) as the base, then empty the log:
-        epochs and predictions first, trials (the base's commit) next, the log's trials files
-        before its others, so every reader at every step sees one whole experiment."""
-        parts = self._parts()
+    def compact(self) -> bool:
+        """Fold the log into the base; False when the log is empty.
+
+        The merged tables are written as the base, epochs and predictions first, trials (the
+        base's commit) next; then the log files read are removed, trials files first, so
+        every reader at every step sees one whole experiment. A record a writer appends
+        meanwhile stays in the log, as it is not among the files read.
+        """
+        every = self._parts()
+        if not every:
+            return False
+        tables = self._read(self._live(every), [TRIALS, EPOCHS, PREDICTIONS])
         for spec in (EPOCHS, PREDICTIONS, TRIALS):
             table = tables[spec.file]
             if spec is TRIALS:
                 table = table.filter(pc.invert(table[DELETED])).sort_by(POSITION)
             self._write(spec.file, table.drop_columns([c for c in BOOKKEEPING if c in table.column_names]))
-        for part in sorted(parts, key=lambda p: p.table != "trials"):
+        for part in sorted(every, key=lambda p: p.table != "trials"):
             self.location.delete(part.name)
+        return True
 
 
 def read_results(root: str | Path, spec: TableSpec) -> pa.Table | None:
