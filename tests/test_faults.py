@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from _cluster import ray_env, space_file, start_cluster, stop_cluster, tacfn, tune_results
-from tacfn.store import ExperimentStore, read_table
+from tacfn.store import ExperimentStore
 
 pytestmark = pytest.mark.slow
 
@@ -119,24 +119,28 @@ def test_the_results_disk_full_is_one_line_and_keeps_the_last_store(prepared_lit
     out = tmp_path / "exp"
     log = tmp_path / "driver.log"
     with _driver(["search", str(space), "--out", str(out)], log) as driver:
-        _wait_for("a trial was recorded", lambda: (out / "trials.parquet").exists(), driver)
-        # The store writes each table to .NAME.PID.tmp (the driver's pid), then renames it over
-        # NAME. With that a link to /dev/full, the next write fails as on a full disk: ENOSPC,
-        # even for root.
-        for name in ("epochs", "predictions", "trials"):
-            (out / f".{name}.parquet.{driver.pid}.tmp").symlink_to("/dev/full")
-        before = {name: read_table(out / f"{name}.parquet") for name in ("epochs", "trials")}
+        _wait_for("a trial was recorded", lambda: (out / "log").is_dir() and any((out / "log").glob("*.trials.parquet")), driver)
+        # A record writes each of its log files to .NAME.PID.tmp (the driver's pid), then renames
+        # it to NAME. With those of the next records links to /dev/full, the next record fails as
+        # on a full disk: ENOSPC, even for root.
+        for record in range(2, 8):
+            for name in ("epochs", "predictions", "trials"):
+                part = f"{record:012d}-{record:012d}.{name}.parquet"
+                (out / "log" / f".{part}.{driver.pid}.tmp").symlink_to("/dev/full")
+        before = ExperimentStore.open(out).trials(), ExperimentStore.open(out).epochs()
         code = driver.wait(timeout=400)
 
     err = log.read_text()
     assert code == 2, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert last == f"tacfn: error: could not write {out / 'epochs.parquet'} ([Errno 28] No space left on device); its previous version is unchanged"
+    record = before[0].num_rows + 1
+    part = out / "log" / f"{record:012d}-{record:012d}.epochs.parquet"
+    assert last == f"tacfn: error: could not write {part} ([Errno 28] No space left on device); nothing already written was changed"
     assert "Traceback" not in err, "Tune did not log the error as a failed trial"
-    for name, table in before.items():
-        assert read_table(out / f"{name}.parquet").equals(table), f"{name}.parquet is the last whole version"
-    assert 1 <= before["trials"].num_rows < 6
-    assert not (out / f".epochs.parquet.{driver.pid}.tmp").is_symlink(), "the failed write's temp file is removed"
+    after = ExperimentStore.open(out)
+    assert after.trials().equals(before[0]) and after.epochs().equals(before[1]), "every earlier record is kept"
+    assert 1 <= before[0].num_rows < 6
+    assert not (out / "log" / f".{part.name}.{driver.pid}.tmp").is_symlink(), "the failed write's temp file is removed"
 
 
 @pytest.mark.timeout(480)

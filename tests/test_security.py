@@ -168,7 +168,8 @@ def test_a_search_store_holds_no_pickles(prepared_lite: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     store = {p.name for p in out.iterdir()} - {"ray"}
-    assert store == {"experiment.json", "trials.parquet", "epochs.parquet", "predictions.parquet", "optuna.db"}
+    assert store == {"experiment.json", "trials.parquet", "epochs.parquet", "predictions.parquet", "optuna.db", "log"}
+    assert list((out / "log").iterdir()) == [], "the finished search folded its record log into the tables"
     json.loads((out / "experiment.json").read_text())
     for table in out.glob("*.parquet"):
         data = table.read_bytes()

@@ -711,7 +711,7 @@ def test_write_into_a_read_only_folder_keeps_the_previous_files(tmp_path: Path) 
             # Running as root: permissions do not stop writes, so block the temp file's path instead.
             store.root.chmod(0o755)
             temp_path(store.root / "log" / "000000000002-000000000002.epochs.parquet").mkdir()
-        with pytest.raises(DataError, match=r"could not write .*epochs.parquet .*previous version is unchanged"):
+        with pytest.raises(DataError, match=r"could not write .*epochs.parquet .*nothing already written was changed"):
             store.record_trial({**_OK, "trial_id": "t2", "val_score": 0.9}, _epochs(3), _predictions(["b"]))
     finally:
         store.root.chmod(0o755)

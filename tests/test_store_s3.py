@@ -163,7 +163,7 @@ def test_a_failed_write_leaves_the_previous_object(s3: str) -> None:
         f.write(b"PAR1 half a file")
         raise pa.ArrowIOError("disk on fire")
 
-    with pytest.raises(DataError, match=rf"could not write {s3}/trials.parquet \(disk on fire\); its previous version is unchanged"):
+    with pytest.raises(DataError, match=rf"could not write {s3}/trials.parquet \(disk on fire\); nothing already written was changed"):
         Location(s3).write("trials.parquet", fails_halfway)
     assert _objects(s3) == before
     assert store.trials()["trial_id"].to_pylist() == ["t1"]

@@ -184,7 +184,7 @@ class Location:
             with fs.open_output_stream(f"{path}/{name}") as f:
                 f.write(data)
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"could not write {self.child(name)} ({exc}); its previous version is unchanged") from exc
+            raise DataError(f"could not write {self.child(name)} ({exc}); nothing already written was changed") from exc
 
 
 def read_table(path: str | Path) -> pa.Table:
