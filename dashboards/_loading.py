@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
+import pyarrow as pa
 
 from tacfn.errors import DataError
 from tacfn.store import EPOCHS, EXPERIMENT_FILE, PREDICTIONS, TRIALS, ExperimentStore, Location, read_results, results_version
@@ -103,7 +104,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         elif isinstance(read, str):
             unreadable[table.file] = read
             problems.append(read)
-        tables[table.file] = read if isinstance(read, pl.DataFrame) else pl.from_arrow(table.empty())
+        tables[table.file] = read if isinstance(read, pl.DataFrame) else _frame(table.empty())
     return Experiment(
         root=location.root,
         name=experiment["name"],
@@ -115,7 +116,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         epochs=tables[EPOCHS.file],
         predictions=tables[PREDICTIONS.file],
         problems=tuple(problems),
-        dataset=experiment.get("dataset") if isinstance(experiment.get("dataset"), dict) else {},
+        dataset=dataset if isinstance(dataset := experiment.get("dataset"), dict) else {},
         missing=tuple(missing),
         unreadable=unreadable,
     )
@@ -127,7 +128,14 @@ def _read(location: Location, table: TableSpec) -> pl.DataFrame | str | None:
         read = read_results(location.root, table)
     except DataError as exc:
         return str(exc)
-    return None if read is None else pl.from_arrow(read)
+    return None if read is None else _frame(read)
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    """An Arrow table as a DataFrame (``pl.from_arrow`` types a table's result as a frame or a series)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def table_gap(exp: Experiment, table: str) -> Unavailable | None:

@@ -125,5 +125,5 @@ def _when(trials: pl.DataFrame, axis: Axis) -> pl.Expr:
 
 def categories(trials: pl.DataFrame, axis: Axis) -> list[str]:
     """A choice axis's categories in spec order, labelled as :func:`param_frame` labels values."""
-    dtype = trials.schema.get(_source(trials, axis), pl.Utf8)
+    dtype: pl.DataType = trials.schema.get(_source(trials, axis)) or pl.Utf8()
     return list(dict.fromkeys(choice_labels(axis.choices, dtype)))

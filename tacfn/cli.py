@@ -279,9 +279,13 @@ def _resumed_search(args: argparse.Namespace) -> tuple[SearchSpec, Path | str]:
     from .store import EXPERIMENT_FILE, ExperimentStore
 
     given = _space_spec(args.space, args.set) if args.space else None
-    if args.out is None and given is None:
+    if args.out is not None:
+        folder = args.out
+    elif given is not None:
+        folder = Path("runs") / given.name
+    else:
         raise ConfigError("--resume continues the search in --out DIR, but no --out was given")
-    store = ExperimentStore.open(args.out or Path("runs") / given.name)  # one-line errors: not an experiment, corrupt, newer schema
+    store = ExperimentStore.open(folder)  # one-line errors: not an experiment, corrupt, newer schema
     out = store.root
     if store.kind != "search":
         raise ConfigError(f"--resume {out}: this folder holds an experiment of kind {store.kind!r}, not a search")

@@ -29,7 +29,9 @@ from tacfn.store import (
     Location,
     flatten_config,
     git_commit,
+    TRIALS,
     param_columns,
+    read_results,
     read_table,
 )
 
@@ -629,6 +631,23 @@ def test_merges_keep_the_log_small_and_every_reader_sees_each_trial_once(tmp_pat
         frame = read(store.root / "trials.parquet")
         assert frame.height == len(ids) and frame["trial_id"].n_unique() == len(ids)
         assert "_record" not in frame.columns
+
+
+def test_the_readmes_one_line_reads_see_each_trial_once(tmp_path: Path) -> None:
+    """The README's reads of a finished experiment, in polars, pandas and duckdb."""
+    import duckdb
+
+    store = _store(tmp_path)
+    for i in range(3):
+        store.record_trial({**_OK, "trial_id": f"t{i}", "val_score": 0.1 * i}, _epochs(2))
+    store.record_trial({**_OK, "trial_id": "t1", "val_score": 0.9}, _epochs(1))  # recorded again
+    store.compact()
+    path = str(store.root / "trials.parquet")
+    expected = [("t0", 0.0), ("t2", 0.2), ("t1", 0.9)]
+    assert pl.read_parquet(path).select("trial_id", "val_score").rows() == expected
+    assert list(pd.read_parquet(path)[["trial_id", "val_score"]].itertuples(index=False, name=None)) == expected
+    assert duckdb.sql(f"SELECT trial_id, val_score FROM '{path}'").fetchall() == expected
+    assert read_results(store.root, TRIALS).select(["trial_id", "val_score"]).to_pylist() == [dict(zip(("trial_id", "val_score"), r)) for r in expected]
 
 
 def test_a_record_cut_short_before_its_commit_is_not_seen(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ class StoreCallback(tune.Callback):
     def _recorded(self) -> set[str]:
         return set(self.store.trials().column("trial_id").to_pylist())
 
-    def setup(self, **info) -> None:
+    def setup(self, **info: Any) -> None:  # type: ignore[override]  # Tune calls it with keywords only
         # A resumed search reruns a trial the store recorded after Tune's last snapshot of the
         # experiment: the store keeps the first record, as Optuna keeps the first outcome.
         self.recorded = self._recorded()
@@ -120,8 +120,8 @@ class StoreCallback(tune.Callback):
         if not self.quiet:
             score = row.get("val_score")
             shown = f"{score:.3f}" if isinstance(score, float) and not math.isnan(score) else "-"
-            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in {**extra, **params}.items())
-            print(f"[{len(self.recorded)}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {params}", flush=True)
+            named = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in {**extra, **params}.items())
+            print(f"[{len(self.recorded)}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {named}", flush=True)
 
 
 def _short(value: Any) -> str:

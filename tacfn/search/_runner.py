@@ -108,8 +108,11 @@ def experiment_spec(spec: SearchSpec, settings: SearchSettings | None = None) ->
     base = dict(spec.base)
     if not has_dotted(base, "data.cache_dir"):
         base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
-    dump = {"mode": "json", "by_alias": True, "exclude_none": True}
-    return {**spec.model_dump(**dump), "base": base, "search": (settings or spec.search).model_dump(**dump)}
+    return {**_dump(spec), "base": base, "search": _dump(settings or spec.search)}
+
+
+def _dump(model: SearchSpec | SearchSettings) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def run_search(
@@ -250,5 +253,7 @@ def _max_epochs(info: SpaceInfo, base_epochs: int) -> int:
     """The most epochs a trial can run: ASHA stops every trial at its ``max_t``."""
     for axis in info.axes:
         if axis.key == "train.epochs":
-            return max(base_epochs, int(max(axis.choices) if axis.kind == "choice" else axis.high))
+            top = max(axis.choices) if axis.kind == "choice" else axis.high
+            assert isinstance(top, (int, float)), "train.epochs is an int axis or a choice of ints"
+            return max(base_epochs, int(top))
     return base_epochs

@@ -16,6 +16,7 @@ import hashlib
 import math
 import sqlite3
 import warnings
+from collections.abc import Sequence
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,15 +25,16 @@ from typing import Any
 import optuna
 
 from ..errors import DataError, brief
+from ..store import CONFIG_PREFIX, PARAM_PREFIX, TRIALS, ExperimentStore, Location, read_results
 from ..tasks import default_cache_dir
 from ._space_compile import SpaceInfo, optuna_distributions
-from ..store import CONFIG_PREFIX, PARAM_PREFIX, TRIALS, ExperimentStore, Location, read_results
 
 OPTUNA_FILE = "optuna.db"
 TUNE_TRIAL_ID = "tune_trial_id"  # a trial's user attribute: the Tune trial (the store's trial_id) it stands for
 REBUILT = "rebuilt_from_store"  # the study's user attribute: when and why it was rebuilt from trials.parquet
 SQLITE_SIDECARS = ("-journal", "-wal", "-shm")  # files SQLite keeps beside a database
 
+_MAXIMIZE, _MINIMIZE = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
 _STATES = {
     "completed": optuna.trial.TrialState.COMPLETE,
     "pruned": optuna.trial.TrialState.PRUNED,
@@ -109,7 +111,7 @@ def study_problem(path: Path, name: str) -> str | None:
     return None
 
 
-def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metric: str, objectives: list[str]) -> None:
+def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metric: str, objectives: Sequence[str]) -> None:
     """Make the Optuna file ``path`` of the search in ``out`` resumable, before Ray starts.
 
     A file that :func:`study_problem` finds wrong is replaced by the study rebuilt from the
@@ -133,7 +135,7 @@ def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metri
         raise DataError(f"{refused} it cannot be rebuilt from {TRIALS.file}: {err}; nothing was changed") from None
     fresh = path.with_name(f"{OPTUNA_FILE}.rebuilding")
     try:
-        _write_study(fresh, name, trials, directions=["maximize", *["minimize"] * len(objectives)], reason=f"{OPTUNA_FILE} {problem}")
+        _write_study(fresh, name, trials, directions=[_MAXIMIZE, *[_MINIMIZE] * len(objectives)], reason=f"{OPTUNA_FILE} {problem}")
     except BaseException:
         for partial in _with_sidecars(fresh):
             partial.unlink(missing_ok=True)
@@ -165,7 +167,9 @@ def _start_order(row: dict[str, Any]) -> tuple:
     return started is None, started.timestamp() if started is not None else 0.0, row["trial_id"]
 
 
-def _write_study(path: Path, name: str, trials: list[optuna.trial.FrozenTrial], directions: list[str], reason: str) -> None:
+def _write_study(
+    path: Path, name: str, trials: list[optuna.trial.FrozenTrial], directions: list[optuna.study.StudyDirection], reason: str
+) -> None:
     """Write a new study ``name`` of ``trials`` to the SQLite file ``path``, marked as rebuilt."""
     for stale in _with_sidecars(path):
         stale.unlink(missing_ok=True)
@@ -186,9 +190,13 @@ def _frozen_trial(row: dict[str, Any], info: SpaceInfo, metrics: list[str]) -> o
     params = _sampled_params(row, info)
     distributions = optuna_distributions(info)
     state = _STATES[row["status"]]
-    values = [row.get(m) for m in metrics] if state == optuna.trial.TrialState.COMPLETE else None
-    if values is not None and any(v is None or math.isnan(v) for v in values):
-        state, values = optuna.trial.TrialState.FAIL, None  # as Optuna records a trial told NaN
+    values: list[float] | None = None
+    if state == optuna.trial.TrialState.COMPLETE:
+        told = [float(v) if v is not None else math.nan for v in (row.get(m) for m in metrics)]
+        if any(math.isnan(v) for v in told):
+            state = optuna.trial.TrialState.FAIL  # as Optuna records a trial told NaN
+        else:
+            values = told
     trial = optuna.trial.create_trial(
         state=state,
         values=values,
