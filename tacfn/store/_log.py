@@ -142,8 +142,15 @@ class Log:
 
     @staticmethod
     def _live(parts: list[_Part]) -> list[_Part]:
-        """``parts`` without those another file of the same table covers."""
-        return [p for p in parts if not any(o.table == p.table and o.covers(p) for o in parts)]
+        """``parts`` without those another file of the same table covers, in record order."""
+        live = []
+        for table in _TABLES:
+            reach = 0  # the last record a file seen so far covers; wider files first at each start
+            for part in sorted((p for p in parts if p.table == table), key=lambda p: (p.first, -p.last)):
+                if part.last > reach:
+                    live.append(part)
+                    reach = part.last
+        return sorted(live)
 
     def version(self) -> str:
         """Changes whenever a record is committed or the log compacted (for live views)."""

@@ -231,16 +231,31 @@ def build_table(spec: TableSpec, rows: list[dict[str, Any]], context: str) -> pa
     arrays: dict[str, pa.Array] = {}
     for column in [*spec.columns, *extra]:
         dtype = spec.columns.get(column)
-        values = []
-        for i, row in enumerate(rows):
-            where = f"{context}[{i}]" if context in ("epochs", "predictions") else context
-            values.append(_typed_cell(spec, column, row.get(column), where))
+        values = [row.get(column) for row in rows]
+        if not _already_typed(values, dtype, column in spec.required):
+            values = [
+                _typed_cell(spec, column, value, f"{context}[{i}]" if context in ("epochs", "predictions") else context)
+                for i, value in enumerate(values)
+            ]
         if dtype is None:
             dtype = _common_type(map(_cell_type, values), column)
             if dtype == pa.string():
                 values = [_as_string(v) for v in values]
         arrays[column] = pa.array(values, type=dtype)
     return pa.table(arrays)
+
+
+_EXACT = {pa.string(): (str,), pa.int64(): (int,), pa.float64(): (float,)}
+
+
+def _already_typed(values: list[Any], dtype: pa.DataType | None, required: bool) -> bool:
+    """Whether ``values`` are cells of a fixed column ``dtype`` as they are (the common case,
+    checked at C speed), so the per-cell checks of :func:`_typed_cell` can be skipped."""
+    exact = _EXACT.get(dtype) if dtype is not None else None
+    if exact is None:
+        return False
+    allowed = set(exact) if required else {*exact, type(None)}
+    return set(map(type, values)) <= allowed
 
 
 def _typed_cell(spec: TableSpec, column: str, value: Any, where: str) -> Any:
@@ -277,17 +292,17 @@ def _effective_type(column: pa.ChunkedArray) -> pa.DataType:
 def concat(tables: Sequence[pa.Table], spec: TableSpec, path: Path | str) -> pa.Table:
     """``tables`` (one table's files, or a file and new rows) as one, each column with one type
     for all of them by the module docstring's rules; ``path`` names the table in errors."""
-    names = {name for table in tables for name in table.column_names}
-    extra = sorted(names - spec.columns.keys(), key=_extra_order)
+    held = [set(table.column_names) for table in tables]
+    extra = sorted(set().union(*held) - spec.columns.keys(), key=_extra_order)
     columns = {}
     for name in [*spec.columns, *extra]:
         if name in spec.columns:
             dtype = spec.columns[name]
         else:
-            dtype = _common_type([_effective_type(t[name]) for t in tables if name in t.column_names], name)
+            dtype = _common_type([_effective_type(t[name]) for t, has in zip(tables, held) if name in has], name)
         pieces: list[pa.Array] = []
-        for table in tables:
-            if name not in table.column_names:
+        for table, has in zip(tables, held):
+            if name not in has:
                 pieces.append(pa.nulls(table.num_rows, dtype))
                 continue
             try:
