@@ -27,7 +27,8 @@ from ..data.preprocessing import LITE_PREPROCESS, PAPER_PREPROCESS, PreprocessCo
 from ..errors import ConfigError
 from ._spec import FusionSpec, HeadPool, ModalitySpec
 from .encoders import LiteVideoEncoder, MfccCnn, ResNeXt3D, SequenceProjection
-from .fusion import FusionConfig, create_fusion_block
+from .fusion import FusionConfig, create_fusion_block, get_fusion_block_class, list_fusion_blocks
+from .fusion._config import check_block_options
 from .modality_dropout import ModalityDropout, drop_modalities
 
 BackboneMode = Literal["finetune", "frozen"]
@@ -251,6 +252,8 @@ def configure(
         fusion_cfg = replace(cfg.fusion, **fusion)
     else:
         fusion_cfg = cfg.fusion
+    if fusion_cfg.name in list_fusion_blocks():  # an unknown name fails when the block is built
+        check_block_options(fusion_cfg, get_fusion_block_class(fusion_cfg.name).options)
     mods = cfg.modalities
     if modalities is not None:
         keep = tuple(modalities)

@@ -8,6 +8,8 @@ from typing import Literal, get_type_hints
 from pydantic import ConfigDict
 from typing_extensions import TypedDict
 
+from ...errors import ConfigError
+
 Selection = Literal["transformer", "mean", "none"]
 SELECTIONS: tuple[str, ...] = ("transformer", "mean", "none")
 AttendedPool = Literal["mean", "separate"]
@@ -15,6 +17,8 @@ ATTENDED_POOLS: tuple[str, ...] = ("mean", "separate")
 # Deeper than any fusion transformer published (MulT and TACFN use 4-5): a larger number is a
 # typo, and only building it to check the config would take minutes.
 MAX_LAYERS = 64
+# Options that only some blocks read; a block that does not list one must leave it at its default.
+BLOCK_OPTIONS: tuple[str, ...] = ("dim", "rank")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class FusionConfig:
     gives the classifier ``sum_p alpha_p v_p`` as its own features beside the plain mean
     (alone without the residual). On the synthetic ground truth the paper's sum hides
     the cross-modal bit from a linear classifier even under perfect weights (README).
+
+    ``dim`` and ``rank`` belong to the ``tfn`` and ``lmf`` blocks only: ``dim`` is the width
+    each modality is projected to before TFN's outer product (the product grows as
+    (dim + 1) ** M) and LMF's fused output width; ``rank`` is LMF's number of
+    modality-specific factors. Either one set away from its default for a block that does
+    not read it is an error (``check_block_options``).
     """
 
     name: str = "tacfn"
@@ -56,6 +66,8 @@ class FusionConfig:
     residual: bool = True
     direction: str = "audio->video"
     attended_pool: AttendedPool = "mean"
+    dim: int = 16
+    rank: int = 4
 
     def __post_init__(self) -> None:
         if self.d < 1:
@@ -75,6 +87,10 @@ class FusionConfig:
             raise ValueError(f"unknown selection {self.selection!r}; valid: {list(SELECTIONS)}")
         if self.attended_pool not in ATTENDED_POOLS:
             raise ValueError(f"unknown attended_pool {self.attended_pool!r}; valid: {list(ATTENDED_POOLS)}")
+        for name in BLOCK_OPTIONS:
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"fusion block {self.name!r}: `{name} >= 1` must hold, but got {name}={value}")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -85,6 +101,19 @@ class FusionConfig:
 # its field's type (no 64.5 for d, no "false" for residual), and no other key.
 FusionOptions = TypedDict("FusionOptions", get_type_hints(FusionConfig), total=False)  # type: ignore[misc]
 FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
+
+
+def check_block_options(cfg: FusionConfig, options: tuple[str, ...]) -> None:
+    """Raise a one-line ConfigError when ``cfg`` sets a block-specific option (``dim``,
+    ``rank``) away from its default for block ``cfg.name``, which reads only ``options``."""
+    defaults = {f.name: f.default for f in fields(FusionConfig)}
+    for name in BLOCK_OPTIONS:
+        value = getattr(cfg, name)
+        if name not in options and value != defaults[name]:
+            raise ConfigError(
+                f"fusion block {cfg.name!r} does not read option {name!r} (got {name}={value}); "
+                f"it reads {list(options)}"
+            )
 
 
 def valid_heads(d: int) -> list[int]:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from .._spec import FusionSpec
-from ._config import FusionConfig
+from ._config import FusionConfig, check_block_options
 
 
 class FusionBlock(nn.Module):
@@ -64,4 +64,5 @@ def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> FusionBlo
     if unknown:
         raise ConfigError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
     cfg = FusionConfig(**{**kwargs, "name": name})
+    check_block_options(cfg, cls.options)
     return cls(spec, cfg)
