@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from tacfn.errors import ConfigError
+from tacfn.model import configure
 from tacfn.model._spec import FusionSpec, ModalitySpec
 from tacfn.model.fusion import (
     create_fusion_block,
@@ -416,6 +418,91 @@ def test_options_name_exactly_the_settings_a_block_reads(name: str) -> None:
     assert cls.has_attention == ("heads" in cls.options)
 
 
+# -- TFN and LMF ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+def test_tfn_fuses_the_outer_product_with_every_unimodal_term(spec_name: str) -> None:
+    spec, dim = SPECS[spec_name], 3
+    block = _build("tfn", spec, dim=dim).eval()
+    features = _features(spec, 2)
+    with torch.no_grad():
+        vectors = block.vectors(features)
+        fused = block.fuse(features)
+    assert fused.shape == (2, (dim + 1) ** len(spec.modalities))
+    grid = fused.view(2, *[dim + 1] * len(spec.modalities))
+    ones = [-1] * len(spec.modalities)
+    for i, h in enumerate(vectors):  # the 1 of every other modality picks out modality i alone
+        index = [slice(None), *ones]
+        index[i + 1] = slice(0, dim)
+        torch.testing.assert_close(grid[tuple(index)], h)
+    torch.testing.assert_close(grid[(slice(None), *ones)], torch.ones(2))
+    first, second = vectors[0], vectors[1]  # and every pair of modalities multiplies
+    index = [slice(None), slice(0, dim), slice(0, dim), *ones[2:]]
+    torch.testing.assert_close(grid[tuple(index)], first[:, :, None] * second[:, None, :])
+
+
+def test_tfn_keeps_the_other_modalities_terms_when_one_is_dropped() -> None:
+    block = _build("tfn", LITE, dim=3).eval()
+    features = _features(LITE, 2)
+    with torch.no_grad():
+        video = block.vectors(features)[0]
+        fused = block.fuse({**features, "audio": torch.zeros_like(features["audio"])}).view(2, 4, 4)
+    torch.testing.assert_close(fused[:, :3, 3], video)
+    assert not fused[:, :, :3].any()
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_lmf_matches_the_low_rank_formula_computed_naively(rank: int) -> None:
+    spec, dim = IEMOCAP, 2
+    block = _build("lmf", spec, dim=dim, rank=rank).eval()
+    with torch.no_grad():
+        for p in block.parameters():  # the bias is zero at the start: give it values to check
+            p.copy_(torch.randn_like(p))
+        features = _features(spec, 2)
+        fused = block.fuse(features)
+        for b in range(2):
+            z = {m.name: torch.cat([features[m.name][b].mean(dim=1), torch.ones(1)]) for m in spec.modalities}
+            expected = block.bias.clone()
+            for i in range(rank):
+                term = torch.ones(dim)
+                for m in spec.modalities:
+                    term = term * (z[m.name] @ block.factors[m.name][i])
+                expected = expected + block.rank_weights[0, i] * term
+            torch.testing.assert_close(fused[b], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_lmf_and_tfn_parameter_counts() -> None:
+    video, audio = 64, 64 * 12  # LITE: mean-pooled video, flattened audio
+    lmf = create_fusion_block("lmf", LITE, dim=16, rank=4)
+    assert sum(p.numel() for p in lmf.parameters()) == 4 * (video + 1 + audio + 1) * 16 + 4 + 16 + (16 * 8 + 8)
+    tfn = create_fusion_block("tfn", LITE, dim=16, d=32)
+    mlp = (17 * 17 * 32 + 32) + (32 * 32 + 32) + (32 * 8 + 8)
+    assert sum(p.numel() for p in tfn.parameters()) == (video + audio) * 16 + mlp
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("lmf", {"rank": 0}, r"fusion block 'lmf': `rank >= 1` must hold, but got rank=0"),
+        ("tfn", {"dim": 0}, r"fusion block 'tfn': `dim >= 1` must hold, but got dim=0"),
+        ("lmf", {"dim": -2}, r"fusion block 'lmf': `dim >= 1` must hold, but got dim=-2"),
+        ("tfn", {"rank": 8}, r"fusion block 'tfn' does not read option 'rank' \(got rank=8\); it reads \['d', 'dim', 'head_dropout'\]"),
+        ("concat", {"dim": 8}, r"fusion block 'concat' does not read option 'dim' \(got dim=8\)"),
+    ],
+)
+def test_bad_block_options_give_a_one_line_config_error(name: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        create_fusion_block(name, LITE, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_configure_rejects_an_option_the_block_does_not_read() -> None:
+    with pytest.raises(ConfigError, match=r"fusion block 'tacfn' does not read option 'rank'"):
+        configure("lite", fusion={"rank": 2})
+    assert configure("lite", fusion={"name": "lmf", "rank": 2}).fusion.rank == 2
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -427,7 +514,7 @@ def test_duplicate_registration_raises() -> None:
 
 
 def test_unknown_block_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown fusion block 'tacfm'; valid: \['concat'.*'tacfn'\]"):
+    with pytest.raises(ValueError, match=r"unknown fusion block 'tacfm'; valid: \['concat'.*'tacfn'.*\]"):
         create_fusion_block("tacfm", LITE)
 
 
