@@ -74,9 +74,6 @@ class _Part:
             size += 1
         return size
 
-    def covers(self, other: _Part) -> bool:
-        return self != other and self.first <= other.first and other.last <= self.last
-
 
 class Log:
     """The record log of the experiment folder ``location`` (see the module docstring).
