@@ -136,13 +136,13 @@ def test_tpe_samples_valid_run_configs(quickstart: tuple[SearchSpec, optuna.Stud
         assert ("model.fusion.attended_pool" in p) == (p["model.fusion.name"] == "tacfn")
 
 
-def test_heads_are_sampled_only_for_attention_blocks(quickstart: tuple[SearchSpec, optuna.Study]):
+def test_fusion_options_are_sampled_only_for_blocks_that_read_them(quickstart: tuple[SearchSpec, optuna.Study]):
     _, study = quickstart
     names = {t.params["model.fusion.name"] for t in study.trials}
     assert {"tacfn", "concat"} <= names  # both kinds of block were sampled
     for trial in study.trials:
         name = trial.params["model.fusion.name"]
-        assert ("model.fusion.heads" in trial.params) == get_fusion_block_class(name).has_attention
+        assert ("model.fusion.heads" in trial.params) == ("heads" in get_fusion_block_class(name).options)
         assert ("model.fusion.selection" in trial.params) == (name == "tacfn")
         assert ("model.fusion.layers" in trial.params) == (name in ("tacfn", "mult"))
 
@@ -270,7 +270,16 @@ BAD_SPACES = [
             "model.fusion.heads": {"choice": [2, 4], "when": {"model.fusion.layers": [1]}}}),
      r"space\.model\.fusion\.layers: `when` conditions form a cycle"),
     (_spec({"model.fusion.name": {"choice": ["concat", "late_average"]}, "model.fusion.heads": {"choice": [2]}}),
-     r"space\.model\.fusion\.heads: no block it can be sampled with has attention"),
+     r"space\.model\.fusion\.heads: no block it can be sampled with \(\['concat', 'late_average'\]\) reads heads"),
+    (_spec({"model.fusion.rank": {"int": [1, 4]}}),
+     r"space\.model\.fusion\.rank: block 'tacfn' does not read rank, so it never matters; it reads \["),
+    (_spec({"model.fusion.name": {"choice": ["tfn", "lmf"]},
+            "model.fusion.rank": {"int": [1, 4], "when": {"model.fusion.name": ["tfn", "lmf"]}}}),
+     r"space\.model\.fusion\.rank\.when\.model\.fusion\.name: block\(s\) \['tfn'\] do not read rank"),
+    (_spec({"model.fusion.name": {"choice": ["tacfn", "concat"]}},
+           base={"model": {"preset": "lite", "fusion": {"attended_pool": "separate"}}}),
+     r"space\.model\.fusion\.name: choice 'concat' gives an invalid run config: model: fusion block 'concat' "
+     r"does not read option 'attended_pool'"),
     (_spec({"train.lr": {"choice": ["1e-4", 1.0e-3]}}),
      r"space\.train\.lr: choice '1e-4' is not a number.*YAML reads 1e-4 as a string"),
     (_spec({"train.batch_size": {"float": [8, 32]}}), r"space\.train\.batch_size: a `float` range needs"),

@@ -27,7 +27,7 @@ from ..data.preprocessing import LITE_PREPROCESS, PAPER_PREPROCESS, PreprocessCo
 from ..errors import ConfigError
 from ._spec import FusionSpec, HeadPool, ModalitySpec
 from .encoders import LiteVideoEncoder, MfccCnn, ResNeXt3D, SequenceProjection
-from .fusion import FusionConfig, create_fusion_block, get_fusion_block_class, list_fusion_blocks
+from .fusion import FusionConfig, get_fusion_block_class, list_fusion_blocks
 from .fusion._config import check_block_options
 from .modality_dropout import ModalityDropout, drop_modalities
 
@@ -110,8 +110,7 @@ class TACFN(nn.Module):
             out_shape=cfg.out_shape,
         )
         self.modality_dropout = ModalityDropout(cfg.modality_dropout)
-        fusion_kwargs = {k: v for k, v in vars(cfg.fusion).items() if k != "name"}
-        self.fusion = create_fusion_block(cfg.fusion.name, self.feature_spec, **fusion_kwargs)
+        self.fusion = get_fusion_block_class(cfg.fusion.name)(self.feature_spec, cfg.fusion)
         if cfg.backbone == "frozen":
             self.encoders.requires_grad_(False)
             self.encoders.eval()
@@ -250,10 +249,10 @@ def configure(
         if unknown:
             raise ConfigError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
         fusion_cfg = replace(cfg.fusion, **fusion)
+        if fusion_cfg.name in list_fusion_blocks():  # an unknown name fails when the block is built
+            check_block_options(fusion_cfg.name, fusion, get_fusion_block_class(fusion_cfg.name).options, cfg.fusion)
     else:
         fusion_cfg = cfg.fusion
-    if fusion_cfg.name in list_fusion_blocks():  # an unknown name fails when the block is built
-        check_block_options(fusion_cfg, get_fusion_block_class(fusion_cfg.name).options)
     mods = cfg.modalities
     if modalities is not None:
         keep = tuple(modalities)

@@ -22,6 +22,7 @@ from ..nested import apply_overrides
 from ._space_compile import (
     DIM,
     FUSION_NAME,
+    FUSION_PREFIX,
     HEADS,
     MAX_VALUES,
     AxisInfo,
@@ -45,9 +46,15 @@ def check_space(spec: SearchSpec) -> None:
     arch = base.architecture()
     for key, axis in spec.space.items():
         _check_axis_type(key, axis, _base_value(key, base, arch))
-    fixed_block = get_fusion_block_class(arch.fusion.name)
-    if HEADS in spec.space and FUSION_NAME not in spec.space and not fixed_block.has_attention:
-        raise ConfigError(f"space.{HEADS}: block {arch.fusion.name!r} has no attention, so heads never matters")
+    if FUSION_NAME not in spec.space:
+        reads = get_fusion_block_class(arch.fusion.name).options
+        for key in spec.space:
+            option = key[len(FUSION_PREFIX):] if key.startswith(FUSION_PREFIX) else None
+            if option is not None and option not in reads:
+                raise ConfigError(
+                    f"space.{key}: block {arch.fusion.name!r} does not read {option}, so it never matters; "
+                    f"it reads {list(reads)}"
+                )
     info = compile_space(spec)
     _check_combinations(spec.base, info, arch)
     _check_asha(spec.search, info, base)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     import optuna
 
+FUSION_PREFIX = "model.fusion."
 FUSION_NAME, HEADS, DIM = "model.fusion.name", "model.fusion.heads", "model.fusion.d"
 MAX_VALUES = 10_000  # values of one int axis, or combinations of conditions, that validation walks
 _INACTIVE = object()  # the value of an axis a trial did not sample
@@ -63,17 +64,19 @@ class SpaceInfo(NamedTuple):
 def compile_space(spec: SearchSpec) -> SpaceInfo:
     """The axes of ``spec`` with their distributions and conditions, in sampling order.
 
-    ``model.fusion.heads`` gains the condition "the block has attention" when
-    ``model.fusion.name`` is an axis. Raises ConfigError for a ``when`` that names no other
-    axis, a value that axis cannot take, or conditions that form a cycle.
+    When ``model.fusion.name`` is an axis, an axis of a fusion option gains the condition
+    "the sampled block reads it" (``heads`` only for blocks with attention, ``rank`` only
+    for ``lmf``, ...). Raises ConfigError for a ``when`` that names no other axis, a value
+    that axis cannot take, conditions that form a cycle, or a fusion option that no block
+    it can be sampled with reads.
     """
     axes = {key: _axis_info(key, axis) for key, axis in spec.space.items()}
     for key, axis in spec.space.items():
         when = [(parent, tuple(values)) for parent, values in axis.when.items()]
         for parent, values in when:
             _check_condition(key, parent, values, axes)
-        if key == HEADS and FUSION_NAME in axes:
-            when = _attention_condition(when, axes[FUSION_NAME].choices)
+        if key.startswith(FUSION_PREFIX) and key != FUSION_NAME and FUSION_NAME in axes:
+            when = _reader_condition(key, when, axes[FUSION_NAME].choices)
         axes[key] = axes[key]._replace(when=tuple(when))
     return SpaceInfo(tuple(axes[key] for key in _sampling_order(axes)))
 
@@ -112,18 +115,26 @@ def _check_condition(key: str, parent: str, values: tuple[Any, ...], axes: Mappi
             raise ConfigError(f"{where}: {value!r} is not a value {parent} can take; valid: {valid}")
 
 
-def _attention_condition(when: list[Condition], names: tuple[Any, ...]) -> list[Condition]:
-    """Restrict ``heads``'s condition on the block name to blocks with attention."""
+def _reader_condition(key: str, when: list[Condition], names: tuple[Any, ...]) -> list[Condition]:
+    """Restrict the condition of fusion option ``key`` on the block name to the blocks that
+    read the option; a ``when`` that names a block which does not read it is refused."""
+    option = key[len(FUSION_PREFIX):]
     given = dict(when)
     block_class = _fusion_registry().get_fusion_block_class
-    allowed = tuple(n for n in given.get(FUSION_NAME, names) if block_class(n).has_attention)
-    if not allowed:
+    candidates = given.get(FUSION_NAME, names)
+    readers = tuple(n for n in candidates if option in block_class(n).options)
+    if FUSION_NAME in given and readers != tuple(candidates):
+        deaf = [n for n in candidates if n not in readers]
+        raise ConfigError(f"space.{key}.when.{FUSION_NAME}: block(s) {deaf} do not read {option}")
+    if not readers:
         raise ConfigError(
-            f"space.{HEADS}: no block it can be sampled with has attention "
-            f"({list(given.get(FUSION_NAME, names))}), so heads would never be sampled"
+            f"space.{key}: no block it can be sampled with ({list(candidates)}) reads {option}, "
+            "so it would never be sampled"
         )
+    if readers == tuple(names):
+        return when
     given.pop(FUSION_NAME, None)
-    return [(FUSION_NAME, allowed), *given.items()]
+    return [(FUSION_NAME, readers), *given.items()]
 
 
 def _fusion_registry() -> ModuleType:

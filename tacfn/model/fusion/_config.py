@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal, get_type_hints
+from collections.abc import Mapping
+from typing import Any, Literal, get_type_hints
 
 from pydantic import ConfigDict
 from typing_extensions import TypedDict
@@ -17,8 +18,8 @@ ATTENDED_POOLS: tuple[str, ...] = ("mean", "separate")
 # Deeper than any fusion transformer published (MulT and TACFN use 4-5): a larger number is a
 # typo, and only building it to check the config would take minutes.
 MAX_LAYERS = 64
-# Options that only some blocks read; a block that does not list one must leave it at its default.
-BLOCK_OPTIONS: tuple[str, ...] = ("dim", "rank")
+# Integer options that only some blocks read, each at least 1.
+BLOCK_OPTIONS: tuple[str, ...] = ("dim", "rank", "sketch_dim", "reduction")
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,13 @@ class FusionConfig:
     (alone without the residual). On the synthetic ground truth the paper's sum hides
     the cross-modal bit from a linear classifier even under perfect weights (README).
 
-    ``dim`` and ``rank`` belong to the ``tfn`` and ``lmf`` blocks only: ``dim`` is the width
-    each modality is projected to before TFN's outer product (the product grows as
-    (dim + 1) ** M) and LMF's fused output width; ``rank`` is LMF's number of
-    modality-specific factors. Either one set away from its default for a block that does
-    not read it is an error (``check_block_options``).
+    The baselines of the fusion zoo read their own options: ``dim`` is the width each
+    modality is projected to before TFN's outer product (the product grows as
+    (dim + 1) ** M), LMF's fused output width, and the channels of one MSAF block;
+    ``rank`` is LMF's number of modality-specific factors; ``sketch_dim`` is the width of
+    MCBP's count sketches (its fused vector); ``reduction`` is how much MMTM's and MSAF's
+    joint squeeze narrows the channels it sees. An option given for a block that does not
+    read it is an error (``check_block_options``).
     """
 
     name: str = "tacfn"
@@ -68,6 +71,8 @@ class FusionConfig:
     attended_pool: AttendedPool = "mean"
     dim: int = 16
     rank: int = 4
+    sketch_dim: int = 1024
+    reduction: int = 4
 
     def __post_init__(self) -> None:
         if self.d < 1:
@@ -103,15 +108,19 @@ FusionOptions = TypedDict("FusionOptions", get_type_hints(FusionConfig), total=F
 FusionOptions.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
 
 
-def check_block_options(cfg: FusionConfig, options: tuple[str, ...]) -> None:
-    """Raise a one-line ConfigError when ``cfg`` sets a block-specific option (``dim``,
-    ``rank``) away from its default for block ``cfg.name``, which reads only ``options``."""
-    defaults = {f.name: f.default for f in fields(FusionConfig)}
-    for name in BLOCK_OPTIONS:
-        value = getattr(cfg, name)
-        if name not in options and value != defaults[name]:
+def check_block_options(block: str, given: Mapping[str, Any], options: tuple[str, ...],
+                        defaults: FusionConfig | None = None) -> None:
+    """Raise a one-line ConfigError when ``given`` (the fusion options a user set) holds one
+    that block ``block``, which reads only ``options``, does not read.
+
+    An option given at its value in ``defaults`` (the preset's fusion config; by default
+    :class:`FusionConfig`'s) changes nothing and passes, so a config may spell defaults out.
+    """
+    defaults = defaults or FusionConfig()
+    for name, value in given.items():
+        if name != "name" and name not in options and value != getattr(defaults, name):
             raise ConfigError(
-                f"fusion block {cfg.name!r} does not read option {name!r} (got {name}={value}); "
+                f"fusion block {block!r} does not read option {name!r} (got {name}={value!r}); "
                 f"it reads {list(options)}"
             )
 

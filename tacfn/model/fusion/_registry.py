@@ -2,9 +2,9 @@
 
 A block is a :class:`FusionBlock` (an ``nn.Module``) with the constructor ``(spec:
 FusionSpec, cfg: FusionConfig)`` and ``forward(features: dict[str, Tensor]) -> Tensor``
-returning logits of shape ``(B, *spec.out_shape)``. Its class attributes say which settings
-matter to it: ``has_attention`` tells the search whether ``heads`` is an axis for it, and
-``options`` names the :class:`FusionConfig` fields it reads (``tacfn model info`` shows those).
+returning logits of shape ``(B, *spec.out_shape)``. Its class attribute ``options`` names the
+:class:`FusionConfig` fields it reads: ``tacfn model info`` shows those, a config that sets
+another is refused, and a search samples an option only for the blocks that read it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from ._config import FusionConfig, check_block_options
 
 
 class FusionBlock(nn.Module):
-    """The base class of a block, which sets these class attributes (see above)."""
+    """The base class of a block, which sets ``options`` (see above)."""
 
-    has_attention: ClassVar[bool]
     options: ClassVar[tuple[str, ...]]
 
 
@@ -58,11 +57,12 @@ def get_fusion_block_class(name: str) -> type[FusionBlock]:
 
 
 def create_fusion_block(name: str, spec: FusionSpec, **kwargs: Any) -> FusionBlock:
-    """Build block ``name`` for ``spec``; ``kwargs`` are :class:`FusionConfig` fields."""
+    """Build block ``name`` for ``spec``; ``kwargs`` are :class:`FusionConfig` fields the
+    block reads (another is refused, see :func:`check_block_options`)."""
     cls = get_fusion_block_class(name)
     unknown = sorted(set(kwargs) - set(FusionConfig.field_names()) - {"name"})
     if unknown:
         raise ConfigError(f"unknown fusion option(s) {unknown}; valid: {list(FusionConfig.field_names())}")
     cfg = FusionConfig(**{**kwargs, "name": name})
-    check_block_options(cfg, cls.options)
+    check_block_options(name, kwargs, cls.options)
     return cls(spec, cfg)

@@ -18,7 +18,6 @@ class ConcatFusion(FusionBlock):
     ablation): only ``head_dropout`` of the config applies.
     """
 
-    has_attention = False
     options = ("head_dropout",)
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:

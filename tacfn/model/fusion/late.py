@@ -20,7 +20,6 @@ from ._registry import FusionBlock, register_fusion_block
 class _LateFusion(FusionBlock):
     """One :class:`PooledConcatHead` per modality; subclasses say how to combine them."""
 
-    has_attention = False
     options = ("head_dropout",)
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:

@@ -31,7 +31,6 @@ from ._registry import FusionBlock, register_fusion_block
 class LowRankFusion(FusionBlock):
     """Rank-``rank`` modality-specific factors, fused to ``dim`` features, then a classifier."""
 
-    has_attention = False
     options = ("dim", "head_dropout", "rank")
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:

@@ -40,7 +40,6 @@ class MulTFusion(FusionBlock):
     transformer of a target works at width (M - 1) * d for M modalities.
     """
 
-    has_attention = True
     options = ("d", "heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "causal")
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:

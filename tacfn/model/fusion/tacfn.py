@@ -106,7 +106,6 @@ class TACFNFusion(FusionBlock):
     weights per target, detached, for inspection.
     """
 
-    has_attention = True
     options = ("d", "heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout",
                "head_dropout", "causal", "selection", "fused_weight", "residual", "direction", "attended_pool")
 

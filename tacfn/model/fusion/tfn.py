@@ -32,7 +32,6 @@ from ._registry import FusionBlock, register_fusion_block
 class TensorFusion(FusionBlock):
     """Outer product of the modalities' ``dim``-wide vectors, each with a 1 appended."""
 
-    has_attention = False
     options = ("d", "dim", "head_dropout")
 
     def __init__(self, spec: FusionSpec, cfg: FusionConfig) -> None:
