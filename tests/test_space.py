@@ -17,7 +17,7 @@ import yaml
 
 from tacfn.config import parse_run_config
 from tacfn.errors import ConfigError
-from tacfn.model.fusion import get_fusion_block_class
+from tacfn.model.fusion import get_fusion_block_class, list_fusion_blocks
 from tacfn.nested import apply_overrides
 from tacfn.search._space import SEARCH_SPACES_DIR, find_space, list_spaces, load_space, parse_space
 from tacfn.search._space_compile import SearchSpace, compile_space, config_hash, grid, optuna_distributions
@@ -145,6 +145,27 @@ def test_fusion_options_are_sampled_only_for_blocks_that_read_them(quickstart: t
         assert ("model.fusion.heads" in trial.params) == ("heads" in get_fusion_block_class(name).options)
         assert ("model.fusion.selection" in trial.params) == (name == "tacfn")
         assert ("model.fusion.layers" in trial.params) == (name in ("tacfn", "mult"))
+
+
+def test_a_space_over_every_block_samples_each_option_only_for_the_blocks_that_read_it():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options = {"heads": {"choice": [1, 2, 4]}, "layers": {"int": [1, 3]}, "attended_pool": {"choice": ["mean", "separate"]},
+               "dim": {"int": [2, 8]}, "rank": {"int": [1, 4]}, "head_dropout": {"float": [0.0, 0.5]}}
+    space = {"model.fusion.name": {"choice": list_fusion_blocks()}} | {f"model.fusion.{k}": v for k, v in options.items()}
+    spec = parse_space(_spec(space, base={"model": {"preset": "lite"}}))
+    sample = SearchSpace(compile_space(spec))
+
+    def objective(trial: optuna.Trial) -> float:
+        sample(trial)
+        return 0.0
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=60)
+    assert {t.params["model.fusion.name"] for t in study.trials} == set(list_fusion_blocks())
+    for trial in study.trials:
+        reads = get_fusion_block_class(trial.params["model.fusion.name"]).options
+        assert {k for k in options if f"model.fusion.{k}" in trial.params} == set(options) & set(reads), trial.params
+        parse_run_config(apply_overrides(spec.base, trial.params), f"trial {trial.number}")
 
 
 def test_study_is_reproducible_with_a_seed():
