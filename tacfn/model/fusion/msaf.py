@@ -63,7 +63,7 @@ class SplitAttentionFusion(FusionBlock):
         """(B, C, *positions) -> (B, blocks, dim, P), zero channels padding the last block."""
         x = x.flatten(2)
         x = nn.functional.pad(x, (0, 0, 0, blocks * self.dim - x.shape[1]))
-        return x.view(len(x), blocks, self.dim, -1)
+        return x.reshape(len(x), blocks, self.dim, -1)
 
     def attention(self, features: dict[str, Tensor]) -> Tensor:
         """Attention (B, blocks of all modalities, dim), summing to 1 over the blocks per channel."""
