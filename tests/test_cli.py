@@ -50,6 +50,19 @@ def test_model_info_shows_only_the_settings_the_block_reads(capsys):
     assert "heads=4" in out.splitlines()[-1] and "residual=True" in out.splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("block", "params", "options"),
+    [("mcbp", "8,200", "head_dropout=0.4, sketch_dim=1024"), ("mmtm", "15,016", "head_dropout=0.4, reduction=4"),
+     ("msaf", "7,372", "dim=16, head_dropout=0.4, reduction=4")],
+)
+def test_model_info_counts_the_zoo_blocks(capsys, block, params, options):
+    code, out, _ = _run(capsys, "model", "info", "lite", "--fusion", block)
+    assert code == 0
+    fusion = next(line for line in out.splitlines() if line.startswith("fusion + head"))
+    assert fusion.split()[-1] == params
+    assert out.splitlines()[-1] == f"fusion config: {options}"
+
+
 def test_model_list(capsys):
     code, out, _ = _run(capsys, "model", "list")
     assert code == 0 and "tacfn" in out and "late_average" in out and "iemocap" in out

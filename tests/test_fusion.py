@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -36,6 +38,7 @@ IEMOCAP = FusionSpec(
     ),
     (4, 2),
 )
+ONE_MODALITY = FusionSpec((LITE.modalities[1],), (8,))
 SPECS = {"lite": LITE, "iemocap": IEMOCAP}
 SMALL = {"d": 16, "heads": 2, "layers": 2}
 BLOCKS = list_fusion_blocks()
@@ -481,22 +484,151 @@ def test_lmf_and_tfn_parameter_counts() -> None:
     assert sum(p.numel() for p in tfn.parameters()) == (video + audio) * 16 + mlp
 
 
+# -- MCBP, MMTM and MSAF -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+def test_mcbp_fuses_the_count_sketch_of_the_outer_product(spec_name: str) -> None:
+    """The product of the sketches' FFTs is the sketch of the flattened outer product, whose entry
+    (i, j, ...) goes to position h_1[i] + h_2[j] + ... mod sketch_dim with sign s_1[i] s_2[j] ..."""
+    spec, width = SPECS[spec_name], 32
+    block = _build("mcbp", spec, sketch_dim=width).eval()
+    features = _features(spec, 2)
+    with torch.no_grad():
+        fused = block.fuse(features)
+        outer = torch.ones(2, 1)
+        hashes, signs = torch.zeros(1, dtype=torch.long), torch.ones(1)
+        for m in spec.modalities:
+            z = block.pools[m.name](features[m.name])
+            outer = (outer[:, :, None] * z[:, None, :]).flatten(1)
+            hashes = (hashes[:, None] + getattr(block, f"hash_{m.name}")[None, :]).flatten() % width
+            signs = (signs[:, None] * getattr(block, f"sign_{m.name}")[None, :]).flatten()
+        expected = torch.zeros(2, width).index_add(1, hashes, outer * signs)
+    assert outer.shape[1] == math.prod(m.head_features for m in spec.modalities)
+    torch.testing.assert_close(fused, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_mcbp_hashes_follow_the_seed_and_travel_with_the_weights() -> None:
+    first, again, other = (_build("mcbp", LITE, seed=s).eval() for s in (0, 0, 1))
+    assert torch.equal(first.hash_audio, again.hash_audio) and torch.equal(first.sign_audio, again.sign_audio)
+    assert not torch.equal(first.hash_audio, other.hash_audio)
+    assert set(first.sign_video.unique().tolist()) == {-1.0, 1.0}
+    assert int(first.hash_video.max()) < 1024
+    other.load_state_dict(first.state_dict())
+    features = _features(LITE, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(other(features), first(features))
+
+
+def test_mmtm_gates_lie_in_0_2_and_each_depends_on_the_other_modality() -> None:
+    block = _build("mmtm", LITE).eval()
+    features = _features(LITE, 3)
+    with torch.no_grad():
+        for p in block.parameters():  # larger weights than at the start, to reach both ends of (0, 2)
+            p.mul_(8)
+        gates = block.gates(features)
+        other_audio = block.gates({**features, "audio": _features(LITE, 3, seed=1)["audio"]})
+        other_video = block.gates({**features, "video": _features(LITE, 3, seed=1)["video"]})
+    assert {k: tuple(v.shape) for k, v in gates.items()} == {"video": (3, 64), "audio": (3, 64)}
+    for gate in gates.values():
+        assert (gate > 0).all() and (gate < 2).all()
+        assert gate.min() < 0.5 and gate.max() > 1.5
+    assert (gates["video"] - other_audio["video"]).abs().max() > 1e-3
+    assert (gates["audio"] - other_video["audio"]).abs().max() > 1e-3
+
+
+def test_mmtm_scales_each_channel_by_its_gate_before_the_classifier() -> None:
+    block = _build("mmtm", IEMOCAP).eval()
+    features = _features(IEMOCAP, 2)
+    with torch.no_grad():
+        gates = block.gates(features)
+        expected = block.head({k: x * gates[k][:, :, None] for k, x in features.items()})
+        torch.testing.assert_close(block(features), expected)
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+def test_msaf_attention_splits_each_channel_over_all_blocks(spec_name: str) -> None:
+    spec, dim = SPECS[spec_name], 16
+    block = _build("msaf", spec, dim=dim).eval()
+    features = _features(spec, 2)
+    with torch.no_grad():
+        attention = block.attention(features)
+        logits = block(features)
+        blocks = [math.ceil(m.channels / dim) for m in spec.modalities]  # IEMOCAP pads 300, 74, 35
+        assert attention.shape == (2, sum(blocks), dim)
+        torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, dim))
+        assert (attention.std(dim=1) > 0).all()  # not uniform
+        weighted, start = {}, 0
+        for m, n in zip(spec.modalities, blocks):  # channel c of a modality is channel c % dim of its block c // dim
+            per_channel = attention[:, start : start + n].flatten(1)[:, : m.channels]
+            weighted[m.name] = features[m.name] * per_channel.view(2, m.channels, *[1] * (len(m.shape) - 1))
+            start += n
+        torch.testing.assert_close(logits, block.head(weighted))
+
+
+def test_msaf_attends_to_a_modality_with_zero_features() -> None:
+    block = _build("msaf", LITE).eval()
+    features = {**_features(LITE, 2), "audio": torch.zeros(2, 64, 12)}
+    with torch.no_grad():
+        attention = block.attention(features)
+        logits = block(features)
+    audio = attention[:, 4:]  # 64 video channels make blocks 0-3, 64 audio channels blocks 4-7
+    assert torch.isfinite(audio).all() and (audio > 0).all()
+    torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, 16))
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ["mcbp", "mmtm", "msaf"])
+@pytest.mark.parametrize("dropped", ["video", "audio"])
+def test_a_dropped_modality_gives_finite_logits_and_gradients(name: str, dropped: str) -> None:
+    """Modality dropout zeroes a modality's features: the encoders below must still get finite gradients."""
+    block = _build(name, LITE).train()
+    features = {**_features(LITE, 4), dropped: torch.zeros(4, *LITE[dropped].shape)}
+    features = {k: v.requires_grad_() for k, v in features.items()}
+    logits = block(features)
+    _loss(logits, LITE).backward()
+    assert torch.isfinite(logits).all()
+    for key, tensor in [*block.named_parameters(), *features.items()]:
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all(), key
+
+
+def test_mcbp_mmtm_and_msaf_parameter_counts() -> None:
+    video, audio, head = 64, 64, (64 + 64 * 12) * 8 + 8  # LITE: channels, and the paper's classifier
+    mcbp = create_fusion_block("mcbp", LITE, sketch_dim=1024)
+    assert sum(p.numel() for p in mcbp.parameters()) == 1024 * 8 + 8 == 8_200
+    mmtm = create_fusion_block("mmtm", LITE, reduction=4)
+    joint = (video + audio) // 4
+    squeeze, excite = (video + audio) * joint + joint, (joint * video + video) + (joint * audio + audio)
+    assert sum(p.numel() for p in mmtm.parameters()) == squeeze + excite + head == 15_016
+    msaf = create_fusion_block("msaf", LITE, dim=16, reduction=4)
+    blocks = video // 16 + audio // 16
+    assert sum(p.numel() for p in msaf.parameters()) == (16 * 4 + 4) + blocks * (4 * 16 + 16) + head == 7_372
+
+
 @pytest.mark.parametrize(
-    ("name", "kwargs", "message"),
+    ("name", "spec", "kwargs", "message"),
     [
-        ("lmf", {"rank": 0}, r"fusion block 'lmf': `rank >= 1` must hold, but got rank=0"),
-        ("tfn", {"dim": 0}, r"fusion block 'tfn': `dim >= 1` must hold, but got dim=0"),
-        ("lmf", {"dim": -2}, r"fusion block 'lmf': `dim >= 1` must hold, but got dim=-2"),
-        ("tfn", {"rank": 8}, r"fusion block 'tfn' does not read option 'rank' \(got rank=8\); it reads \['d', 'dim', 'head_dropout'\]"),
-        ("concat", {"dim": 8}, r"fusion block 'concat' does not read option 'dim' \(got dim=8\)"),
-        ("concat", {"heads": 2}, r"fusion block 'concat' does not read option 'heads' \(got heads=2\)"),
-        ("late_average", {"attended_pool": "separate"}, r"fusion block 'late_average' does not read option 'attended_pool' \(got attended_pool='separate'\)"),
-        ("mult", {"residual": False}, r"fusion block 'mult' does not read option 'residual' \(got residual=False\)"),
+        ("lmf", LITE, {"rank": 0}, r"fusion block 'lmf': `rank >= 1` must hold, but got rank=0"),
+        ("tfn", LITE, {"dim": 0}, r"fusion block 'tfn': `dim >= 1` must hold, but got dim=0"),
+        ("lmf", LITE, {"dim": -2}, r"fusion block 'lmf': `dim >= 1` must hold, but got dim=-2"),
+        ("tfn", LITE, {"rank": 8}, r"fusion block 'tfn' does not read option 'rank' \(got rank=8\); it reads \['d', 'dim', 'head_dropout'\]"),
+        ("concat", LITE, {"dim": 8}, r"fusion block 'concat' does not read option 'dim' \(got dim=8\)"),
+        ("concat", LITE, {"heads": 2}, r"fusion block 'concat' does not read option 'heads' \(got heads=2\)"),
+        ("late_average", LITE, {"attended_pool": "separate"}, r"fusion block 'late_average' does not read option 'attended_pool' \(got attended_pool='separate'\)"),
+        ("mult", LITE, {"residual": False}, r"fusion block 'mult' does not read option 'residual' \(got residual=False\)"),
+        ("mcbp", LITE, {"sketch_dim": 0}, r"fusion block 'mcbp': `sketch_dim >= 1` must hold, but got sketch_dim=0"),
+        ("mcbp", LITE, {"reduction": 2}, r"fusion block 'mcbp' does not read option 'reduction' \(got reduction=2\); it reads \['head_dropout', 'sketch_dim'\]"),
+        ("mmtm", LITE, {"reduction": 512}, r"fusion block 'mmtm': reduction=512 leaves the joint squeeze no channels \(the modalities have 128 channels in all\); valid: 1\.\.128$"),
+        ("mmtm", LITE, {"dim": 8}, r"fusion block 'mmtm' does not read option 'dim' \(got dim=8\)"),
+        ("msaf", LITE, {"reduction": 32}, r"fusion block 'msaf': dim=16 // reduction=32 leaves the joint representation no channels; valid: reduction 1\.\.16$"),
+        ("msaf", LITE, {"dim": 2, "reduction": 4}, r"fusion block 'msaf': dim=2 // reduction=4 leaves .*; valid: reduction 1\.\.2$"),
+        *[(name, ONE_MODALITY, {}, rf"fusion block '{name}' fuses two or more modalities, but got \['audio'\]; for one modality use model.fusion.name: concat$")
+          for name in ("mcbp", "mmtm", "msaf")],
     ],
 )
-def test_bad_block_options_give_a_one_line_config_error(name: str, kwargs: dict, message: str) -> None:
+def test_bad_block_options_give_a_one_line_config_error(name: str, spec: FusionSpec, kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
-        create_fusion_block(name, LITE, **kwargs)
+        create_fusion_block(name, spec, **kwargs)
     assert "\n" not in str(info.value)
 
 

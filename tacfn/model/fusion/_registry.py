@@ -25,6 +25,15 @@ class FusionBlock(nn.Module):
     options: ClassVar[tuple[str, ...]]
 
 
+def require_two_modalities(block: str, spec: FusionSpec) -> None:
+    """Raise a one-line ConfigError when ``spec`` has fewer than two modalities for ``block``."""
+    if len(spec.modalities) < 2:
+        raise ConfigError(
+            f"fusion block {block!r} fuses two or more modalities, but got {list(spec.names)}; "
+            "for one modality use model.fusion.name: concat"
+        )
+
+
 _BLOCKS: dict[str, type[FusionBlock]] = {}
 _T = TypeVar("_T", bound=type[FusionBlock])
 
