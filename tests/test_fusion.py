@@ -692,3 +692,11 @@ def test_features_of_the_wrong_shape_name_the_modality(name: str) -> None:
     features = {**_features(LITE, 2), "video": torch.randn(2, 64, 2, 5, 5)}
     with pytest.raises(ValueError, match=r"features of 'video' must have shape \(B, 64, 2, 4, 4\)"):
         block(features)
+
+
+def test_the_zoo_plan_runs_every_registered_block() -> None:
+    from tacfn.search import load_plan
+
+    plan = load_plan("ablation_zoo")
+    names = {overrides.get("model.fusion.name", "tacfn") for overrides in plan.variants.values()}
+    assert names == set(BLOCKS)

@@ -150,7 +150,7 @@ def test_fusion_options_are_sampled_only_for_blocks_that_read_them(quickstart: t
 def test_a_space_over_every_block_samples_each_option_only_for_the_blocks_that_read_it():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = {"heads": {"choice": [1, 2, 4]}, "layers": {"int": [1, 3]}, "attended_pool": {"choice": ["mean", "separate"]},
-               "dim": {"int": [2, 8]}, "rank": {"int": [1, 4]}, "head_dropout": {"float": [0.0, 0.5]}}
+               "dim": {"int": [4, 8]}, "rank": {"int": [1, 4]}, "head_dropout": {"float": [0.0, 0.5]}}
     space = {"model.fusion.name": {"choice": list_fusion_blocks()}} | {f"model.fusion.{k}": v for k, v in options.items()}
     spec = parse_space(_spec(space, base={"model": {"preset": "lite"}}))
     sample = SearchSpace(compile_space(spec))
