@@ -339,6 +339,19 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "tacfn block on one modality": lambda e: Case(
             ["train", config(e, {"model": {"modalities": ["audio"], "fusion": {"direction": "both"}}}), "--out", out(e)],
             ("the tacfn block needs at least two modalities", "model.fusion.name: concat"), work(e)),
+        "fusion option a block does not read": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.name=concat", "--set", "model.fusion.heads=2"],
+            ("fusion block 'concat' does not read option 'heads' (got heads=2)",), work(e)),
+        "fusion reduction that leaves no channels": lambda e: Case(
+            ["train", config(e), "--out", out(e), "--set", "model.fusion.name=mmtm", "--set", "model.fusion.reduction=4096"],
+            ("fusion block 'mmtm'", "reduction=4096"), work(e)),
+        "fusion zoo block on one modality": lambda e: Case(
+            ["train", config(e, {"model": {"modalities": ["audio"], "fusion": {"name": "msaf"}}}), "--out", out(e)],
+            ("fusion block 'msaf' fuses two or more modalities", "model.fusion.name: concat"), work(e)),
+        "plan: a base option a variant's block does not read": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}), "--out", out(e),
+             "--set", "model.fusion.attended_pool=separate"],
+            ("variant concat", "fusion block 'concat' does not read option 'attended_pool'"), work(e)),
         "missing config file": lambda e: Case(
             ["train", str(e.tmp / "absent.yaml"), "--out", out(e)], ("absent.yaml", "cannot read"), work(e)),
         "config not a mapping": lambda e: Case(
