@@ -592,9 +592,11 @@ def test_shipped_spaces_load():
 
 
 @pytest.mark.slow
-def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Path):
-    """Two possible configs and six trials: TPE's repeats are told the earlier result, and the
-    search ends once it proposes nothing new."""
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Path, sampler: str):
+    """Two possible configs and six trials: the sampler's repeats are told the earlier result,
+    and the search ends once it proposes nothing new. The search samples with, records and
+    names the sampler its space names."""
     space = tmp_path / "two.yaml"
     space.write_text(yaml.safe_dump({
         "name": "two",
@@ -604,12 +606,14 @@ def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Pat
             "train": {"epochs": 2, "batch_size": 8},
         },
         "space": {"model.fusion.name": {"choice": ["concat", "late_average"]}},
-        "search": {"trials": 6, "concurrency": 1, "scheduler": "none", "seed": 0},
+        "search": {"trials": 6, "concurrency": 1, "scheduler": "none", "seed": 0, "sampler": sampler},
     }))
     out = tmp_path / "exp"
     proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "TPE proposed only configurations already run" in proc.stdout
+    assert f"the {sampler} sampler proposed only configurations already run" in proc.stdout
+    assert f"({sampler} sampler, seed 0): 2 of 2 trials completed" in proc.stdout
+    assert ExperimentStore.open(out).experiment["spec"]["search"]["sampler"] == sampler
     trials = pl.from_arrow(ExperimentStore.open(out).trials())
     assert sorted(trials["config.model.fusion.name"]) == ["concat", "late_average"]
     study = optuna.load_study(study_name="two", storage=f"sqlite:///{out / 'optuna.db'}")
@@ -619,3 +623,8 @@ def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Pat
     for t in repeats:
         original = by_number[t.user_attrs["repeat_of"]]
         assert t.params == original.params and t.value == original.value
+    if sampler == "random":  # every proposal, repeats too, is RandomSampler(seed=0)'s (TPE's differ after its 10 start-up trials)
+        assert len(study.trials) > 10
+        alone = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        proposed = [alone.ask().suggest_categorical("model.fusion.name", ["concat", "late_average"]) for _ in study.trials]
+        assert [t.params["model.fusion.name"] for t in study.trials] == proposed
