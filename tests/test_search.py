@@ -323,6 +323,47 @@ def _searcher(tmp_path: Path):
     )
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "qmc", "nsga2"])
+def test_the_searcher_pickles_with_each_sampler_and_a_resume_keeps_it(tmp_path: Path, sampler: str):
+    """Tune pickles its searcher, sampler and all, when the search starts (cloudpickle, in
+    tuner.pkl) and at every snapshot (``save``); a resumed search restores that sampler."""
+    from ray import cloudpickle
+
+    from tacfn.search._samplers import create_sampler
+    from tacfn.search._searcher import PrunableOptunaSearch
+    from tacfn.search._space import parse_space
+    from tacfn.search._space_compile import SearchSpace, compile_space
+
+    objectives = ["num_parameters"] if sampler == "nsga2" else []
+    spec = parse_space({
+        "name": "pickled",
+        "base": {"model": {"preset": "lite"}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}, "train.batch_size": {"int": [8, 32], "step": 8}},
+        "search": {"trials": 6, "sampler": sampler, "objectives": objectives, "scheduler": "none"},
+    }, "pickled.yaml")
+    store = ExperimentStore.create(tmp_path / "exp", "search", "pickled", {"name": "pickled"})
+
+    def searcher() -> PrunableOptunaSearch:
+        return PrunableOptunaSearch(
+            space=SearchSpace(compile_space(spec)), metric=["val_score", *objectives] if objectives else "val_score",
+            mode=["max", "min"] if objectives else "max", sampler=create_sampler(spec.search),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"), study_name="pickled", budget=6, store=store,
+        )
+
+    before = searcher()
+    cloudpickle.dumps(before)
+    assert isinstance(before.suggest("t0"), dict)
+    before.on_trial_complete("t0", {"val_score": 0.5, "best_val_score": 0.5, "num_parameters": 10, "finished": True, "status": "completed"})
+    assert isinstance(before.suggest("t1"), dict)
+    cloudpickle.dumps(before)
+    before.save(str(tmp_path / "snapshot.pkl"))
+    after = searcher()
+    after._ot_study.sampler = optuna.samplers.RandomSampler()  # what the snapshot must replace
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    assert type(after._ot_study.sampler) is type(before._ot_study.sampler)
+    assert isinstance(after.suggest("t2"), dict)
+
+
 def _study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 

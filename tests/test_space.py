@@ -205,7 +205,7 @@ def _sampled(spec: SearchSpec, seed: int, trials: int) -> list[dict[str, Any]]:
         return (score, p.get("model.modality_dropout.audio", 0.0)) if spec.search.objectives else score
 
     sampler = create_sampler(spec.search.model_copy(update={"seed": seed}))
-    assert type(sampler) is SAMPLER_CLASSES[spec.search.sampler]
+    assert isinstance(sampler, SAMPLER_CLASSES[spec.search.sampler])
     directions = ["maximize", *["minimize"] * len(spec.search.objectives)]
     study = optuna.create_study(directions=directions, sampler=sampler)
     study.optimize(objective, n_trials=trials)

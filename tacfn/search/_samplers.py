@@ -18,7 +18,7 @@ or a fusion option of a space that samples ``model.fusion.name``), as Optuna 5.1
 - ``qmc`` (``QMCSampler``, scrambled Sobol): a low-discrepancy sequence over the first
   trial's axes. Refused on a conditional space: axes the first trial left out would be
   random, and the sequence would cover axes later trials leave out.
-- ``nsga2`` (``NSGAIISampler``): multi-objective searches only, as the choice beside
+- ``nsga2`` (``NSGAIISampler``, made to pickle): multi-objective searches only, as the choice beside
   ``tpe``; conditional axes are sampled at random (outside its crossover), and its first
   generation (50 trials, Optuna's default population) is random.
 
@@ -28,15 +28,15 @@ per-trial warning would repeat it for every such axis of every trial.
 
 from __future__ import annotations
 
+import threading
 import warnings
-from typing import TYPE_CHECKING
+from typing import Any
+
+import optuna
 
 from ..errors import ConfigError
 from ._space_compile import AxisInfo, SpaceInfo
 from ._space_schema import SAMPLERS, SearchSettings
-
-if TYPE_CHECKING:
-    import optuna
 
 MULTI_OBJECTIVE = ("tpe", "nsga2")  # the samplers of a search with objectives
 FIXED_SPACE = ("cmaes", "qmc")  # the samplers that need every trial to sample the same axes
@@ -81,8 +81,6 @@ def create_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     Two studies of one space with the same seed sample the same parameters (trial by trial,
     when trials run one at a time).
     """
-    import optuna
-
     samplers = optuna.samplers
     seed = settings.seed
     name = settings.sampler
@@ -99,5 +97,21 @@ def create_sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
     if name == "nsga2":
-        return samplers.NSGAIISampler(seed=seed)
+        return _NSGAIISampler(seed=seed)
     raise AssertionError(f"search.sampler {name!r} is not one of {SAMPLERS}")  # the schema allows only SAMPLERS
+
+
+class _NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGAIISampler, made to pickle: Tune pickles the searcher, sampler and all, when
+    the search starts and at every snapshot, and Optuna 5.1's keeps a ``threading.Lock`` (its
+    generation cache's), which pickle refuses. The lock is left out and a new one made."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_thread_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
