@@ -6,7 +6,7 @@ or a fusion option of a space that samples ``model.fusion.name``), as Optuna 5.1
 
 - ``tpe`` (``TPESampler``, the default): TPE models each conditional axis on the trials that
   sampled it; with one objective, the axes every trial samples are modelled jointly
-  (multivariate TPE). Learns from pruned trials too.
+  (multivariate TPE). Learns from pruned trials too, as worse than every completed one.
 - ``gp`` (``GPSampler``): a Gaussian process over the axes every completed trial sampled;
   conditional axes are sampled at random (its independent sampler), and pruned trials are
   not learned from. Suits a small budget of expensive trials.
