@@ -293,12 +293,15 @@ def _resumed_search(args: argparse.Namespace) -> tuple[SearchSpec, Path | str]:
     if args.trials is not None:
         raise ConfigError(f"--trials: a resumed search runs the {stored['search']['trials']} trials it was started with; drop --trials")
     _check_base_unchanged(stored["base"], args.set or [], out)
+    recorded = parse_space(stored, str(store.location.child(EXPERIMENT_FILE)))
     if given is not None:
         described = experiment_spec(given, given.search.model_copy(update={"trials": stored["search"]["trials"]}))
+        # with its defaults filled in: a folder from before a setting (search.sampler) ran with its default
+        stored = {**stored, "search": experiment_spec(recorded)["search"]}
         differ = sorted(key for key in described.keys() | stored.keys() if described.get(key) != stored.get(key))
         if differ:
             raise ConfigError(f"{args.space}: differs from the search in {out} (in {differ}); drop SPACE to continue that search, or use another --out")
-    return parse_space(stored, str(store.location.child(EXPERIMENT_FILE))), out
+    return recorded, out
 
 
 def _new_search(args: argparse.Namespace) -> tuple[SearchSpec, Path | str]:

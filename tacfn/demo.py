@@ -54,7 +54,8 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
 
     space = load_space(find_space("quickstart"))
     space = space.model_copy(update={"base": _with_data(space.base, cache)})
-    print(f"[2/5] search: {space.name} ({trials or space.search.trials} trials, Optuna TPE + ASHA)", flush=True)
+    how = f"Optuna {space.search.sampler}" + (" + ASHA" if space.search.scheduler == "asha" else "")
+    print(f"[2/5] search: {space.name} ({trials or space.search.trials} trials, {how})", flush=True)
     summary = run_search(space, out / "search", trials=trials)
     if summary.best_trial:
         print(f"      best: validation {summary.val_score:.3f}, test {summary.test_score:.3f} (chance 0.125)")

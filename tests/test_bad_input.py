@@ -416,6 +416,10 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "space: seed out of range": lambda e: Case(
             ["search", space(e, search={"trials": 2, "scheduler": "none", "seed": -1}), "--out", out(e)],
             ("space.yaml", "search.seed", "greater than or equal to 0"), work(e)),
+        "space: a sampler that needs a fixed space": lambda e: Case(
+            ["search", space(e, {"model.fusion.name": {"choice": ["tacfn", "concat"]}, "model.fusion.heads": {"choice": [2, 4]}},
+                             search={"trials": 2, "scheduler": "none", "sampler": "qmc"}), "--out", out(e)],
+            ("space.yaml", "search.sampler: qmc cannot sample conditional spaces", "use tpe, gp or random"), work(e)),
         "space: empty choice list": lambda e: Case(
             ["search", space(e, {"train.lr": {"choice": []}}), "--out", out(e)], ("space.train.lr", "empty choice list"), work(e)),
         "space: fold the protocol lacks": lambda e: Case(

@@ -199,6 +199,26 @@ def test_resume_refuses_options_that_would_change_the_search(capsys, tmp_path: P
     assert code == 2 and err.startswith("tacfn: error: ") and message in err and err.count("\n") == 1
 
 
+def test_resume_of_a_folder_from_before_samplers_accepts_its_space(capsys, tmp_path: Path):
+    """A search recorded before `search.sampler` existed ran TPE, the default: its SPACE, given
+    with --resume, is the same search (it then fails on its absent data, not on the SPACE)."""
+    from tacfn.search import experiment_spec
+    from tacfn.search._space import parse_space
+
+    data = {
+        "name": "old",
+        "base": {"model": {"preset": "lite"}, "data": {"path": str(tmp_path / "absent-data"), "cache_dir": str(tmp_path / "cache")}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+        "search": {"trials": 4},
+    }
+    recorded = experiment_spec(parse_space(data, "old.yaml"))
+    del recorded["search"]["sampler"]
+    ExperimentStore.create(tmp_path / "exp", "search", "old", recorded)
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(data))
+    code, _, err = _run(capsys, "search", str(tmp_path / "old.yaml"), "--out", str(tmp_path / "exp"), "--resume")
+    assert code == 2 and "differs from the search" not in err and "absent-data" in err, err
+
+
 @pytest.mark.parametrize(
     ("command", "file"),
     [

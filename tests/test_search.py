@@ -323,6 +323,47 @@ def _searcher(tmp_path: Path):
     )
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "qmc", "nsga2"])
+def test_the_searcher_pickles_with_each_sampler_and_a_resume_keeps_it(tmp_path: Path, sampler: str):
+    """Tune pickles its searcher, sampler and all, when the search starts (cloudpickle, in
+    tuner.pkl) and at every snapshot (``save``); a resumed search restores that sampler."""
+    from ray import cloudpickle
+
+    from tacfn.search._samplers import create_sampler
+    from tacfn.search._searcher import PrunableOptunaSearch
+    from tacfn.search._space import parse_space
+    from tacfn.search._space_compile import SearchSpace, compile_space
+
+    objectives = ["num_parameters"] if sampler == "nsga2" else []
+    spec = parse_space({
+        "name": "pickled",
+        "base": {"model": {"preset": "lite"}},
+        "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}, "train.batch_size": {"int": [8, 32], "step": 8}},
+        "search": {"trials": 6, "sampler": sampler, "objectives": objectives, "scheduler": "none"},
+    }, "pickled.yaml")
+    store = ExperimentStore.create(tmp_path / "exp", "search", "pickled", {"name": "pickled"})
+
+    def searcher() -> PrunableOptunaSearch:
+        return PrunableOptunaSearch(
+            space=SearchSpace(compile_space(spec)), metric=["val_score", *objectives] if objectives else "val_score",
+            mode=["max", "min"] if objectives else "max", sampler=create_sampler(spec.search),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"), study_name="pickled", budget=6, store=store,
+        )
+
+    before = searcher()
+    cloudpickle.dumps(before)
+    assert isinstance(before.suggest("t0"), dict)
+    before.on_trial_complete("t0", {"val_score": 0.5, "best_val_score": 0.5, "num_parameters": 10, "finished": True, "status": "completed"})
+    assert isinstance(before.suggest("t1"), dict)
+    cloudpickle.dumps(before)
+    before.save(str(tmp_path / "snapshot.pkl"))
+    after = searcher()
+    after._ot_study.sampler = optuna.samplers.RandomSampler()  # what the snapshot must replace
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    assert type(after._ot_study.sampler) is type(before._ot_study.sampler)
+    assert isinstance(after.suggest("t2"), dict)
+
+
 def _study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
@@ -592,9 +633,11 @@ def test_shipped_spaces_load():
 
 
 @pytest.mark.slow
-def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Path):
-    """Two possible configs and six trials: TPE's repeats are told the earlier result, and the
-    search ends once it proposes nothing new."""
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Path, sampler: str):
+    """Two possible configs and six trials: the sampler's repeats are told the earlier result,
+    and the search ends once it proposes nothing new. The search samples with, records and
+    names the sampler its space names."""
     space = tmp_path / "two.yaml"
     space.write_text(yaml.safe_dump({
         "name": "two",
@@ -604,12 +647,14 @@ def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Pat
             "train": {"epochs": 2, "batch_size": 8},
         },
         "space": {"model.fusion.name": {"choice": ["concat", "late_average"]}},
-        "search": {"trials": 6, "concurrency": 1, "scheduler": "none", "seed": 0},
+        "search": {"trials": 6, "concurrency": 1, "scheduler": "none", "seed": 0, "sampler": sampler},
     }))
     out = tmp_path / "exp"
     proc = subprocess.run(_tacfn("search", str(space), "--out", str(out)), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "TPE proposed only configurations already run" in proc.stdout
+    assert f"the {sampler} sampler proposed only configurations already run" in proc.stdout
+    assert f"({sampler} sampler, seed 0): 2 of 2 trials completed" in proc.stdout
+    assert ExperimentStore.open(out).experiment["spec"]["search"]["sampler"] == sampler
     trials = pl.from_arrow(ExperimentStore.open(out).trials())
     assert sorted(trials["config.model.fusion.name"]) == ["concat", "late_average"]
     study = optuna.load_study(study_name="two", storage=f"sqlite:///{out / 'optuna.db'}")
@@ -619,3 +664,8 @@ def test_a_configuration_is_not_trained_twice(prepared_lite: Path, tmp_path: Pat
     for t in repeats:
         original = by_number[t.user_attrs["repeat_of"]]
         assert t.params == original.params and t.value == original.value
+    if sampler == "random":  # every proposal, repeats too, is RandomSampler(seed=0)'s (TPE's differ after its 10 start-up trials)
+        assert len(study.trials) > 10
+        alone = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        proposed = [alone.ask().suggest_categorical("model.fusion.name", ["concat", "late_average"]) for _ in study.trials]
+        assert [t.params["model.fusion.name"] for t in study.trials] == proposed

@@ -20,8 +20,9 @@ from tacfn.errors import ConfigError
 from tacfn.model.fusion import get_fusion_block_class, list_fusion_blocks
 from tacfn.nested import apply_overrides
 from tacfn.search._space import SEARCH_SPACES_DIR, find_space, list_spaces, load_space, parse_space
+from tacfn.search._samplers import create_sampler
 from tacfn.search._space_compile import SearchSpace, compile_space, config_hash, grid, optuna_distributions
-from tacfn.search._space_schema import SearchSpec
+from tacfn.search._space_schema import SAMPLERS, SearchSpec
 
 SHIPPED = ("quickstart", "ravdess_tacfn", "iemocap_tacfn", "modality_dropout")
 LITE = {"model": {"preset": "lite", "backbone": "frozen"}, "train": {"epochs": 4}}
@@ -177,6 +178,62 @@ def test_study_is_reproducible_with_a_seed():
     assert first != other
 
 
+# --- samplers --------------------------------------------------------------------------------
+
+SAMPLER_CLASSES = {
+    "tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler, "cmaes": optuna.samplers.CmaEsSampler,
+    "random": optuna.samplers.RandomSampler, "qmc": optuna.samplers.QMCSampler, "nsga2": optuna.samplers.NSGAIISampler,
+}
+# Every trial samples every axis: a space each sampler can search.
+FIXED_AXES = {
+    "model.fusion.name": {"choice": ["tacfn", "concat"]},
+    "model.modality_dropout.audio": {"float": [0.0, 0.5]},
+    "train.lr": {"float": [1.0e-4, 1.0e-2], "log": True},
+    "train.batch_size": {"int": [8, 32], "step": 8},
+}
+
+
+def _sampled(spec: SearchSpec, seed: int, trials: int) -> list[dict[str, Any]]:
+    """The params of ``trials`` trials of a study with ``spec``'s sampler seeded with ``seed``,
+    on an objective (two, with objectives) that rewards lr near 3e-3 and the tacfn block."""
+    sample = SearchSpace(compile_space(spec))
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
+        sample(trial)
+        p = trial.params
+        score = -abs(math.log10(p["train.lr"]) + 2.5) + (p["model.fusion.name"] == "tacfn")
+        return (score, p.get("model.modality_dropout.audio", 0.0)) if spec.search.objectives else score
+
+    sampler = create_sampler(spec.search.model_copy(update={"seed": seed}))
+    assert isinstance(sampler, SAMPLER_CLASSES[spec.search.sampler])
+    directions = ["maximize", *["minimize"] * len(spec.search.objectives)]
+    study = optuna.create_study(directions=directions, sampler=sampler)
+    study.optimize(objective, n_trials=trials)
+    return [t.params for t in study.trials]
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_each_sampler_is_the_optuna_sampler_it_names_seeded_by_the_search_seed(name: str):
+    """12 trials: past TPE's and GP's 10 random start-up trials, and CMA-ES's and QMC's first;
+    the seed decides the last too (QMC's sequence is scrambled by it)."""
+    objectives = ["num_parameters"] if name == "nsga2" else []
+    spec = parse_space(_spec(FIXED_AXES, base={"model": {"preset": "lite"}}, sampler=name, objectives=objectives, scheduler="none"))
+    first = _sampled(spec, seed=3, trials=12)
+    assert first == _sampled(spec, seed=3, trials=12)
+    assert first[-1] != _sampled(spec, seed=4, trials=12)[-1]
+
+
+@pytest.mark.parametrize(("name", "objectives"), [("gp", []), ("random", []), ("tpe", ["num_parameters"]), ("nsga2", ["num_parameters"])])
+def test_samplers_that_take_conditional_spaces_sample_each_option_only_for_the_blocks_that_read_it(name: str, objectives: list[str]):
+    spec = load_space(find_space("quickstart"))
+    spec = spec.model_copy(update={"search": spec.search.model_copy(update={"sampler": name, "objectives": objectives})})
+    for params in _sampled(spec, seed=0, trials=14):
+        block = get_fusion_block_class(params["model.fusion.name"])
+        assert ("model.fusion.heads" in params) == ("heads" in block.options)
+        assert ("model.fusion.selection" in params) == ("selection" in block.options)
+        parse_run_config(apply_overrides(spec.base, params), "trial")
+
+
 def test_search_space_pickles_and_samples_the_same_after_a_round_trip():
     space = SearchSpace(compile_space(load_space(find_space("quickstart"))))
     restored = pickle.loads(pickle.dumps(space))
@@ -328,6 +385,19 @@ BAD_SPACES = [
      r"search\.max_failures: Input should be greater than or equal to 0"),
     (_spec({"train.lr": {"float": [0.1, 0.2]}}, metric="val_acc"),
      r"search\.metric: Input should be 'val_score' or 'val_weighted_f1'"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, sampler="bayes"),
+     r"search\.sampler: Input should be 'tpe', 'gp', 'cmaes', 'random', 'qmc' or 'nsga2'"),
+    (_spec({"model.fusion.name": {"choice": ["tacfn", "concat"]}, "model.fusion.heads": {"choice": [2, 4]}}, sampler="cmaes"),
+     r"search\.sampler: cmaes cannot sample conditional spaces \(model\.fusion\.heads is sampled only when "
+     r"model\.fusion\.name is tacfn\); use tpe, gp or random"),
+    (_spec({"train.batch_size": {"choice": [8, 16]}, "train.lr": {"float": [0.1, 0.2], "when": {"train.batch_size": [16]}}}, sampler="qmc"),
+     r"search\.sampler: qmc cannot sample conditional spaces \(train\.lr is sampled only when train\.batch_size is 16\)"),
+    (_spec({"model.fusion.name": {"choice": ["tacfn", "concat"]}}, sampler="cmaes"),
+     r"search\.sampler: cmaes searches int and float ranges, and this space has none"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, sampler="nsga2"),
+     r"search\.sampler: nsga2 searches multi-objective spaces, and this one has no search\.objectives; use tpe, gp, cmaes, random or qmc"),
+    (_spec({"train.lr": {"float": [0.1, 0.2]}}, sampler="gp", objectives=["num_parameters"], scheduler="none"),
+     r"search\.sampler: a multi-objective search \(search\.objectives: \['num_parameters'\]\) samples with tpe or nsga2, not gp"),
     ({**_spec({"train.lr": {"float": [0.1, 0.2]}}), "name": "my search"}, r"name: `name` must be a folder name"),
     ({**_spec({"train.lr": {"float": [0.1, 0.2]}}), "spcae": {}}, r"spcae: unknown key; valid: \["),
 ]

@@ -71,7 +71,9 @@ def choose_and_test(
     else:
         test_score = _score_chosen(store, best, result, base, task, identity, gpu)
     if not quiet:
-        print(f"search finished in {seconds:.0f} s: {len(completed)} of {len(trials)} trials completed")
+        search = store.experiment["spec"]["search"]
+        sampler = f"{search.get('sampler', 'tpe')} sampler, seed {search.get('seed', 0)}"  # folders from before samplers: tpe
+        print(f"search finished in {seconds:.0f} s ({sampler}): {len(completed)} of {len(trials)} trials completed")
     return SearchSummary(
         store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score, metric, best[metric]
     )

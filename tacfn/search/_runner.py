@@ -1,4 +1,4 @@
-"""Run a search: Ray Tune with Optuna's TPE sampler, optional ASHA, results in the store.
+"""Run a search: Ray Tune with an Optuna sampler (TPE by default), optional ASHA, results in the store.
 
 The driver writes the results store itself as trials finish (Ray's own experiment state is
 saved only every few seconds; see :mod:`._recording`), and the Ray experiment folder inside
@@ -30,6 +30,7 @@ from ._choosing import SearchSummary, choose_and_test
 from ._distributed import SharedTask, TrialWorkers
 from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._recording import StoreCallback
+from ._samplers import create_sampler
 from ._searcher import CONVERGED, PrunableOptunaSearch
 from ._space_compile import SearchSpace, SpaceInfo, compile_space
 from ._space_schema import SearchSettings, SearchSpec
@@ -127,7 +128,7 @@ def run_search(
 ) -> SearchSummary:
     """Run (or, with ``resume``, continue) the search ``spec`` into the experiment folder ``out``.
 
-    ``points`` are parameter sets (dotted keys) to evaluate first, before TPE samples.
+    ``points`` are parameter sets (dotted keys) to evaluate first, before ``search.sampler`` samples.
     With ``search.objectives`` the search is multi-objective (validation score against
     parameters or latency): Optuna gets every objective and the store marks the Pareto front.
     ``out`` is a local folder or a URI (``s3://bucket/prefix``): Ray keeps its experiment and
@@ -170,7 +171,7 @@ def run_search(
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
     trainable = _trial_trainable(settings, base, task, identity, out)
-    if resume:
+    if resume:  # the searcher is Tune's snapshot of it: the sampler the search started with, and its state
         tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
         searcher = PrunableOptunaSearch(
@@ -178,7 +179,7 @@ def run_search(
             metric=[settings.metric, *settings.objectives] if settings.objectives else settings.metric,
             mode=["max", *["min"] * len(settings.objectives)] if settings.objectives else "max",
             points_to_evaluate=points,
-            sampler=optuna.samplers.TPESampler(seed=settings.seed),
+            sampler=create_sampler(settings),
             storage=optuna.storages.RDBStorage(f"sqlite:///{study_file}"),
             study_name=spec.name,
             budget=settings.trials,
@@ -218,12 +219,12 @@ def run_search(
     finally:
         upload_optuna_file(study_file, out)
     converged = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{study_file}").user_attrs.get(CONVERGED, False)
-    # A search that ran to its end recorded every trial it started, `trials` of them unless TPE
-    # converged: the grid alone misses a Ctrl-C in the step where the last running trial ended.
+    # A search that ran to its end recorded every trial it started, `trials` of them unless the
+    # sampler converged: the grid alone misses a Ctrl-C in the step where the last running trial ended.
     if unfinished(grid) or (store.trials().num_rows < settings.trials and not converged):
         raise KeyboardInterrupt(f"continue with tacfn search --out {out} --resume")
     if converged and not quiet:
-        print(f"TPE proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
+        print(f"the {settings.sampler} sampler proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
               f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")
     summary = choose_and_test(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
     store.compact()  # a finished search leaves its three tables whole, for any Parquet reader

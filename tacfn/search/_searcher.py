@@ -14,7 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ..store import ExperimentStore
 from ._study import REBUILT, TUNE_TRIAL_ID
 
-CONVERGED = "converged"  # the study's user attribute: TPE proposed only configurations already run
+CONVERGED = "converged"  # the study's user attribute: the sampler proposed only configurations already run
 
 
 class PrunableOptunaSearch(OptunaSearch):
@@ -22,15 +22,15 @@ class PrunableOptunaSearch(OptunaSearch):
     and does not train a configuration twice.
 
     Ray's OptunaSearch records a trial stopped by ASHA as COMPLETE with its truncated score,
-    which misleads TPE. A trial's last result says whether it ran all its epochs
+    which misleads the sampler. A trial's last result says whether it ran all its epochs
     (``finished``) and how it ended (``status``): unfinished trials are PRUNED, diverged
     ones FAILED, and finished ones COMPLETE with the best validation epoch's score (the
     epoch model selection keeps), where Ray would tell the last epoch's.
 
-    On a discrete space TPE proposes the best configurations again and again; training is
-    seeded, so a repeat would only reproduce a known result. A proposal equal to a finished
-    trial's is told that trial's outcome at once (Optuna's recipe for duplicated samples,
-    marked with the user attribute ``repeat_of``) and Optuna is asked again. After
+    On a discrete space a sampler (TPE above all) proposes the best configurations again and
+    again; training is seeded, so a repeat would only reproduce a known result. A proposal
+    equal to a finished trial's is told that trial's outcome at once (Optuna's recipe for
+    duplicated samples, marked with the user attribute ``repeat_of``) and Optuna is asked again. After
     ``MAX_REPEATS`` repeats in a row the sampler has converged: the search creates no more
     trials (the study's user attribute ``converged`` turns true) and ends when the running
     ones do.

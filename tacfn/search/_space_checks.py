@@ -3,7 +3,8 @@
 Every key an axis sets must be a searchable option of the base run config, with values of its
 type; and every choice and both ends of every range must give a valid run config, in every
 combination of ``when`` conditions (with ``heads`` dividing ``d`` for every pair that can be
-sampled together). The run config's own rules decide, so this module imports the model.
+sampled together); and ``search.sampler`` must be able to search the space (see
+:mod:`._samplers`). The run config's own rules decide, so this module imports the model.
 Errors are :class:`~tacfn.errors.ConfigError` with one line, ``key: rule``.
 """
 
@@ -31,6 +32,7 @@ from ._space_compile import (
     compile_space,
     finite_values,
 )
+from ._samplers import check_sampler
 from ._space_schema import AxisSpec, SearchSettings, SearchSpec
 
 # Axes valid only in pairs: a fold must exist in the protocol sampled with it.
@@ -58,6 +60,7 @@ def check_space(spec: SearchSpec) -> None:
     info = compile_space(spec)
     _check_combinations(spec.base, info, arch)
     _check_asha(spec.search, info, base)
+    check_sampler(spec.search, info)
 
 
 def _base_value(key: str, base: RunConfig, arch: TACFNConfig) -> Any:

@@ -20,7 +20,8 @@ A search-space file names a base run config, the axes to search and how to searc
       concurrency: 2
       scheduler: asha                # asha | none
       asha: {grace_period: 1, reduction_factor: 2}
-      seed: 0
+      seed: 0                        # seeds the sampler
+      sampler: tpe                   # tpe | gp | cmaes | random | qmc; tpe | nsga2 with objectives
       resources: {cpu: 1, gpu: 0}    # per trial (per worker when workers > 1); gpu may be 0.25
       workers: 1                     # Ray Train workers per trial (>1: DDP)
       objectives: []                 # extra objectives to minimise: num_parameters | latency_ms
@@ -30,7 +31,7 @@ An axis is exactly one of ``choice: [values]``, ``int: [low, high]`` (optional `
 both ends. ``when: {other.key: [values]}`` samples the axis only in trials where every named axis
 was sampled with one of the listed values. ``model.fusion.heads`` is sampled only for blocks
 with attention when ``model.fusion.name`` is an axis. A key that is not sampled keeps its base
-value.
+value. Which samplers can search which spaces is :mod:`._samplers`' to say.
 
 This module checks each key on its own (ranges, steps, finite numbers, folder names); whether
 the axes make valid run configs is :mod:`._space_checks`' job. It imports neither torch nor the
@@ -56,8 +57,10 @@ from pydantic import (
 
 Metric = Literal["val_score", "val_weighted_f1"]  # maximised
 Objective = Literal["num_parameters", "latency_ms"]  # minimised
+Sampler = Literal["tpe", "gp", "cmaes", "random", "qmc", "nsga2"]  # Optuna's, see ._samplers
 METRICS: tuple[str, ...] = get_args(Metric)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
 AxisKind = Literal["choice", "int", "float"]
@@ -180,7 +183,7 @@ class Resources(_Strict):
 
 
 class SearchSettings(_Strict):
-    """How to search: objective, budget, scheduler, seed, resources and failure policy.
+    """How to search: objective, budget, scheduler, sampler and its seed, resources and failure policy.
 
     ``max_failures`` is how many times a trial whose process or node dies is restarted
     from its last checkpoint before it is recorded as failed. A trial checkpoints when
@@ -194,6 +197,7 @@ class SearchSettings(_Strict):
     scheduler: Literal["asha", "none"] = "asha"
     asha: AshaSettings = Field(default_factory=AshaSettings)
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's and Optuna's seed range
+    sampler: Sampler = "tpe"
     resources: Resources = Field(default_factory=Resources)
     workers: int = Field(1, ge=1)
     objectives: list[Objective] = Field(default_factory=list)
