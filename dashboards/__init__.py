@@ -8,6 +8,7 @@ HTML file and :func:`serve` shows them live while a search runs.
 from __future__ import annotations
 
 from ._ablation import ablation_table, format_ablation_table, plot_ablation_forest, plot_ablation_table
+from ._ablation_blocks import ablation_blocks_table, plot_ablation_blocks
 from ._ablation_scores import plot_ablation_scores
 from ._ablation_stats import (
     PairedComparison,
@@ -38,6 +39,7 @@ __all__ = [
     "Experiment",
     "Notice",
     "PairedComparison",
+    "ablation_blocks_table",
     "ablation_table",
     "best_trials",
     "bootstrap_mean",
@@ -53,6 +55,7 @@ __all__ = [
     "pairs_needed",
     "param_importances",
     "pareto_front",
+    "plot_ablation_blocks",
     "plot_ablation_forest",
     "plot_ablation_scores",
     "plot_ablation_table",

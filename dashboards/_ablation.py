@@ -9,6 +9,7 @@ training budgets differ (``epochs_run`` or ``train.epochs``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import plotly.graph_objects as go
@@ -55,10 +56,8 @@ def _get_ablation_info(
     runs = _runs(trials, metric)
     if not runs.height:
         return Unavailable(f"no completed run has a {metric}")
-    baseline = exp.spec.get("baseline") or runs["variant"][0]
+    baseline, *order = variant_order(exp, runs["variant"])
     base = runs.filter(pl.col("variant") == baseline)
-    order = [v for v in (exp.spec.get("variants") or {}) if v != baseline]
-    order += sorted(set(runs["variant"]) - set(order) - {baseline})
     rows = [_baseline_row(baseline, base)]
     comparisons = []
     for i, name in enumerate(order):
@@ -107,6 +106,15 @@ _SCHEMA = {
     "reason": pl.Utf8,
     "flags": pl.Utf8,
 }
+
+
+def variant_order(exp: Experiment, ran: Iterable[str]) -> list[str]:
+    """The baseline first (the plan's, else the first variant that ran), then the plan's other
+    variants in its order, then any other variant in ``ran``, sorted."""
+    ran = list(ran)
+    baseline = exp.spec.get("baseline") or ran[0]
+    planned = [v for v in (exp.spec.get("variants") or {}) if v != baseline]
+    return [baseline, *planned, *sorted(set(ran) - set(planned) - {baseline})]
 
 
 def _runs(trials: pl.DataFrame, metric: str) -> pl.DataFrame:

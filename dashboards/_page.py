@@ -22,6 +22,7 @@ import plotly.offline
 from tacfn.store import Location
 
 from ._ablation import _get_ablation_forest_plot, _get_ablation_info, _get_ablation_table_plot
+from ._ablation_blocks import _get_blocks_caveat, _get_blocks_info, _get_blocks_plot
 from ._ablation_scores import _get_ablation_scores_info, _get_ablation_scores_plot
 from ._best import (
     _get_confusion_info,
@@ -57,6 +58,7 @@ class _ViewSpec(NamedTuple):
     info: Callable[[Experiment], Any]
     draw: Callable[[Any], go.Figure]
     crossfilter: str | None = None  # "points", "parcoords" or "table": takes part in cross-filtering
+    caveat: Callable[[Any], str | None] | None = None  # what a drawn figure leaves out: a note above it
 
 
 def _leaderboard_info(exp: Experiment) -> Any:
@@ -89,6 +91,9 @@ VIEWS: dict[str | None, list[_ViewSpec]] = {
         _ViewSpec("ablation-table", "Ablation table", _get_ablation_info, _get_ablation_table_plot),
         _ViewSpec("ablation-forest", "Ablation forest plot", _get_ablation_info, _get_ablation_forest_plot),
         _ViewSpec("ablation-scores", "Ablation scores", _get_ablation_scores_info, _get_ablation_scores_plot),
+        _ViewSpec(
+            "ablation-blocks", "Fusion blocks side by side", _get_blocks_info, _get_blocks_plot, caveat=_get_blocks_caveat
+        ),
         _CURVES,
         _MISSING,
         _CONFUSION,
@@ -101,7 +106,8 @@ VIEWS: dict[str | None, list[_ViewSpec]] = {
 
 
 class View(NamedTuple):
-    """A figure, or (``figure`` None) the note saying why the view has nothing to draw."""
+    """A figure, or (``figure`` None) the note saying why the view has nothing to draw; a
+    figure with a note is drawn below it (the note says what the figure leaves out)."""
 
     id: str
     name: str
@@ -136,7 +142,8 @@ def experiment_section(exp: Experiment, section_id: str) -> Section:
         elif figure is not None:
             if spec.crossfilter:
                 figure.update_layout(meta={**(figure.layout.meta or {}), "crossfilter": spec.crossfilter})
-            views.append(View(view_id, spec.name, figure))
+            caveat = spec.caveat(info) if spec.caveat else None
+            views.append(View(view_id, spec.name, figure, Notice("info", f"{spec.title}: {caveat}") if caveat else None))
     planned = planned_trials(exp)
     parts = [str(exp.root), f"{exp.trials.height} trials" + (f" of {planned} planned" if planned else "")]
     effects = exp.dataset.get("planted_effects")
@@ -184,9 +191,8 @@ def sections_html(sections: Sequence[Section]) -> str:
     out = []
     for s in sections:
         views = "".join(
-            f'<div class="view" id="{v.id}" data-title="{html.escape(v.name)}"></div>'
-            if v.note is None
-            else f'<div class="view-note" id="{v.id}-note">{_notices_html([v.note])}</div>'
+            (f'<div class="view-note" id="{v.id}-note">{_notices_html([v.note])}</div>' if v.note else "")
+            + (f'<div class="view" id="{v.id}" data-title="{html.escape(v.name)}"></div>' if v.figure is not None else "")
             for v in s.views
         )
         out.append(
@@ -195,6 +201,11 @@ def sections_html(sections: Sequence[Section]) -> str:
             f'<div class="notices" id="{s.id}-notices">{_notices_html(s.notices)}</div>{views}</section>'
         )
     return "".join(out)
+
+
+def _slots(view: View) -> list[str]:
+    """The ids a view fills on the page: its note's, then its figure's."""
+    return ([f"{view.id}-note"] if view.note else []) + ([view.id] if view.figure is not None else [])
 
 
 def figures_payload(sections: Sequence[Section], *, version: str = "", live: bool = False) -> str:
@@ -209,7 +220,7 @@ def figures_payload(sections: Sequence[Section], *, version: str = "", live: boo
             for v in s.views
             if v.figure is not None
         ],
-        "slots": [v.id if v.note is None else f"{v.id}-note" for s in sections for v in s.views],
+        "slots": [slot for s in sections for v in s.views for slot in _slots(v)],
     }
     if live:
         payload["html"] = sections_html(sections)

@@ -178,6 +178,8 @@ def _print_result(result: Any, out_dir: Path | None) -> None:
         )
         for name, score in result.test_missing_modality.items():
             print(f"  test score with {name} missing: {score:.3f}")
+        if result.test_ms_per_sample is not None:
+            print(f"  test latency: {result.test_ms_per_sample:.3f} ms per sample (the model's forward passes)")
     print(f"parameters: {result.num_parameters:,} ({result.trainable_parameters:,} trainable); {result.seconds:.1f} s")
     if out_dir:
         print(f"results: {out_dir / RESULT_FILE}")

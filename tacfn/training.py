@@ -1,7 +1,8 @@
 """One training run: epochs, validation, a single test, checkpoints (PyTorch only).
 
 The best epoch is chosen on the validation split alone; the test split is scored once,
-with the best epoch's weights, and again with each modality missing. A non-finite loss
+with the best epoch's weights, and again with each modality missing; that first test pass
+also times the model (:func:`score_test`: milliseconds per test sample). A non-finite loss
 stops the run with status ``diverged``. The same seed gives the same metrics on a CPU:
 shuffling uses a generator seeded by (seed, epoch), so a resumed run shuffles as an
 uninterrupted one would.
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -73,6 +74,7 @@ class RunResult:
     trainable_parameters: int
     seconds: float
     predictions: dict[str, list] = field(default_factory=dict)
+    test_ms_per_sample: float | None = None  # see score_test; None when test was not scored (or predates it)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +106,24 @@ class RunState:
 
 class Diverged(Exception):
     """The loss became NaN or infinite."""
+
+
+class Evaluation(NamedTuple):
+    """A split scored by :meth:`Trainer.evaluate`."""
+
+    metrics: dict[str, Any]
+    pred: np.ndarray
+    loss: float
+    forward_seconds: float  # wall time of the model's forward passes over the split
+
+
+class ScoredTest(NamedTuple):
+    """What :func:`score_test` measures on the test split."""
+
+    metrics: dict[str, Any]
+    missing: dict[str, float]  # modality -> score with it missing (none for a one-modality model)
+    predictions: dict[str, list]
+    ms_per_sample: float | None  # milliseconds of forward pass per test sample; None for an empty split
 
 
 def _device(name: str) -> torch.device:
@@ -249,28 +269,42 @@ class Trainer:
         return total_loss / max(seen, 1), correct / max(seen, 1)
 
     @torch.inference_mode()
-    def predict(self, split: SplitData, missing: tuple[str, ...] = ()) -> tuple[np.ndarray, float]:
-        """Predicted classes of a split and its mean loss."""
+    def predict(self, split: SplitData, missing: tuple[str, ...] = ()) -> tuple[np.ndarray, float, float]:
+        """Predicted classes of a split, its mean loss, and the wall time of the forward passes.
+
+        The time covers each batch's copy to the device and the model's forward pass (under
+        autocast when AMP is on), up to the logits being computed (CUDA is synchronised
+        first); not assembling the batches from the split, the loss or the argmax.
+        """
         self.model.eval()
         bs = max(self.cfg.train.batch_size, 64)
-        preds, total_loss = [], 0.0
+        preds, total_loss, forward = [], 0.0, 0.0
         for start in self._batches(range(0, len(split), bs), "evaluating"):
             batch = split.batch(np.arange(start, min(start + bs, len(split))))
             labels = batch["label"].to(self.device)
+            self._synchronize()
+            t0 = time.perf_counter()
             logits = self._logits(self.model, batch, missing)
+            self._synchronize()
+            forward += time.perf_counter() - t0
             total_loss += _loss(logits, labels).item() * labels.numel()
             preds.append(logits.argmax(-1).cpu().numpy())
         pred = np.concatenate(preds) if preds else np.empty((0,), dtype=np.int64)
-        return pred, total_loss / max(split.labels.size, 1)
+        return pred, total_loss / max(split.labels.size, 1), forward
+
+    def _synchronize(self) -> None:
+        """Wait for the device's queued work (CUDA runs asynchronously; a CPU needs no wait)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def metrics(self, split: SplitData, pred: np.ndarray) -> dict[str, Any]:
         if self.task.task_names:
             return multitask_metrics(split.labels, pred, self.task.task_names)
         return classification_metrics(split.labels, pred, len(self.task.class_names))
 
-    def evaluate(self, split: SplitData, missing: tuple[str, ...] = ()) -> tuple[dict[str, Any], np.ndarray, float]:
-        pred, loss = self.predict(split, missing)
-        return self.metrics(split, pred), pred, loss
+    def evaluate(self, split: SplitData, missing: tuple[str, ...] = ()) -> Evaluation:
+        pred, loss, forward_seconds = self.predict(split, missing)
+        return Evaluation(self.metrics(split, pred), pred, loss, forward_seconds)
 
     # --- checkpoints -------------------------------------------------------------------
 
@@ -321,7 +355,7 @@ def run_epochs(trainer: Trainer, state: RunState) -> Iterator[EpochRecord]:
         except Diverged as err:
             state.status, state.error = "diverged", str(err)
             return
-        val_metrics, _, val_loss = trainer.evaluate(trainer.task.val)
+        val_metrics, _, val_loss, _ = trainer.evaluate(trainer.task.val)
         if not math.isfinite(val_loss):  # the epoch's last steps left non-finite weights
             state.status = "diverged"
             state.error = f"non-finite validation loss ({val_loss}) after epoch {epoch}"
@@ -343,19 +377,18 @@ def run_epochs(trainer: Trainer, state: RunState) -> Iterator[EpochRecord]:
 
 
 def conclude(trainer: Trainer, state: RunState, *, evaluate_test: bool = True, seconds: float = 0.0) -> RunResult:
-    """The run's result: the best epoch's weights scored on validation and, once, on test.
+    """The run's result: the best epoch's weights scored on validation and, once, on test
+    (timed there, :func:`score_test`: the validation pass just before it has warmed the model).
 
     Leaves the trainer's model holding the best epoch's weights.
     """
     val: dict[str, Any] = {}
-    test: dict[str, Any] = {}
-    missing_scores: dict[str, float] = {}
-    predictions: dict[str, list] = {}
+    scores = ScoredTest({}, {}, {}, None)
     if state.best_model is not None:
         trainer.model.load_state_dict(state.best_model)
-        val, _, _ = trainer.evaluate(trainer.task.val)
+        val = trainer.evaluate(trainer.task.val).metrics
         if evaluate_test:
-            test, missing_scores, predictions = score_test(trainer)
+            scores = score_test(trainer)
     total, trainable = trainer.model.num_parameters()
     return RunResult(
         status=state.status,
@@ -363,13 +396,14 @@ def conclude(trainer: Trainer, state: RunState, *, evaluate_test: bool = True, s
         best_epoch=state.best_epoch,
         epochs_run=len(state.history),
         val=val,
-        test=test,
-        test_missing_modality=missing_scores,
+        test=scores.metrics,
+        test_missing_modality=scores.missing,
         history=state.history,
         num_parameters=total,
         trainable_parameters=trainable,
         seconds=seconds,
-        predictions=predictions,
+        predictions=scores.predictions,
+        test_ms_per_sample=scores.ms_per_sample,
     )
 
 
@@ -505,22 +539,35 @@ def train(
     return result
 
 
-def score_test(trainer: Trainer) -> tuple[dict[str, Any], dict[str, float], dict[str, list]]:
+def score_test(trainer: Trainer) -> ScoredTest:
     """Test metrics of the trainer's current weights, the score with each modality missing,
-    and the predictions."""
+    the predictions, and the per-sample latency.
+
+    ``ms_per_sample`` is the wall time of the model's forward passes over the whole test split,
+    all modalities present, in eval mode at the evaluation batch size (``max(batch_size, 64)``),
+    divided by the number of test samples, in milliseconds; it is measured once, on that first
+    test pass, on the run's device (see :meth:`Trainer.predict` for what the time covers).
+    What runs depends on the backbone: with a frozen backbone and cached encoder features
+    (``backbone: frozen``, the default for searches and ablations) only the fusion block and
+    the head run, so it is the latency of the fusion block and head; otherwise the encoders
+    run too. Latencies are therefore comparable between the runs of one experiment (same
+    backbone mode, device and batch size), not between experiments or machines.
+    """
     task = trainer.task
-    test, pred, _ = trainer.evaluate(task.test)
-    predictions = {"id": list(task.test.ids), "label": task.test.labels.tolist(), "pred": pred.tolist()}
+    test = trainer.evaluate(task.test)
+    predictions = {"id": list(task.test.ids), "label": task.test.labels.tolist(), "pred": test.pred.tolist()}
+    ms_per_sample = 1e3 * test.forward_seconds / len(task.test) if len(task.test) else None
     missing: dict[str, float] = {}
     if len(trainer.model.modalities) > 1:
         for name in trainer.model.modalities:
-            missing[name] = trainer.evaluate(task.test, missing=(name,))[0]["score"]
-    return test, missing, predictions
+            missing[name] = trainer.evaluate(task.test, missing=(name,)).metrics["score"]
+    return ScoredTest(test.metrics, missing, predictions, ms_per_sample)
 
 
-def score_checkpoint(cfg: RunConfig, task: TaskData, checkpoint: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, list]]:
+def score_checkpoint(cfg: RunConfig, task: TaskData, checkpoint: Path) -> ScoredTest:
     """Score the best epoch's weights of a checkpoint (``last.pt`` or ``best.pt``) on the
-    test split: how a search's chosen configuration is tested, once."""
+    test split: how a search's chosen configuration is tested, once (its latency is timed on
+    a model that has not run before in this process: a first call's set-up counts in it)."""
     trainer = Trainer(cfg, task)
     state = load_checkpoint(checkpoint, trainer.device)
     trainer.model.load_state_dict(state["best_model"] if "best_model" in state else state["model"])

@@ -52,6 +52,12 @@ SPACE = {
     "train.batch_size": {"int": [8, 32], "step": 8},
 }
 ABLATION_EFFECTS = {"tacfn": 0.0, "no_selection": 0.0, "modality_dropout": 0.05, "late_average": -0.05}
+ABLATION_SIZES = {  # variant -> (num_parameters, trainable_parameters): the encoders' 80,000 frozen
+    "tacfn": (120_000, 40_000),
+    "no_selection": (110_000, 30_000),
+    "modality_dropout": (120_000, 40_000),
+    "late_average": (90_000, 10_000),
+}
 
 
 def _config(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -227,12 +233,15 @@ def write_ablation_store(
     budgets: dict[str, int] | None = None,
     seed: int = 0,
     dataset: dict[str, Any] | None = None,
+    latency: bool = True,
 ) -> Path:
     """An ablation with the planted ABLATION_EFFECTS, paired on (seed, fold).
 
     ``skip`` leaves (variant, seed, fold) runs out (an unpaired comparison); ``budgets``
     gives a variant another ``train.epochs`` (an unequal budget); ``dataset`` is the record
-    experiment.json keeps of the data (planted effects and ceilings).
+    experiment.json keeps of the data (planted effects and ceilings). Each variant has its
+    parameter counts (ABLATION_SIZES) and each run a per-sample test latency, unless
+    ``latency`` is false (a folder from before runs timed their test pass).
     """
     rng = np.random.default_rng(seed)
     seeds, folds, skip, budgets = list(seeds), list(folds), set(skip), budgets or {}
@@ -281,7 +290,9 @@ def write_ablation_store(
                     "seconds": 5.0 * epochs_planned,
                     "started_at": started,
                     "finished_at": started + timedelta(seconds=35),
-                    "num_parameters": 120_000,
+                    "num_parameters": ABLATION_SIZES[name][0],
+                    "trainable_parameters": ABLATION_SIZES[name][1],
+                    **({"test_ms_per_sample": 0.2 + 0.1 * list(variants).index(name) + 0.01 * s + 0.001 * f} if latency else {}),
                     "node": "10.0.0.1",
                     "worker": f"10.0.0.1:{4100 + n % 2}",
                     "dataset": "ravdess",

@@ -64,6 +64,8 @@ def test_every_variant_runs_on_the_same_seeds_and_folds(ablated: tuple[Path, str
     assert dict(blocks.iter_rows()) == {"tacfn": "tacfn", "no_cross_modal": "concat", "no_residual": "tacfn"}
     assert trials["test_score"].null_count() == 0
     assert {"test_missing_audio", "test_missing_video"} <= set(trials.columns)
+    for column in ("num_parameters", "trainable_parameters", "test_ms_per_sample"):  # the comparison table's columns
+        assert trials[column].null_count() == 0 and (trials[column] > 0).all(), column
     predictions = pl.from_arrow(store.predictions())
     assert predictions["trial_id"].n_unique() == 6
 
@@ -150,6 +152,24 @@ def test_shipped_plan_loads():
     assert plan.baseline == "tacfn" and plan.variants["tacfn"] == {} and {"no_cross_modal", "no_residual"} <= set(plan.variants)
     truth = load_plan("ablation_ground_truth")
     assert truth.baseline == "concat" and {"tacfn", "paper_pool", "audio_only", "video_only"} <= set(truth.variants)
+
+
+def test_an_ablation_run_reports_its_sizes_and_test_latency(prepared_lite: Path, tmp_path: Path, monkeypatch):
+    """What one (variant, seed, fold) reports for its trials.parquet row, without Ray: the
+    parameter counts, the test scores and the per-sample test latency its run measured."""
+    from tacfn.search import _ablation
+
+    reports: list[dict] = []
+    monkeypatch.setattr(_ablation.tune, "report", reports.append)
+    plan = _plan(prepared_lite, tmp_path)
+    run = {"variant": "no_cross_modal", "train.seed": 0, "data.fold": 0}
+    _ablation.run_ablation_trial({"run": run}, base=plan["base"], variants=plan["variants"])
+    final = reports[-1]
+    assert final["finished"] and final["status"] == "completed"
+    assert 0 < final["trainable_parameters"] < final["num_parameters"]  # frozen encoders: only fusion and head train
+    summary = final["summary"]
+    assert {"test_score", "test_missing_audio", "test_missing_video", "test_ms_per_sample"} <= set(summary)
+    assert summary["test_ms_per_sample"] > 0
 
 
 @pytest.mark.slow

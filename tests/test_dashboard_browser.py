@@ -123,7 +123,7 @@ def test_every_view_renders_cross_filters_and_logs_no_error(tmp_path: Path) -> N
     page_path = dashboards.write_dashboard([search_dir, ablation_dir], tmp_path / "dashboard.html")
     page = page_path.read_text()
     view_ids = re.findall(r'<div class="view" id="([^"]+)"', page)
-    assert len(view_ids) == 21  # comparison, 11 search views, 9 ablation views
+    assert len(view_ids) == 22  # comparison, 11 search views, 10 ablation views
 
     search = dashboards.load_experiment(search_dir)
     scores = search.completed["val_score"]

@@ -17,10 +17,11 @@ import numpy as np
 import plotly.offline
 import polars as pl
 import pytest
-from _stores import ATTENTION, FUSIONS, IEMOCAP, SPACE, write_ablation_store, write_search_store
+from _stores import ABLATION_SIZES, ATTENTION, FUSIONS, IEMOCAP, SPACE, write_ablation_store, write_search_store
 
 import dashboards
 from dashboards._ablation import _get_ablation_info
+from dashboards._ablation_blocks import RECORDED, _get_blocks_caveat, _get_blocks_cells, _get_blocks_info
 from dashboards._best import _get_confusion_info, _get_missing_info, _get_per_class_info
 from dashboards._compare import _get_compare_info
 from dashboards._curves import _get_curves_info
@@ -419,6 +420,86 @@ def test_best_config_of_an_ablation_pools_the_best_variant(ablation: dashboards.
     assert rows["condition"].to_list() == ["all modalities"] and rows["n"].to_list() == [6]
 
 
+def test_fusion_blocks_side_by_side_are_the_stores_numbers(ablation_dir: Path, ablation: dashboards.Experiment) -> None:
+    """One row per variant, the baseline first: its block, its sizes, its test accuracy (mean and
+    95% bootstrap interval over its runs), its accuracy with each modality missing (mean), its
+    per-sample latency (median), each as the store's rows give it."""
+    from dashboards._ablation_stats import bootstrap_mean
+
+    table = dashboards.ablation_blocks_table(ablation)
+    stored = pl.from_arrow(ExperimentStore.open(ablation_dir).trials())
+    assert table["variant"].to_list() == ["tacfn", "no_selection", "modality_dropout", "late_average"]
+    for i, row in enumerate(table.iter_rows(named=True)):
+        runs = stored.filter(pl.col("variant") == row["variant"])
+        scores = runs["test_score"].to_list()
+        assert row["runs"] == runs.height == 6
+        assert row["block"] == runs["config.model.fusion.name"].unique().item()
+        assert (row["num_parameters"], row["trainable_parameters"]) == ABLATION_SIZES[row["variant"]]
+        assert row["mean"] == pytest.approx(np.mean(scores))
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_mean(scores, seed=i)[:2])
+        assert row["ci_low"] < row["mean"] < row["ci_high"]
+        for modality in ("audio", "video"):
+            assert row[f"missing_{modality}"] == pytest.approx(runs[f"test_missing_{modality}"].mean())
+        assert row["ms_per_sample"] == pytest.approx(float(np.median(runs["test_ms_per_sample"].to_numpy())))
+    assert dashboards.ablation_blocks_table(dashboards.load_experiment(ablation.root)).equals(table)  # deterministic
+    figure = dashboards.plot_ablation_blocks(ablation)
+    header, cells = figure.data[0].header["values"], figure.data[0].cells["values"]
+    assert header[-3:] == ("without audio (mean)", "without video (mean)", "ms per sample (median)")
+    first = [column[0] for column in cells]
+    assert first[:5] == ["tacfn", "tacfn", "120,000 (40,000 trainable)", "6", f"{table['mean'][0]:.3f} [{table['ci_low'][0]:.3f}, {table['ci_high'][0]:.3f}]"]
+    assert "fusion block and head only (frozen backbone)" in figure.layout.title.text
+    assert _get_blocks_info(ablation).gaps == dict.fromkeys(RECORDED, 0) and _get_blocks_caveat(_get_blocks_info(ablation)) is None
+    # a one-modality variant has nothing to leave out: its cells there are blank
+    one_modality = dataclasses.replace(
+        ablation,
+        trials=ablation.trials.with_columns(
+            pl.when(pl.col("variant") == "late_average").then(None).otherwise(pl.col("test_missing_video")).alias("test_missing_video")
+        ),
+    )
+    assert _get_blocks_cells(_get_blocks_info(one_modality))["missing_video"][-1] == ""
+    search_like = dataclasses.replace(ablation, kind="search")
+    assert _get_blocks_info(search_like) is None and dashboards.plot_ablation_blocks(search_like) is None
+
+
+def test_fusion_blocks_of_runs_that_predate_a_column_say_what_is_blank(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder whose runs did not time their test pass: the table is drawn without latency, a
+    note above it says so, and `tacfn dashboard` prints that note once and exits 0; runs of
+    which only some record a column are summarised by the others, and the note says how many."""
+    from tacfn.cli import main
+
+    root = write_ablation_store(tmp_path / "older", latency=False)
+    exp = dashboards.load_experiment(root)
+    info = _get_blocks_info(exp)
+    assert info.table["ms_per_sample"].null_count() == 4 and info.table["mean"].null_count() == 0
+    text = (
+        "Fusion blocks side by side: no run records its per-sample test latency (test_ms_per_sample in "
+        "trials.parquet): that column is blank"
+    )
+    assert _notes(root) == {"exp0-ablation-blocks": text}
+    assert main(["dashboard", str(root), "--out", str(tmp_path / "d.html")]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"tacfn: note: {text}"] and out == f"dashboard: {tmp_path / 'd.html'}\n"
+    page = (tmp_path / "d.html").read_text()
+    note_at = page.index('<div class="view-note" id="exp0-ablation-blocks-note">')
+    assert html.escape(text) in page and note_at < page.index('<div class="view" id="exp0-ablation-blocks"')
+    assert "exp0-ablation-blocks" in {f["id"] for f in _payload(page)["figures"]}  # drawn all the same
+    assert _payload(page)["slots"].count("exp0-ablation-blocks-note") == 1
+
+    partly = write_ablation_store(tmp_path / "partly")
+    exp = dashboards.load_experiment(partly)
+    timed = exp.trials.with_columns(
+        pl.when((pl.col("variant") == "tacfn") & (pl.col("seed") == 0)).then(None).otherwise(pl.col("test_ms_per_sample")).alias("test_ms_per_sample")
+    )
+    info = _get_blocks_info(dataclasses.replace(exp, trials=timed))
+    assert _get_blocks_caveat(info) == (
+        "2 of 24 runs do not record their per-sample test latency (test_ms_per_sample): that column summarises the others"
+    )
+    others = timed.filter((pl.col("variant") == "tacfn") & pl.col("test_ms_per_sample").is_not_null())["test_ms_per_sample"]
+    assert info.table["ms_per_sample"][0] == pytest.approx(others.median())
+
+
 def test_iemocap_gets_one_confusion_per_emotion_and_per_emotion_scores(tmp_path: Path) -> None:
     exp = dashboards.load_experiment(write_search_store(tmp_path / "iemocap", trials=12, dataset="iemocap"))
     panels = _get_confusion_info(exp).panels
@@ -463,7 +544,7 @@ def test_dashboard_is_one_offline_file_with_every_view(search_dir: Path, ablatio
         *("curves", "confusion", "per-class", "missing-modality", "timeline"),
     ]
     ablation_views = [
-        *("ablation-table", "ablation-forest", "ablation-scores", "curves", "missing-modality"),
+        *("ablation-table", "ablation-forest", "ablation-scores", "ablation-blocks", "curves", "missing-modality"),
         *("confusion", "per-class", "leaderboard", "timeline"),
     ]
     assert ids == ["compare-view", *(f"exp0-{v}" for v in search_views), *(f"exp1-{v}" for v in ablation_views)]

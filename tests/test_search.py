@@ -553,6 +553,7 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
     then the only chosen one, and the only one with test metrics and predictions."""
     from tacfn.search import _choosing
     from tacfn.search._trainable import encoder_identity, trial_run_config
+    from tacfn.training import ScoredTest
 
     store = ExperimentStore.create(tmp_path / "exp", "search", "ties", {"name": "ties", "search": {}})
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -562,7 +563,7 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
 
     def score(cfg, task, weights):
         tested.append(cfg.train.lr)
-        return {"score": 0.6, "weighted_f1": 0.5}, {"audio": 0.4}, {"id": ["s1"], "label": [0], "pred": [0]}
+        return ScoredTest({"score": 0.6, "weighted_f1": 0.5}, {"audio": 0.4}, {"id": ["s1"], "label": [0], "pred": [0]}, 0.5)
 
     monkeypatch.setattr(_choosing, "score_checkpoint", score)
     base = {"model": {"preset": "lite"}}
@@ -574,6 +575,7 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
         summary = _choosing.choose_and_test(store, grid, base, object(), identity, 0, 0.0, quiet=True)
         chosen = pl.from_arrow(store.trials()).filter(pl.col("chosen"))
         assert chosen["trial_id"].to_list() == [summary.best_trial] and summary.test_score == chosen["test_score"][0]
+        assert chosen["test_ms_per_sample"].to_list() == [0.5]  # the chosen trial's latency, timed when it was tested
         tested_rows = pl.from_arrow(store.trials()).filter(pl.col("test_score").is_not_null() | pl.col("test_missing_audio").is_not_null())
         assert tested_rows["trial_id"].to_list() == [summary.best_trial]
         return summary.best_trial, pl.from_arrow(store.predictions())["trial_id"].unique().to_list()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from tacfn.data.synth import write_synthetic_ravdess
 from tacfn.errors import ConfigError
 from tacfn.model import TACFN
 from tacfn.tasks import load_task
-from tacfn.training import RunState, Trainer, conclude, run_epochs, train
+from tacfn.training import RunResult, RunState, Trainer, conclude, run_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +192,37 @@ def test_frozen_backbone_trains_head_only_and_caches_features(prepared_lite: Pat
     assert again.test == result.test
 
 
+def test_test_latency_times_the_forward_passes_of_one_test_pass(prepared_lite: Path, tmp_path: Path):
+    """test_ms_per_sample is the wall time of the model's forward passes over the test split
+    (all modalities present), once, per test sample, in ms: a forward pass made 0.2 s slower
+    adds 200 ms per test batch, and the validation and missing-modality passes add nothing.
+    A real run records it in result.json; a result.json from before it reads as None."""
+    cfg = _cfg(prepared_lite, tmp_path, model={"backbone": "frozen"}, train={"epochs": 1})
+    trainer = Trainer(cfg, load_task(cfg))
+    state = RunState()
+    list(run_epochs(trainer, state))
+    logits, delay = trainer._logits, 0.2
+
+    def slow(*args, **kwargs):
+        time.sleep(delay)
+        return logits(*args, **kwargs)
+
+    trainer._logits = slow
+    result = conclude(trainer, state)
+    test = trainer.task.test
+    batches = -(-len(test) // max(cfg.train.batch_size, 64))
+    slept = 1e3 * delay * batches / len(test)  # ms per sample that the delay alone adds to one test pass
+    assert set(result.test_missing_modality) == {"video", "audio"}  # two more test passes, not timed
+    assert slept <= result.test_ms_per_sample < 1.5 * slept
+
+    out = tmp_path / "run"
+    train(cfg, out_dir=out)
+    recorded = json.loads((out / "result.json").read_text())
+    assert recorded["test_ms_per_sample"] > 0 and math.isfinite(recorded["test_ms_per_sample"])
+    del recorded["test_ms_per_sample"]
+    assert RunResult.from_json(recorded).test_ms_per_sample is None
+
+
 def test_iemocap_run_reports_per_emotion_metrics(tmp_path: Path):
     cfg = parse_run_config(
         {"model": {"preset": "iemocap"}, "data": {"cache_dir": str(tmp_path)}, "train": {"epochs": 2, "batch_size": 32}}
@@ -272,7 +305,7 @@ def test_result_json_writes_null_for_undefined_numbers(tmp_path: Path):
     holds null there (and for any other non-finite number), and its readers take it."""
     from dashboards.run_report import write_run_report
     from tacfn.metrics import classification_metrics
-    from tacfn.training import EpochRecord, RunResult, write_result
+    from tacfn.training import EpochRecord, write_result
 
     test = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 8)
     assert test["per_class_accuracy"] == [0.5, 1.0] + [None] * 6

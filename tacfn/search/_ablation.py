@@ -21,7 +21,9 @@ resources: {cpu: 1, gpu: 0}
 ```
 
 Every (variant, seed, fold) is one trial; each is scored on its fold's test actors with the
-weights of its best validation epoch, and lands in the results store with a ``variant`` column.
+weights of its best validation epoch (timed there: ``test_ms_per_sample``, see
+:func:`tacfn.training.score_test`), and lands in the results store with a ``variant`` column
+and its parameter counts (``num_parameters``, ``trainable_parameters``).
 Its rows have no ``param.*`` columns: a variant's overrides are chosen by the plan, not
 sampled, and ``config.*`` holds them.
 """
@@ -201,6 +203,7 @@ def run_ablation_trial(config: dict[str, Any], *, base: dict[str, Any], variants
         summary = {
             "test_score": result.test["score"],
             "test_weighted_f1": result.test["weighted_f1"],
+            "test_ms_per_sample": result.test_ms_per_sample,
             **{f"test_missing_{m}": s for m, s in result.test_missing_modality.items()},
         }
     sizes = {"num_parameters": result.num_parameters, "trainable_parameters": result.trainable_parameters}

@@ -98,19 +98,21 @@ def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: 
     with checkpoint.as_directory() as path:
         weights = Path(path) / LAST_CHECKPOINT
         if gpu:
-            scored = _score_remote.options(num_gpus=min(gpu, 1)).remote(cfg.model_dump(mode="json"), shared, str(weights))
-            test, missing, predictions = ray.get(scored)
+            remote = _score_remote.options(num_gpus=min(gpu, 1)).remote(cfg.model_dump(mode="json"), shared, str(weights))
+            scored = ray.get(remote)
         else:
-            test, missing, predictions = score_checkpoint(cfg, shared or load_task(cfg), weights)
+            scored = score_checkpoint(cfg, shared or load_task(cfg), weights)
+    test = scored.metrics
     scores = {
         "chosen": True,
         "test_score": test["score"],
         "test_weighted_f1": test["weighted_f1"],
-        **{f"test_missing_{m}": s for m, s in missing.items()},
+        "test_ms_per_sample": scored.ms_per_sample,
+        **{f"test_missing_{m}": s for m, s in scored.missing.items()},
         **{f"test_{k}": v for k, v in test.items() if k.endswith(("_accuracy", "_weighted_f1")) and k not in ("weighted_f1",)},
     }
     # Predictions before the row, as a trial is recorded: a reader that sees it chosen finds them.
-    store.record_predictions(best["trial_id"], prediction_rows(predictions))
+    store.record_predictions(best["trial_id"], prediction_rows(scored.predictions))
     store.update_trials({best["trial_id"]: scores})
     return test["score"]
 
