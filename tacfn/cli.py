@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import ConfigError, DataError, TacfnError
+from .errors import ConfigError, TacfnError
 from .nested import set_dotted
 from .run_folder import CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, TRAIN_DIR
 
@@ -403,17 +403,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             raise ConfigError("--serve shows one experiment folder at a time")
         serve(dirs[0], host=args.host, port=args.port)
         return 0
-    from dashboards import load_experiment, write_dashboard
-
-    from .store import ExperimentStore
+    from dashboards import write_dashboard
+    from dashboards._loading import load_whole_experiment
 
     for folder in dirs:  # without its trials the page would show a problem in place of the data: refuse
-        ExperimentStore.open(folder)  # not an experiment, corrupt, or a newer schema
-        unreadable = load_experiment(folder).unreadable
-        if "trials.parquet" in unreadable:
-            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            raise DataError(f"{unreadable['trials.parquet']}{more}; no dashboard written")
-
+        load_whole_experiment(folder, "no dashboard written")
     print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=_note)}")
     return 0
 
