@@ -412,6 +412,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.report import write_report
+
+    report = write_report(args.dirs, args.out, figures=not args.no_figures, on_note=_note)
+    print(f"report: {len(report.files)} files in {report.folder}")
+    for name in report.files:
+        print(f"  {name}")
+    return 0
+
+
 def _cmd_store_compact(args: argparse.Namespace) -> int:
     from .store import ExperimentStore
 
@@ -531,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default: this machine only)")
     p.add_argument("--port", type=int, default=8050)
     p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser("report", help="paper-ready tables (Markdown, LaTeX, CSV) and figures (SVG, PNG) of experiments")
+    p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders or URIs (searches, ablations)")
+    p.add_argument("--out", required=True, help="folder to write: new, or one tacfn report wrote")
+    p.add_argument("--no-figures", action="store_true", help="the tables only (the figures need kaleido and Chromium)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
