@@ -18,7 +18,9 @@ again), ``DIR`` gets:
 folder without a results store, a dataset or a training run, where no file the report did
 not write is ever replaced: a name already taken refuses the whole report before anything
 is written. What cannot be written (a table or figure with nothing to show, or the figures
-when Kaleido or a browser is missing) is said to ``on_note``, and the rest is written.
+when Kaleido or a browser is missing) is said to ``on_note``, and the rest is written; an
+earlier report's version of a figure that could not be drawn again is removed, so that no
+figure in ``DIR`` is older than the tables beside it.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def write_report(
         if isinstance(images, Unavailable):
             skipped = "; ".join(f"{name}: {', '.join(titles)}" for name, titles in plan.figure_titles.items())
             notes.append(f"figures not written ({skipped}): {images.reason}")
+            for name in owned & (set(names) - set(plan.texts)):  # an earlier report's: older than the tables now
+                (folder / name).unlink(missing_ok=True)
         else:
             for stem, formats in zip(plan.figures, images):
                 for fmt, data in formats.items():

@@ -145,6 +145,19 @@ def test_the_latex_is_booktabs_with_every_name_escaped(ablation_dir: Path, tmp_p
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
+def test_a_report_imports_neither_torch_nor_ray(ablation_dir: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from dashboards.report import write_report\n"
+        f"write_report([{str(ablation_dir)!r}], {str(tmp_path / 'out')!r}, figures=False)\n"
+        "loaded = [m for m in ('torch', 'ray') if m in sys.modules]\n"
+        "assert not loaded, f'write_report loaded {loaded}'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "fusion_ablation-ablation.tex").is_file()
+
+
 # --- the chosen configuration --------------------------------------------------------------------------
 
 
@@ -241,6 +254,10 @@ def test_experiments_of_one_name_get_files_of_their_own(ablation_dir: Path, tmp_
 def test_without_kaleido_or_a_browser_the_tables_are_written_and_a_note_says_why(
     ablation_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    earlier = tmp_path / "a"  # an earlier report's figure: it would stand beside newer tables
+    earlier.mkdir()
+    (earlier / "fusion_ablation-forest.svg").write_text("<svg/>")
+    (earlier / "report.json").write_text(json.dumps({"files": ["fusion_ablation-forest.svg"]}))
     monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido raises ImportError
     assert main(["report", str(ablation_dir), "--out", str(tmp_path / "a")]) == 0
     out, err = capsys.readouterr()
