@@ -544,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="paper-ready tables (Markdown, LaTeX, CSV) and figures (SVG, PNG) of experiments")
     p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders or URIs (searches, ablations)")
-    p.add_argument("--out", required=True, help="folder to write: new, or one tacfn report wrote")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="local folder to write: new, one tacfn report wrote, or one of yours (no file it did not write is replaced)")
     p.add_argument("--no-figures", action="store_true", help="the tables only (the figures need kaleido and Chromium)")
     p.set_defaults(func=_cmd_report)
     return parser
