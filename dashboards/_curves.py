@@ -85,6 +85,7 @@ def _get_curves_plot(info: CurvesInfo) -> go.Figure:
                     go.Scatter(
                         x=band_x + band_x[::-1],
                         y=upper + lower[::-1],
+                        mode="lines",  # the band only: plotly marks each point of a short trace by default
                         fill="toself",
                         fillcolor=color,
                         opacity=0.15,

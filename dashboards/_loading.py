@@ -122,6 +122,20 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     )
 
 
+def load_whole_experiment(exp_dir: str | Path, consequence: str) -> Experiment:
+    """:func:`load_experiment` for a command that writes from the experiment's trials: a
+    DataError (one line ending in ``consequence``, e.g. "no dashboard written") also when its
+    ``experiment.json`` is corrupt or of a newer schema, or its ``trials.parquet`` cannot be
+    read, where a page would show the problem in place of the data."""
+    ExperimentStore.open(exp_dir)  # not an experiment, corrupt, or a newer schema
+    exp = load_experiment(exp_dir)
+    unreadable = exp.unreadable
+    if TRIALS.file in unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise DataError(f"{unreadable[TRIALS.file]}{more}; {consequence}")
+    return exp
+
+
 def _read(location: Location, table: TableSpec) -> pl.DataFrame | str | None:
     """A table as a DataFrame, why it cannot be read, or None when it is not there."""
     try:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import ConfigError, DataError, TacfnError
+from .errors import ConfigError, TacfnError
 from .nested import set_dotted
 from .run_folder import CHECKPOINTS_DIR, LAST_CHECKPOINT, RESULT_FILE, TRAIN_DIR
 
@@ -408,18 +408,22 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             raise ConfigError("--serve shows one experiment folder at a time")
         serve(dirs[0], host=args.host, port=args.port)
         return 0
-    from dashboards import load_experiment, write_dashboard
-
-    from .store import ExperimentStore
+    from dashboards import write_dashboard
+    from dashboards._loading import load_whole_experiment
 
     for folder in dirs:  # without its trials the page would show a problem in place of the data: refuse
-        ExperimentStore.open(folder)  # not an experiment, corrupt, or a newer schema
-        unreadable = load_experiment(folder).unreadable
-        if "trials.parquet" in unreadable:
-            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            raise DataError(f"{unreadable['trials.parquet']}{more}; no dashboard written")
-
+        load_whole_experiment(folder, "no dashboard written")
     print(f"dashboard: {write_dashboard(dirs, Path(args.out) if args.out else None, on_gap=_note)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.report import write_report
+
+    report = write_report(args.dirs, args.out, figures=not args.no_figures, on_note=_note)
+    print(f"report: {len(report.files)} files in {report.folder}")
+    for name in report.files:
+        print(f"  {name}")
     return 0
 
 
@@ -542,6 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default: this machine only)")
     p.add_argument("--port", type=int, default=8050)
     p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser("report", help="paper-ready tables (Markdown, LaTeX, CSV) and figures (SVG, PNG) of experiments")
+    p.add_argument("dirs", nargs="+", metavar="EXP_DIR", help="experiment folders or URIs (searches, ablations)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="local folder to write: new, one tacfn report wrote, or one of yours (no file it did not write is replaced)")
+    p.add_argument("--no-figures", action="store_true", help="the tables only (the figures need kaleido and Chromium)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

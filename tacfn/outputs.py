@@ -3,10 +3,11 @@
 Each command leaves a file that says what its folder holds: an experiment its
 ``experiment.json`` (:mod:`tacfn.store`), a dataset its ``manifest.json``
 (:mod:`tacfn.data.prepare`, :mod:`tacfn.data.iemocap`), a training run its ``config.json``,
-``result.json`` and ``checkpoints`` (:mod:`tacfn.run_folder`); RAVDESS media sit in
-``Actor_NN`` folders. An output path that names a folder of another kind, or a file, is
-refused before anything is written: a mistyped ``--out`` must never mix new files into, or
-write over, results, datasets or media.
+``result.json`` and ``checkpoints`` (:mod:`tacfn.run_folder`), a paper-ready report its
+``report.json`` (:mod:`dashboards.report`); RAVDESS media sit in ``Actor_NN`` folders. An
+output path that names a folder of another kind, or a file, is refused before anything is
+written: a mistyped ``--out`` must never mix new files into, or write over, results,
+datasets or media.
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ from typing import Literal
 from .errors import ConfigError
 from .run_folder import RUN_MARKERS
 
-Kind = Literal["experiment", "dataset", "run", "media"]
+REPORT_MARKER = "report.json"  # what `tacfn report` leaves in its folder: the files it wrote there
+Kind = Literal["experiment", "dataset", "run", "report", "media"]
 
 _DESCRIPTIONS: dict[Kind, str] = {
     "experiment": "an experiment",
     "dataset": "a dataset",
     "run": "a training run",
+    "report": "a tacfn report",
     "media": "RAVDESS media",
 }
 _MARKERS: tuple[tuple[str, Kind], ...] = (
     ("experiment.json", "experiment"),
     ("manifest.json", "dataset"),
     *((name, "run") for name in RUN_MARKERS),
+    (REPORT_MARKER, "report"),
 )
 _ACTOR_DIR = re.compile(r"Actor_\d\d")
 

@@ -641,6 +641,12 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "dashboard: run report over result.json": lambda e: Case(
             ["dashboard", str(run_folder(e, result="{}")), "--out", str(e.tmp / "run" / "result.json")],
             ("result.json: a dashboard is an HTML page",), e.tmp / "run"),
+        # paper-ready reports: of experiments only, into a new folder or one tacfn report wrote
+        "report: folder that is not an experiment": lambda e: Case(
+            ["report", str(work(e)), "--out", str(e.tmp / "paper")], ("is not a tacfn experiment folder (no experiment.json)",), e.tmp),
+        "report: --out an experiment folder": lambda e: Case(
+            ["report", str(search_store(e)), "--out", str(e.tmp / "exp")],
+            ("--out", "holds an experiment (experiment.json), not a tacfn report", "nothing is written there"), e.tmp),
         # non-finite numbers, named by file and key
         "config: NaN": lambda e: Case(
             ["train", config(e, {"train": {"lr": float("nan")}}), "--out", out(e)],
