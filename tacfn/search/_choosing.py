@@ -18,6 +18,7 @@ from ..training import score_checkpoint
 from ._distributed import checkpoint_dir
 from ._recording import prediction_rows
 from ..store import ExperimentStore
+from ..trackers._content import scores_on_test
 from ._trainable import encoder_identity, trial_run_config
 
 
@@ -103,14 +104,7 @@ def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: 
         else:
             scored = score_checkpoint(cfg, shared or load_task(cfg), weights)
     test = scored.metrics
-    scores = {
-        "chosen": True,
-        "test_score": test["score"],
-        "test_weighted_f1": test["weighted_f1"],
-        "test_ms_per_sample": scored.ms_per_sample,
-        **{f"test_missing_{m}": s for m, s in scored.missing.items()},
-        **{f"test_{k}": v for k, v in test.items() if k.endswith(("_accuracy", "_weighted_f1")) and k not in ("weighted_f1",)},
-    }
+    scores = {"chosen": True, **scores_on_test(test, scored.missing, scored.ms_per_sample)}
     # Predictions before the row, as a trial is recorded: a reader that sees it chosen finds them.
     store.record_predictions(best["trial_id"], prediction_rows(scored.predictions))
     store.update_trials({best["trial_id"]: scores})

@@ -13,7 +13,8 @@ from typing import Any
 from ray import tune
 
 from ..errors import DataError
-from ..store import CONFIG_PREFIX, ExperimentStore, flatten_config, param_columns
+from ..store import CONFIG_PREFIX, ExperimentStore, param_columns
+from ..trackers._content import best_epoch, run_params
 from ._space_compile import config_hash
 from ._trainable import trial_run_config
 
@@ -92,9 +93,7 @@ class StoreCallback(tune.Callback):
         if self.failure is not None or trial.trial_id in self.recorded:  # the search is ending, or a rerun
             return
         result = trial.last_result or {}
-        # A trial restarted from a checkpoint sends its whole history at the end: this driver
-        # may not have seen its first epochs.
-        epochs = json.loads(result["history_json"]) if result.get("history_json") else buffered
+        epochs = trial_epochs(result, buffered)
         if error:
             status = "failed"
         elif result.get("status") == "diverged":
@@ -124,6 +123,13 @@ class StoreCallback(tune.Callback):
             print(f"[{len(self.recorded)}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {named}", flush=True)
 
 
+def trial_epochs(result: dict[str, Any], seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's epochs: the whole history its last report carries, else the epochs this driver
+    ``seen`` reported. A trial restarted from a checkpoint sends its history at the end: this
+    driver may not have seen its first epochs."""
+    return json.loads(result["history_json"]) if result.get("history_json") else seen
+
+
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -142,11 +148,8 @@ def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], resul
     cfg = trial_run_config(base, params, check_model=False)  # the trial built it
     full = cfg.model_dump(mode="json")
     architecture = cfg.architecture()
-    columns = flatten_config(full)
-    # The preset's block when the config names none (an ablation's baseline), so every row
-    # says which block it ran; the hash stays on the config as written.
-    columns.setdefault(f"{CONFIG_PREFIX}model.fusion.name", architecture.fusion.name)
-    best = max(epochs, key=lambda e: (e["val_score"], -e["epoch"])) if epochs else None
+    columns = run_params(cfg, CONFIG_PREFIX)  # what a tracker gets as params; the hash stays on the config as written
+    best = best_epoch(epochs)
     return {
         "trial_id": trial_id,
         "status": status,
