@@ -18,6 +18,7 @@ seeds: [0, 1, 2]
 folds: [0, 1]
 concurrency: 2
 resources: {cpu: 1, gpu: 0}
+loggers: [mlflow, tensorboard]   # experiment trackers, opt in (see tacfn.trackers)
 ```
 
 Every (variant, seed, fold) is one trial; each is scored on its fold's test actors with the
@@ -46,6 +47,7 @@ from ..errors import ConfigError, describe_validation_error
 from ..nested import apply_overrides, has_dotted
 from ..store import EXPERIMENT_FILE, ExperimentStore, Location, absolute_root
 from ..tasks import default_cache_dir, load_task
+from ..trackers._schema import Trackers, check_installed, with_destinations
 from ..training import EpochRecord, Trainer, train
 from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
 from ._recording import StoreCallback
@@ -66,6 +68,7 @@ class AblationPlan(BaseModel):
     folds: list[int] = Field(default_factory=lambda: [0])
     concurrency: int = Field(1, ge=1)
     resources: Resources = Field(default_factory=Resources)
+    loggers: Trackers | None = None
 
     @field_validator("name")
     @classmethod
@@ -223,9 +226,13 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     base = dict(plan.base)
     if not has_dotted(base, "data.cache_dir"):
         base = apply_overrides(base, {"data.cache_dir": str(default_cache_dir())})
-    spec = {**plan.model_dump(mode="json"), "base": base}
-    # An unreachable cluster, a run larger than this machine or missing data fails before
-    # anything is written. Synthetic data is written once here, not raced for by the first trials.
+    # No loggers: the spec as before loggers existed, so a folder from then reruns.
+    spec = {**plan.model_dump(mode="json", exclude={"loggers"} if plan.loggers is None else None), "base": base}
+    # A missing tracker library, an unreachable cluster, a run larger than this machine or
+    # missing data fails before anything is written. Synthetic data is written once here, not
+    # raced for by the first trials.
+    check_installed(plan.loggers, "loggers")
+    trackers = with_destinations(plan.loggers, out, plan.name, "loggers")
     check_ray_address(address)
     if starts_local_ray(address):
         check_local_capacity(plan.resources.cpu, plan.resources.gpu, "resources")
@@ -256,14 +263,18 @@ def run_ablation(plan: AblationPlan, out: Path | str, *, address: str | None = N
     def replaces(config: dict[str, Any]) -> list[str]:
         return attempts.get(_run_key(config["run"]), [])
 
-    callback = StoreCallback(store, base, len(_runs(plan)), quiet=quiet, describe=describe, replaces=replaces)
+    callbacks: list[tune.Callback] = [StoreCallback(store, base, len(_runs(plan)), quiet=quiet, describe=describe, replaces=replaces)]
+    if trackers:
+        from ._trackers import tracker_callbacks
+
+        callbacks += tracker_callbacks(trackers, plan.name, base, describe)
     t0 = time.perf_counter()
     if runs:
         grid = tune.Tuner(
             trainable,
             param_space={"run": tune.grid_search(runs)},
             tune_config=tune.TuneConfig(max_concurrent_trials=plan.concurrency),
-            run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=[callback], verbose=0),
+            run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=callbacks, verbose=0),
         ).fit()
         earlier = {trial_id for ids in attempts.values() for trial_id in ids}
         recorded = {_row_key(row) for row in store.trials().to_pylist() if row["trial_id"] not in earlier}

@@ -25,6 +25,7 @@ from ..nested import apply_overrides, has_dotted
 from ..run_folder import TRAIN_DIR
 from ..store import ExperimentStore, Location, absolute_root
 from ..tasks import TaskData, default_cache_dir, load_task
+from ..trackers._schema import check_installed, with_destinations
 from ..training import Trainer
 from ._choosing import SearchSummary, choose_and_test
 from ._distributed import SharedTask, TrialWorkers
@@ -150,9 +151,11 @@ def run_search(
         )
     spec_dump = experiment_spec(spec, settings)
     base = spec_dump["base"]
-    # Bad input (an unreachable cluster, a trial larger than this machine, a damaged Optuna file
-    # with nothing to rebuild it from, missing data, an unreadable store) fails before Ray
-    # starts, and all but the last before anything is written.
+    # Bad input (a missing tracker library, an unreachable cluster, a trial larger than this
+    # machine, a damaged Optuna file with nothing to rebuild it from, missing data, an
+    # unreadable store) fails before Ray starts, and all but the last before anything is written.
+    check_installed(settings.loggers, "search.loggers")
+    trackers = with_destinations(settings.loggers, out, spec.name, "search.loggers")
     check_ray_address(address)
     if starts_local_ray(address):
         check_local_capacity(settings.resources.cpu, settings.resources.gpu, "search.resources", workers=settings.workers)
@@ -167,7 +170,11 @@ def run_search(
     store = ExperimentStore.create(
         out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu}, dataset=task.dataset_record()
     )
-    callback = StoreCallback(store, base, settings.trials, quiet=quiet, axes=[axis.key for axis in info.axes])
+    callbacks: list[tune.Callback] = [StoreCallback(store, base, settings.trials, quiet=quiet, axes=[axis.key for axis in info.axes])]
+    if trackers:
+        from ._trackers import tracker_callbacks
+
+        callbacks += tracker_callbacks(trackers, spec.name, base)
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
     trainable = _trial_trainable(settings, base, task, identity, out)
@@ -207,7 +214,7 @@ def run_search(
             run_config=tune.RunConfig(
                 name=RAY_DIR,
                 storage_path=str(out),
-                callbacks=[callback],
+                callbacks=callbacks,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                 verbose=0,

@@ -25,6 +25,7 @@ A search-space file names a base run config, the axes to search and how to searc
       resources: {cpu: 1, gpu: 0}    # per trial (per worker when workers > 1); gpu may be 0.25
       workers: 1                     # Ray Train workers per trial (>1: DDP)
       objectives: []                 # extra objectives to minimise: num_parameters | latency_ms
+      loggers: [mlflow, wandb, tensorboard]   # experiment trackers, opt in (see tacfn.trackers)
 
 An axis is exactly one of ``choice: [values]``, ``int: [low, high]`` (optional ``step``, or
 ``log: true``) and ``float: [low, high]`` (optional ``step`` or ``log: true``); ranges include
@@ -54,6 +55,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from ..trackers._schema import Trackers
 
 Metric = Literal["val_score", "val_weighted_f1"]  # maximised
 Objective = Literal["num_parameters", "latency_ms"]  # minimised
@@ -188,7 +191,8 @@ class SearchSettings(_Strict):
     ``max_failures`` is how many times a trial whose process or node dies is restarted
     from its last checkpoint before it is recorded as failed. A trial checkpoints when
     ``checkpoint_interval_s`` have passed since its last checkpoint (0: after every epoch)
-    and after its last epoch.
+    and after its last epoch. ``loggers`` names the experiment trackers each trial logs to
+    (:mod:`tacfn.trackers`).
     """
 
     metric: Metric = "val_score"
@@ -203,6 +207,7 @@ class SearchSettings(_Strict):
     objectives: list[Objective] = Field(default_factory=list)
     max_failures: int = Field(2, ge=0)
     checkpoint_interval_s: float = Field(30.0, ge=0)
+    loggers: Trackers | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SearchSettings:
