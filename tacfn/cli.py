@@ -195,6 +195,19 @@ def _check_resumable(out_dir: Path | None, on_ray: bool) -> None:
         raise ConfigError(f"--resume: {found} does not exist, so there is no run to continue; drop --resume to start one")
 
 
+TRAIN_EXPERIMENT = "tacfn-train"
+"""The MLflow experiment and W&B project of ``tacfn train`` runs (a config's loggers may name another)."""
+
+
+def _train_trackers(loggers: Any, source: str, out_dir: Path | None) -> list[Any]:
+    """The trackers a train config's ``loggers`` names, checked: installed, and with a place to log."""
+    from .trackers._schema import check_installed, parse_trackers, with_destinations
+
+    trackers = parse_trackers(loggers, source)
+    check_installed(trackers, "loggers")
+    return with_destinations(trackers, out_dir, TRAIN_EXPERIMENT, "loggers")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_yaml, parse_run_config
     from .training import check_new_run_folder, train
@@ -202,10 +215,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data = load_yaml(Path(args.config)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{args.config}: expected a mapping of sections (model, data, train)")
+    loggers = data.pop("loggers", None)  # beside the run config's sections: not part of the run
     for assignment in args.set or []:
         _set_override(data, assignment)
     cfg = parse_run_config(data, str(args.config))
     out_dir = Path(args.out) if args.out else None
+    trackers = _train_trackers(loggers, str(args.config), out_dir)
     if args.workers < 1:
         raise ConfigError(f"`--workers >= 1` must hold, but got --workers {args.workers}")
     on_ray = args.workers > 1 or args.gpu or args.address is not None  # else: in this process
@@ -217,24 +232,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_new_run_folder(out_dir)  # here too for Ray Train runs, before Ray starts
     where = f" on {args.workers} Ray Train worker{'s' if args.workers > 1 else ''}" if on_ray else ""
     print(f"training {cfg.model.preset} / {cfg.model.fusion.get('name', 'preset fusion')} for {cfg.train.epochs} epochs{where}", flush=True)
-    if on_ray:
-        from .search import check_local_capacity, init_ray, run_distributed
+    from .trackers._content import run_info
+    from .trackers._writers import RunTrackers
 
-        if args.address is None:  # a local runtime: a CPU per worker, and a GPU each with --gpu
-            option = f"--workers {args.workers}{' --gpu' if args.gpu else ''}"
-            check_local_capacity(1, 1 if args.gpu else 0, option, workers=args.workers, needs="the run")
-        init_ray(args.address, dashboard=True)
-        result = run_distributed(
-            cfg,
-            workers=args.workers,
-            use_gpu=args.gpu,
-            out_dir=out_dir,
-            resume=args.resume,
-            on_epoch=_print_epoch(cfg.train.epochs),
-            progress=True,
-        )
-    else:
-        result = train(cfg, out_dir=out_dir, on_epoch=_print_epoch(cfg.train.epochs), resume=args.resume, progress=True)
+    show = _print_epoch(cfg.train.epochs)
+    with RunTrackers(trackers, run_info(cfg, out_dir.name if out_dir else Path(args.config).stem)) as tracked:
+
+        def on_epoch(record: Any) -> None:
+            show(record)
+            tracked.on_epoch(record)
+
+        if on_ray:
+            from .search import check_local_capacity, init_ray, run_distributed
+
+            if args.address is None:  # a local runtime: a CPU per worker, and a GPU each with --gpu
+                option = f"--workers {args.workers}{' --gpu' if args.gpu else ''}"
+                check_local_capacity(1, 1 if args.gpu else 0, option, workers=args.workers, needs="the run")
+            init_ray(args.address, dashboard=True)
+            result = run_distributed(
+                cfg, workers=args.workers, use_gpu=args.gpu, out_dir=out_dir, resume=args.resume, on_epoch=on_epoch, progress=True
+            )
+        else:
+            result = train(cfg, out_dir=out_dir, on_epoch=on_epoch, resume=args.resume, progress=True)
+        tracked.end(result)
     _print_result(result, out_dir)
     return 0 if result.status == "completed" else EXIT_FAILED
 
