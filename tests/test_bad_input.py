@@ -54,6 +54,7 @@ class Case:
     needles: tuple[str, ...]
     guard: Path
     noisy: bool = False  # a progress bar may precede the error line on stderr
+    missing: tuple[str, ...] = ()  # modules that cannot be imported during the command, as if not installed
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -124,6 +125,13 @@ def config(env: Env, sections: dict | None = None, name: str = "run.yaml") -> st
     for key, value in (sections or {}).items():
         data[key] = {**data.get(key, {}), **value}
     return text_file(env, name, yaml.safe_dump(data))
+
+
+def with_loggers(path: str, loggers: list) -> str:
+    """The run config at ``path`` with ``loggers`` beside its sections."""
+    data = yaml.safe_load(Path(path).read_text())
+    Path(path).write_text(yaml.safe_dump({**data, "loggers": loggers}))
+    return path
 
 
 def space_map(env: Env, **changes) -> dict:
@@ -442,6 +450,21 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "space: duplicate key": lambda e: Case(
             ["search", text_file(e, "dup.yaml", "name: a\nname: b\nspace: {}\n"), "--out", out(e)],
             ("duplicate key 'name'",), work(e)),
+        "space: unknown logger": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "loggers": ["mlfow"]}), "--out", out(e)],
+            ("space.yaml: search.loggers: unknown logger 'mlfow'; known: mlflow, wandb, tensorboard",), work(e)),
+        "space: a logger whose extra is not installed": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "loggers": ["wandb", "mlflow"]}), "--out", out(e)],
+            ("search.loggers: mlflow needs the mlflow extra: pip install 'tacfn[mlflow]'",), work(e), missing=("mlflow",)),
+        "plan: a logger whose extra is not installed": lambda e: Case(
+            ["ablate", plan(e, {"tacfn": {}, "concat": {"model.fusion.name": "concat"}}, loggers=["wandb"]), "--out", out(e)],
+            ("loggers: wandb needs the wandb extra: pip install 'tacfn[wandb]'",), work(e), missing=("wandb",)),
+        "train: a logger whose extra is not installed": lambda e: Case(
+            ["train", with_loggers(config(e), ["tensorboard"]), "--out", out(e)],
+            ("loggers: tensorboard needs the tensorboard extra: pip install 'tacfn[tensorboard]'",), work(e), missing=("tensorboardX",)),
+        "train: a logger with nowhere to write": lambda e: Case(
+            ["train", with_loggers(config(e), ["mlflow"])],
+            ("loggers: mlflow writes into the --out folder by default, but no --out was given; give {mlflow: {tracking_uri: ...}}",), work(e)),
         "unknown space name": lambda e: Case(["search", "no_such_space"], ("unknown search space 'no_such_space'",), work(e)),
         "--trials 0": lambda e: Case(["search", space(e), "--out", out(e), "--trials", "0"], ("`--trials >= 1` must hold", "--trials 0"), work(e)),
         "search: missing data folder": lambda e: Case(
@@ -735,6 +758,8 @@ def test_bad_input(name: str, env: Env, capsys, monkeypatch):
     monkeypatch.chdir(env.tmp)  # default outputs (runs/NAME) land in the scratch folder
     monkeypatch.delenv("TACFN_DEBUG", raising=False)
     case = CASES[name](env)
+    for module in case.missing:
+        monkeypatch.setitem(sys.modules, module, None)  # `import module` fails, as without its extra
     shared = snapshot(env.prepared), snapshot(env.raw)
     before = snapshot(case.guard)
     code = main(case.argv)
