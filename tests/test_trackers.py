@@ -29,9 +29,11 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(autouse=True)
 def _offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """W&B offline and quiet, its settings and caches in the test's folder."""
+    """W&B offline, quiet and without error reports (which would go to the network), its
+    settings and caches in the test's folder."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
 
