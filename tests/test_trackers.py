@@ -54,7 +54,9 @@ def mlflow_runs(uri: str, experiment: str) -> dict[str, dict]:
         metrics = {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")}
         runs[row["tags.mlflow.runName"]] = {
             "params": {k.removeprefix("params."): v for k, v in row.items() if k.startswith("params.")},
-            "tags": {k.removeprefix("tags."): v for k, v in row.items() if k.startswith("tags.") and not k.startswith("tags.mlflow.")},
+            # search_runs gives every run every tag column: a tag another run has is NaN here
+            "tags": {k.removeprefix("tags."): v for k, v in row.items()
+                     if k.startswith("tags.") and not k.startswith("tags.mlflow.") and isinstance(v, str)},
             "metrics": metrics,
             "history": {
                 name: [(m.step, m.value) for m in client.get_metric_history(row["run_id"], name)] for name in ("val_score", "best_epoch")
@@ -264,7 +266,17 @@ def test_a_search_logs_every_trial_to_every_tracker(prepared_lite: Path, tmp_pat
 
     mlflow = mlflow_runs(f"sqlite:///{out}/mlflow.db", "tiny")
     wandb = wandb_runs(out)
-    assert set(mlflow) == set(wandb) == set(trials["trial_id"])  # a run per trial, named by its id
+    chosen = trials.filter(pl.col("chosen")).row(0, named=True)
+    name = f"chosen-{chosen['trial_id']}"
+    assert set(mlflow) == set(wandb) == {*trials["trial_id"], name}  # a run per trial, named by its id, and the chosen one's test run
+
+    run, step = mlflow.pop(name), chosen["best_epoch"]  # the chosen config's test metrics, scored after every trial ended
+    assert run["tags"] == {"trial_id": chosen["trial_id"], "config_hash": chosen["config_hash"], "seed": "0", "fold": "0", "chosen": "true"}
+    assert run["params"]["model.fusion.name"] == chosen["param.model.fusion.name"]
+    for key in ("test_score", "test_weighted_f1", "test_missing_audio", "test_missing_video", "test_ms_per_sample"):
+        assert run["metrics"][key] == pytest.approx(chosen[key]), key
+    assert wandb.pop(name)["history"][step]["test_score"] == pytest.approx(chosen["test_score"])
+    assert same_series(tensorboard_scalars(out / "tensorboard" / name)["test_score"], [(step, chosen["test_score"])])
     for row in trials.iter_rows(named=True):
         trial_id = row["trial_id"]
         val_scores = [(r["epoch"], r["val_score"]) for r in epochs.filter(pl.col("trial_id") == trial_id).sort("epoch").iter_rows(named=True)]

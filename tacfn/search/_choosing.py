@@ -35,6 +35,7 @@ class SearchSummary:
     test_score: float | None
     metric: str = "val_score"  # what chose the best trial (search.metric)
     val_metric: float | None = None  # the best trial's validation value of ``metric``
+    scored_now: bool = False  # this call scored the chosen trial (a resume may keep an earlier score)
 
 
 def choose_and_test(
@@ -67,16 +68,15 @@ def choose_and_test(
     for earlier in trials:
         if earlier.get("chosen") and earlier["trial_id"] != best["trial_id"]:
             _unchoose(store, earlier)
-    if best.get("chosen") and best.get("test_score") is not None:
-        test_score = best["test_score"]
-    else:
-        test_score = _score_chosen(store, best, result, base, task, identity, gpu)
+    scored_now = not (best.get("chosen") and best.get("test_score") is not None)
+    test_score = _score_chosen(store, best, result, base, task, identity, gpu) if scored_now else best["test_score"]
     if not quiet:
         search = store.experiment["spec"]["search"]
         sampler = f"{search.get('sampler', 'tpe')} sampler, seed {search.get('seed', 0)}"  # folders from before samplers: tpe
         print(f"search finished in {seconds:.0f} s ({sampler}): {len(completed)} of {len(trials)} trials completed")
     return SearchSummary(
-        store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score, metric, best[metric]
+        store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score, metric, best[metric],
+        scored_now,
     )
 
 

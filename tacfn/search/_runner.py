@@ -234,6 +234,11 @@ def run_search(
         print(f"the {settings.sampler} sampler proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
               f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")
     summary = choose_and_test(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
+    if trackers and summary.scored_now:
+        from ._trackers import log_chosen
+
+        chosen = next(row for row in store.trials().to_pylist() if row["trial_id"] == summary.best_trial)
+        log_chosen(trackers, spec.name, base, summary.best_params, chosen)
     store.compact()  # a finished search leaves its three tables whole, for any Parquet reader
     return summary
 

@@ -9,7 +9,8 @@ epoch once (a trial restored from a checkpoint reports some again), step = epoch
 end metrics when it ends. Ray's callbacks add ``training_iteration`` (= epoch, Tune's step).
 
 A search's test score is not among a trial's end metrics: the driver scores the chosen
-trial after every trial has ended (:mod:`._choosing`); the results store records it.
+trial after every trial has ended (:mod:`._choosing`), and :func:`log_chosen` then writes it
+to each tracker as one more run, ``chosen-TRIAL ID``, tagged ``chosen=true``.
 
 Importing this module imports Ray's MLflow and W&B integrations (a second or so, and each
 library where it is installed): the runners import it only for a search or plan with loggers.
@@ -29,7 +30,7 @@ from ray.tune.logger import LoggerCallback
 
 from ..trackers._content import RunInfo, end_metrics, epoch_metrics, run_info
 from ..trackers._schema import MLflowTracker, Tracker, WandbTracker
-from ..trackers._writers import TensorBoardRun, TrackerRun, wandb_tags
+from ..trackers._writers import TensorBoardRun, TrackerRun, log_finished_run, wandb_tags
 from ._recording import trial_epochs
 from ._trainable import trial_run_config
 
@@ -178,3 +179,16 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def log_chosen(trackers: list[Tracker], experiment: str, base: dict[str, Any], params: dict[str, Any], row: dict[str, Any]) -> None:
+    """Write a search's chosen trial (its store ``row``, scored on test) to every tracker: its
+    config and tags as the trial's own run has them, plus ``chosen=true``, and its ``test_*``
+    metrics and best epoch, at the step of that epoch."""
+    cfg = trial_run_config(base, params, check_model=False)
+    info = run_info(cfg, f"chosen-{row['trial_id']}", trial_id=row["trial_id"], group=experiment)
+    info = info._replace(tags={**info.tags, "chosen": "true"})
+    test = {key: value for key, value in row.items() if key.startswith("test_")}
+    metrics = {key: value for key, value in end_metrics([], test).items() if key != "epochs_run"}
+    metrics["best_epoch"] = row["best_epoch"]
+    log_finished_run(trackers, info, metrics, int(row["best_epoch"] or 0))

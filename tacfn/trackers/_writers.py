@@ -112,6 +112,14 @@ def open_run(tracker: Tracker, info: RunInfo) -> TrackerRun:
     return TensorBoardRun(tracker.logdir, info)
 
 
+def log_finished_run(trackers: list[Tracker], info: RunInfo, metrics: Mapping[str, float], step: int) -> None:
+    """Write ``info``'s run, ``metrics`` at ``step``, and close it, in every tracker."""
+    for tracker in trackers:
+        run = open_run(tracker, info)
+        run.log(metrics, step)
+        run.finish(failed=False)
+
+
 class RunTrackers:
     """The trackers of one ``tacfn train`` run: each epoch as it ends (``on_epoch``), the
     result when the run ends (:meth:`end`); :meth:`close` marks a run that did not reach its
