@@ -145,7 +145,9 @@ def test_fusion_options_are_sampled_only_for_blocks_that_read_them(quickstart: t
         name = trial.params["model.fusion.name"]
         assert ("model.fusion.heads" in trial.params) == ("heads" in get_fusion_block_class(name).options)
         assert ("model.fusion.selection" in trial.params) == (name == "tacfn")
-        assert ("model.fusion.layers" in trial.params) == (name in ("tacfn", "mult"))
+        assert ("model.fusion.layers" in trial.params) == (name == "tacfn")
+        assert ("model.fusion.dim" in trial.params) == (name in ("tfn", "lmf"))
+        assert ("model.fusion.rank" in trial.params) == (name == "lmf")
 
 
 def test_a_space_over_every_block_samples_each_option_only_for_the_blocks_that_read_it():
