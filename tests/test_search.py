@@ -262,7 +262,9 @@ def test_a_search_stopped_before_tune_saved_anything_can_be_resumed(prepared_lit
 def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
     """Ctrl-C ends with status 130 and how to go on, before the test split is scored;
     --resume finishes the search and tests one trial; resuming it again tests nothing."""
-    space = _space_file(tmp_path, prepared_lite, trials=6, epochs=3, name="ctrlc", scheduler="none")
+    # Long enough that Ctrl-C lands while trials run: with 6 trials of 3 epochs the rest could
+    # all end between the first being recorded and the signal (seen in CI), and the search finish.
+    space = _space_file(tmp_path, prepared_lite, trials=10, epochs=6, name="ctrlc", scheduler="none")
     out = tmp_path / "exp"
     with (tmp_path / "stderr").open("w") as err:
         driver = subprocess.Popen(_tacfn("search", str(space), "--out", str(out)), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -272,13 +274,13 @@ def test_ctrl_c_stops_the_search_resumably(prepared_lite: Path, tmp_path: Path):
     assert driver.wait(timeout=120) == 130
     assert (tmp_path / "stderr").read_text().splitlines()[-1] == f"tacfn: interrupted; continue with tacfn search --out {out} --resume"
     store = ExperimentStore.open(out)
-    assert store.trials().num_rows < 6 and not any(store.trials()["chosen"].to_pylist())
+    assert store.trials().num_rows < 10 and not any(store.trials()["chosen"].to_pylist())
     assert store.predictions().num_rows == 0, "nothing scored on the test split"
 
     proc = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     trials = pl.from_arrow(store.trials())
-    assert trials.height == 6 and trials.filter(pl.col("chosen")).height == 1
+    assert trials.height == 10 and trials.filter(pl.col("chosen")).height == 1
     tested = store.location.stamp("predictions.parquet")
     again = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0, again.stderr[-2000:]
