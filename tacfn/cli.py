@@ -357,9 +357,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if summary.best_trial is None:
         print(f"no trial completed; results: {summary.path}")
         return EXIT_FAILED
-    chosen_on = "" if summary.metric == "val_score" else f"{summary.metric} {summary.val_metric:.3f}, score "
-    print(f"best trial {summary.best_trial}: validation {chosen_on}{summary.val_score:.3f}, "
-          f"test {summary.test_score:.3f} (scored once)")
+    if summary.test_interval is not None:  # seed-aware: a configuration over its replicates
+        low, high = summary.test_interval
+        print(f"best configuration (first replicate {summary.best_trial}): validation {summary.metric} "
+              f"{summary.aggregate} {summary.val_metric:.3f}, test mean {summary.test_score:.3f} [{low:.3f}, {high:.3f}] "
+              f"(95% interval over {summary.replicates} replicates, each scored once)")
+    else:
+        chosen_on = "" if summary.metric == "val_score" else f"{summary.metric} {summary.val_metric:.3f}, score "
+        print(f"best trial {summary.best_trial}: validation {chosen_on}{summary.val_score:.3f}, "
+              f"test {summary.test_score:.3f} (scored once)")
     for key, value in sorted(summary.best_params.items()):
         print(f"  {key} = {value}")
     print(f"results: {summary.path}")

@@ -428,6 +428,29 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["search", space(e, {"model.fusion.name": {"choice": ["tacfn", "concat"]}, "model.fusion.heads": {"choice": [2, 4]}},
                              search={"trials": 2, "scheduler": "none", "sampler": "qmc"}), "--out", out(e)],
             ("space.yaml", "search.sampler: qmc cannot sample conditional spaces", "use tpe, gp or random"), work(e)),
+        "space: empty seeds": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": []}), "--out", out(e)],
+            ("space.yaml", "search.seeds", "at least one value, but got []"), work(e)),
+        "space: repeated seeds": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [0, 1, 0]}), "--out", out(e)],
+            ("space.yaml", "search.seeds", "[0] repeat", "count twice"), work(e)),
+        "space: replicate folds the protocol lacks": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [0, 1], "folds": [0, 6]}), "--out", out(e)],
+            ("search.folds: 6 is not a valid data.fold", "has 6 folds (0..5)"), work(e)),
+        "space: seed sampled and replicated": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1.0e-4, 1.0e-2]}, "train.seed": {"int": [0, 9]}},
+                             search={"trials": 2, "scheduler": "none", "seeds": [0, 1]}), "--out", out(e)],
+            ("space.train.seed", "search.seeds already trains every configuration on [0, 1]"), work(e)),
+        "space: fold sampled and replicated": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1.0e-4, 1.0e-2]}, "data.fold": {"choice": [0, 1]}},
+                             search={"trials": 2, "scheduler": "none", "folds": [0, 1]}), "--out", out(e)],
+            ("space.data.fold", "search.folds already trains every configuration on [0, 1]"), work(e)),
+        "space: a lower bound over one replicate": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [3], "aggregate": "lcb"}), "--out", out(e)],
+            ("space.yaml", "`aggregate: lcb` needs two or more replicates", "got 1"), work(e)),
+        "space: an unknown racing test": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [0, 1], "racing": {"test": "anova"}}), "--out", out(e)],
+            ("space.yaml", "search.racing.test"), work(e)),
         "space: empty choice list": lambda e: Case(
             ["search", space(e, {"train.lr": {"choice": []}}), "--out", out(e)], ("space.train.lr", "empty choice list"), work(e)),
         "space: fold the protocol lacks": lambda e: Case(

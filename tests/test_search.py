@@ -574,7 +574,7 @@ def test_one_trial_is_chosen_and_tested_whatever_the_resumes(tmp_path: Path, mon
     identity = encoder_identity(trial_run_config(base, {}, check_model=False))
 
     def finish() -> tuple[str, list[str]]:
-        summary = _choosing.choose_and_test(store, grid, base, object(), identity, 0, 0.0, quiet=True)
+        summary = _choosing.choose_and_test(store, grid, base, {identity: object()}, 0, 0.0, quiet=True)
         chosen = pl.from_arrow(store.trials()).filter(pl.col("chosen"))
         assert chosen["trial_id"].to_list() == [summary.best_trial] and summary.test_score == chosen["test_score"][0]
         assert chosen["test_ms_per_sample"].to_list() == [0.5]  # the chosen trial's latency, timed when it was tested

@@ -1,9 +1,12 @@
 """Choosing a search's result: the best completed trial on validation, scored on the test
-split once (:func:`choose_and_test`), with the Pareto front marked for multi-objective searches.
+split once (:func:`choose_and_test`), with the Pareto front marked for multi-objective searches;
+in a seed-aware search the configuration with the best aggregate, scored on the test split
+on every replicate (:func:`choose_configuration`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from ..tasks import TaskData, load_task
 from ..run_folder import LAST_CHECKPOINT
 from ..training import score_checkpoint
 from ._distributed import checkpoint_dir
+from ..replicates import interval95
+from ._racing import Race
 from ._recording import prediction_rows
 from ..store import ExperimentStore
 from ..trackers._content import scores_on_test
@@ -36,10 +41,15 @@ class SearchSummary:
     metric: str = "val_score"  # what chose the best trial (search.metric)
     val_metric: float | None = None  # the best trial's validation value of ``metric``
     scored_now: bool = False  # this call scored the chosen trial (a resume may keep an earlier score)
+    # A seed-aware search: val_score is the chosen configuration's aggregate, test_score the
+    # mean over its replicates, test_interval that mean's 95% interval, over `replicates` of them.
+    aggregate: str | None = None
+    replicates: int = 1
+    test_interval: tuple[float, float] | None = None
 
 
 def choose_and_test(
-    store: ExperimentStore, grid, base: dict, task: TaskData, identity: str, gpu: float, seconds: float, quiet: bool
+    store: ExperimentStore, grid, base: dict, tasks: Mapping[str, TaskData], gpu: float, seconds: float, quiet: bool
 ) -> SearchSummary:
     """Pick the best completed trial on validation and score it on the test split, once.
 
@@ -69,15 +79,61 @@ def choose_and_test(
         if earlier.get("chosen") and earlier["trial_id"] != best["trial_id"]:
             _unchoose(store, earlier)
     scored_now = not (best.get("chosen") and best.get("test_score") is not None)
-    test_score = _score_chosen(store, best, result, base, task, identity, gpu) if scored_now else best["test_score"]
+    test_score = _score_chosen(store, best, result, base, tasks, gpu) if scored_now else best["test_score"]
     if not quiet:
-        search = store.experiment["spec"]["search"]
-        sampler = f"{search.get('sampler', 'tpe')} sampler, seed {search.get('seed', 0)}"  # folders from before samplers: tpe
-        print(f"search finished in {seconds:.0f} s ({sampler}): {len(completed)} of {len(trials)} trials completed")
+        print(f"search finished in {seconds:.0f} s ({_sampler(store)}): {len(completed)} of {len(trials)} trials completed")
     return SearchSummary(
         store.root, len(trials), len(completed), best["trial_id"], params, best["val_score"], test_score, metric, best[metric],
         scored_now,
     )
+
+
+def choose_configuration(
+    store: ExperimentStore, grid, race: Race, base: dict, tasks: Mapping[str, TaskData], gpu: float, seconds: float, quiet: bool
+) -> SearchSummary:
+    """Pick the configuration with the best aggregate among those with every replicate in, and
+    score each of its completed replicates on the test split, once each.
+
+    Every replicate row of the pick is marked chosen and carries its own test score; the
+    summary gives their mean and 95% interval. A tie goes to the configuration whose first
+    replicate started first. A resumed search keeps scores already taken and un-chooses an
+    earlier pick it no longer ranks first, as :func:`choose_and_test` does.
+    """
+    rows = store.trials().to_pylist()
+    confs = race.configurations(rows)
+    complete = [conf for conf in confs.values() if race.is_complete(conf)]
+    if not complete:
+        return SearchSummary(store.root, len(confs), 0, None, {}, None, None, race.metric, aggregate=race.how)
+    best = min(complete, key=lambda conf: (-race.value(conf), *_rank(conf.replicates[min(conf.replicates)], race.metric)[1:]))
+    for earlier in rows:
+        if earlier.get("chosen") and earlier["config_hash"] != best.config_hash:
+            _unchoose(store, earlier)
+    results = {r.metrics.get("trial_id"): r for r in grid if r.metrics}
+    test_scores, scored_now = [], False
+    for _, row in sorted(best.replicates.items()):
+        if row["status"] != "completed":  # diverged: counted as a failure on validation, no weights worth testing
+            continue
+        if row.get("chosen") and row.get("test_score") is not None:
+            test_scores.append(row["test_score"])
+            continue
+        test_scores.append(_score_chosen(store, row, results[row["trial_id"]], base, tasks, gpu))
+        scored_now = True
+    first = best.replicates[min(best.replicates)]
+    params = {k: v for k, v in results[first["trial_id"]].config.items() if k not in ("train.seed", "data.fold")}
+    value = race.value(best)
+    mean = sum(test_scores) / len(test_scores)
+    if not quiet:
+        print(f"search finished in {seconds:.0f} s ({_sampler(store)}): {len(complete)} of {len(confs)} configurations "
+              f"ran every replicate ({len(race.plan)} each)")
+    return SearchSummary(
+        store.root, len(confs), len(complete), first["trial_id"], params, value, mean, race.metric, value, scored_now,
+        aggregate=race.how, replicates=len(test_scores), test_interval=interval95(test_scores),
+    )
+
+
+def _sampler(store: ExperimentStore) -> str:
+    search = store.experiment["spec"]["search"]
+    return f"{search.get('sampler', 'tpe')} sampler, seed {search.get('seed', 0)}"  # folders from before samplers: tpe
 
 
 def _rank(trial: dict[str, Any], metric: str) -> tuple:
@@ -87,7 +143,7 @@ def _rank(trial: dict[str, Any], metric: str) -> tuple:
     return -trial[metric], trial["started_at"] is None, trial["started_at"], trial["trial_id"]
 
 
-def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: TaskData, identity: str, gpu: float) -> float:
+def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, tasks: Mapping[str, TaskData], gpu: float) -> float:
     """Score the trial ``best`` on the test split from its saved weights and record it as chosen."""
     cfg = trial_run_config(base, result.config, check_model=False)
     checkpoint = result.checkpoint
@@ -95,7 +151,7 @@ def _score_chosen(store: ExperimentStore, best: dict, result, base: dict, task: 
         folder = checkpoint_dir(result.metrics)
         assert folder is not None, f"trial {best['trial_id']} reported no checkpoint"
         checkpoint = tune.Checkpoint(folder)
-    shared = task if encoder_identity(cfg) == identity else None
+    shared = tasks.get(encoder_identity(cfg))
     with checkpoint.as_directory() as path:
         weights = Path(path) / LAST_CHECKPOINT
         if gpu:

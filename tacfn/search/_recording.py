@@ -15,6 +15,7 @@ from ray import tune
 from ..errors import DataError
 from ..store import CONFIG_PREFIX, ExperimentStore, param_columns
 from ..trackers._content import best_epoch, run_params
+from ._racing import Race
 from ._space_compile import config_hash
 from ._trainable import trial_run_config
 
@@ -46,8 +47,10 @@ class StoreCallback(tune.Callback):
         describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None,
         replaces: Callable[[dict[str, Any]], list[str]] | None = None,
         axes: Sequence[str] = (),
+        race: Race | None = None,
     ) -> None:
         self.store = store
+        self.race = race
         self.axes = list(axes) if store.records_params else []
         self.base = base
         self.total = total
@@ -108,6 +111,8 @@ class StoreCallback(tune.Callback):
         row["node"] = result.get("node_ip")
         row["node_id"] = result.get("node_id")  # several nodes may share one IP
         row["worker"] = f"{result.get('node_ip')}:{result.get('pid')}" if result.get("pid") else None
+        if self.race is not None:
+            self._mark_replicate(row)
         # Predictions travel as a JSON string: Tune's loggers would try to plot a list.
         predictions = json.loads(result["predictions_json"]) if result.get("predictions_json") else {}
         try:
@@ -121,6 +126,15 @@ class StoreCallback(tune.Callback):
             shown = f"{score:.3f}" if isinstance(score, float) and not math.isnan(score) else "-"
             named = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in {**extra, **params}.items())
             print(f"[{len(self.recorded)}/{self.total}] trial {trial.trial_id} {status:<9} val {shown}  {named}", flush=True)
+
+
+    def _mark_replicate(self, row: dict[str, Any]) -> None:
+        """A seed-aware search's row: its ``replicate``, and ``raced_out`` when, with it in, the
+        racing test stops its configuration (the searcher decides the same from the same rows)."""
+        assert self.race is not None
+        row["replicate"] = self.race.replicate_of(row["seed"], row["fold"])
+        confs = self.race.configurations([*self.store.trials().to_pylist(), row])
+        row["raced_out"] = self.race.verdict(confs, row["config_hash"]) == "raced_out"
 
 
 def trial_epochs(result: dict[str, Any], seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,6 +155,11 @@ def _error_line(trial) -> str:
     except OSError:
         lines = []
     return lines[-1][:500] if lines else "trial failed (see the Ray logs)"
+
+
+def configuration_hash(base: dict[str, Any], params: dict[str, Any]) -> str:
+    """The ``config_hash`` of the configuration ``params`` applied to ``base``: the same for each of its seeds and folds."""
+    return config_hash(trial_run_config(base, params, check_model=False).model_dump(mode="json"))
 
 
 def trial_row(trial_id: str, base: dict, params: dict, epochs: list[dict], result: dict, status: str, error: str | None) -> dict[str, Any]:

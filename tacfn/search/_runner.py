@@ -27,12 +27,14 @@ from ..store import ExperimentStore, Location, absolute_root
 from ..tasks import TaskData, default_cache_dir, load_task
 from ..trackers._schema import check_installed, with_destinations
 from ..training import Trainer
-from ._choosing import SearchSummary, choose_and_test
+from ._choosing import SearchSummary, choose_and_test, choose_configuration
 from ._distributed import SharedTask, TrialWorkers
 from ._ray import check_local_capacity, check_ray_address, init_ray, starts_local_ray, unfinished
+from ._racing import Race
 from ._recording import StoreCallback
 from ._samplers import create_sampler
 from ._searcher import CONVERGED, PrunableOptunaSearch
+from ._seed_aware import SeedAwareOptunaSearch
 from ._space_compile import SearchSpace, SpaceInfo, compile_space
 from ._space_schema import SearchSettings, SearchSpec
 from ._study import optuna_file, recover_study, upload_optuna_file
@@ -54,7 +56,7 @@ def _check_in_place(out: Path | str) -> None:
         )
 
 
-def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskData, identity: str, out: Path | str):
+def _trial_trainable(settings: SearchSettings, base: dict[str, Any], tasks: dict[str, TaskData], out: Path | str):
     """``run_trial`` with its shared data and resources.
 
     A trial on one worker reserves ``resources`` itself. A trial on several workers only
@@ -68,8 +70,7 @@ def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskD
         trainable = tune.with_parameters(
             run_trial,
             base=base,
-            shared=task,
-            shared_identity=identity,
+            shared=tasks,
             measure_latency="latency_ms" in settings.objectives,
             checkpoint_interval_s=settings.checkpoint_interval_s,
         )
@@ -78,8 +79,7 @@ def _trial_trainable(settings: SearchSettings, base: dict[str, Any], task: TaskD
     trainable = tune.with_parameters(
         run_trial,
         base=base,
-        shared=SharedTask.put(task),
-        shared_identity=identity,
+        shared={identity: SharedTask.put(task) for identity, task in tasks.items()},
         workers=workers,
         measure_latency="latency_ms" in settings.objectives,
     )
@@ -94,6 +94,20 @@ def shared_task(base: dict[str, Any], progress: bool) -> tuple[TaskData, str]:
         task = Trainer(cfg, task).task  # encodes once into the feature cache
         _release_cached_gpu_memory()
     return task, encoder_identity(cfg)
+
+
+def shared_tasks(base: dict[str, Any], race: Race | None, progress: bool) -> dict[str, TaskData]:
+    """The data of the base configuration and, in a seed-aware search, of every replicate's
+    (seed, fold): each prepared once here (a fold's encoders pretrained once, not by two
+    trials at a time), and one copy per identity shared by the trials (see encoder_identity)."""
+    task, identity = shared_task(base, progress)
+    tasks = {identity: task}
+    for seed, fold in race.plan if race is not None else ():
+        replicate = apply_overrides(base, {"train.seed": seed, "data.fold": fold})
+        if encoder_identity(parse_run_config(replicate, "base")) not in tasks:
+            task, identity = shared_task(replicate, progress)
+            tasks[identity] = task
+    return tasks
 
 
 def _release_cached_gpu_memory() -> None:
@@ -166,22 +180,30 @@ def run_search(
     study_file = optuna_file(out, resume)
     if resume:  # a damaged or missing study is rebuilt from the store, or refused, here
         recover_study(study_file, out, spec.name, info, settings.metric, settings.objectives)
-    task, identity = shared_task(base, progress=not quiet)
+    base_cfg = parse_run_config(base, "base")
+    race = Race(settings, base_cfg.train.seed, base_cfg.data.fold) if settings.seeds or settings.folds else None
+    tasks = shared_tasks(base, race, progress=not quiet)
+    task = next(iter(tasks.values()))
     store = ExperimentStore.create(
         out, "search", spec.name, spec_dump, hardware={"gpus": settings.resources.gpu}, dataset=task.dataset_record()
     )
-    callbacks: list[tune.Callback] = [StoreCallback(store, base, settings.trials, quiet=quiet, axes=[axis.key for axis in info.axes])]
+    runs = settings.trials * (len(race.plan) if race else 1)  # Tune trials: one per replicate
+    callbacks: list[tune.Callback] = [
+        StoreCallback(store, base, runs, quiet=quiet, axes=[axis.key for axis in info.axes], race=race)
+    ]
     if trackers:
         from ._trackers import tracker_callbacks
 
         callbacks += tracker_callbacks(trackers, spec.name, base)
 
     init_ray(address, dashboard=settings.workers > 1)  # Train inside Tune needs the dashboard (see init_ray)
-    trainable = _trial_trainable(settings, base, task, identity, out)
+    trainable = _trial_trainable(settings, base, tasks, out)
     if resume:  # the searcher is Tune's snapshot of it: the sampler the search started with, and its state
         tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
-        searcher = PrunableOptunaSearch(
+        searcher_class, replicates = (PrunableOptunaSearch, {}) if race is None else (SeedAwareOptunaSearch, {"race": race, "base": base})
+        searcher = searcher_class(
+            **replicates,
             space=SearchSpace(info),
             metric=[settings.metric, *settings.objectives] if settings.objectives else settings.metric,
             mode=["max", *["min"] * len(settings.objectives)] if settings.objectives else "max",
@@ -208,7 +230,7 @@ def run_search(
                 search_alg=searcher,
                 reuse_actors=settings.workers == 1,  # a new process per trial costs seconds each
                 scheduler=scheduler,
-                num_samples=settings.trials,
+                num_samples=runs,
                 max_concurrent_trials=settings.concurrency,
             ),
             run_config=tune.RunConfig(
@@ -228,12 +250,17 @@ def run_search(
     converged = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{study_file}").user_attrs.get(CONVERGED, False)
     # A search that ran to its end recorded every trial it started, `trials` of them unless the
     # sampler converged: the grid alone misses a Ctrl-C in the step where the last running trial ended.
-    if unfinished(grid) or (store.trials().num_rows < settings.trials and not converged):
+    started = _configurations_recorded(store, race)
+    if unfinished(grid) or (started < settings.trials and not converged):
         raise KeyboardInterrupt(f"continue with tacfn search --out {out} --resume")
     if converged and not quiet:
         print(f"the {settings.sampler} sampler proposed only configurations already run ({PrunableOptunaSearch.MAX_REPEATS} in a row): "
-              f"the search stopped after {store.trials().num_rows} of {settings.trials} trials")
-    summary = choose_and_test(store, grid, base, task, identity, settings.resources.gpu, time.perf_counter() - t0, quiet)
+              f"the search stopped after {started} of {settings.trials} trials")
+    seconds = time.perf_counter() - t0
+    if race is None:
+        summary = choose_and_test(store, grid, base, tasks, settings.resources.gpu, seconds, quiet)
+    else:
+        summary = choose_configuration(store, grid, race, base, tasks, settings.resources.gpu, seconds, quiet)
     if trackers and summary.scored_now:
         from ._trackers import log_chosen
 
@@ -241,6 +268,12 @@ def run_search(
         log_chosen(trackers, spec.name, base, summary.best_params, chosen)
     store.compact()  # a finished search leaves its three tables whole, for any Parquet reader
     return summary
+
+
+def _configurations_recorded(store: ExperimentStore, race: Race | None) -> int:
+    """Configurations the store holds: trials, or a seed-aware search's configurations."""
+    rows = store.trials()
+    return rows.num_rows if race is None else len(race.configurations(rows.to_pylist()))
 
 
 def _restorable(out: Path | str, ray_path: str, quiet: bool) -> bool:

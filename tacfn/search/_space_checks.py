@@ -60,7 +60,25 @@ def check_space(spec: SearchSpec) -> None:
     info = compile_space(spec)
     _check_combinations(spec.base, info, arch)
     _check_asha(spec.search, info, base)
+    _check_replicates(spec)
     check_sampler(spec.search, info)
+
+
+def _check_replicates(spec: SearchSpec) -> None:
+    """``search.seeds`` and ``search.folds`` replace a sampled seed or fold, and each must be valid for the base."""
+    for setting, key in (("seeds", "train.seed"), ("folds", "data.fold")):
+        values = getattr(spec.search, setting)
+        if values is None:
+            continue
+        if key in spec.space:
+            raise ConfigError(
+                f"space.{key}: search.{setting} already trains every configuration on {values}; "
+                f"remove {key} from space, or search.{setting}"
+            )
+        for value in values:
+            problem = _run_config_error(apply_overrides(spec.base, {key: value}))
+            if problem is not None:
+                raise ConfigError(f"search.{setting}: {value} is not a valid {key} for this base: {problem}")
 
 
 def _base_value(key: str, base: RunConfig, arch: TACFNConfig) -> Any:

@@ -26,6 +26,10 @@ A search-space file names a base run config, the axes to search and how to searc
       workers: 1                     # Ray Train workers per trial (>1: DDP)
       objectives: []                 # extra objectives to minimise: num_parameters | latency_ms
       loggers: [mlflow, wandb, tensorboard]   # experiment trackers, opt in (see tacfn.trackers)
+      seeds: [0, 1, 2]               # seed-aware: every configuration trains on each seed (and fold)
+      folds: [0]                     # default: the base's data.fold
+      aggregate: mean                # a configuration's value over its replicates: mean | lcb
+      racing: {test: t, level: 0.1}  # stop a configuration clearly worse than the incumbent: t | wilcoxon | none
 
 An axis is exactly one of ``choice: [values]``, ``int: [low, high]`` (optional ``step``, or
 ``log: true``) and ``float: [low, high]`` (optional ``step`` or ``log: true``); ranges include
@@ -56,6 +60,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..replicates import Aggregate, RacingTest
 from ..trackers._schema import Trackers
 
 Metric = Literal["val_score", "val_weighted_f1"]  # maximised
@@ -185,6 +190,26 @@ class Resources(_Strict):
         return gpu
 
 
+class RacingSettings(_Strict):
+    """Racing a seed-aware search's configurations: after each replicate, a one-sided paired
+    test (``t`` or ``wilcoxon``, see :func:`tacfn.replicates.racing_p_value`) against the
+    incumbent on the replicates both have; below ``level`` the configuration stops early."""
+
+    test: RacingTest = "t"
+    level: float = Field(0.1, gt=0, lt=1)
+
+
+def _distinct(values: list[int] | None, key: str) -> list[int] | None:
+    if values is None:
+        return None
+    if not values:
+        raise ValueError(f"`{key}` must list at least one value, but got []")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"`{key}` must be distinct, but {repeated} repeat (a replicate would count twice)")
+    return values
+
+
 class SearchSettings(_Strict):
     """How to search: objective, budget, scheduler, sampler and its seed, resources and failure policy.
 
@@ -208,9 +233,38 @@ class SearchSettings(_Strict):
     max_failures: int = Field(2, ge=0)
     checkpoint_interval_s: float = Field(30.0, ge=0)
     loggers: Trackers | None = None
+    seeds: list[StrictInt] | None = None
+    folds: list[StrictInt] | None = None
+    aggregate: Aggregate = "mean"
+    racing: RacingSettings = Field(default_factory=RacingSettings)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return _distinct(seeds, "seeds")
+
+    @field_validator("folds")
+    @classmethod
+    def _distinct_folds(cls, folds: list[int] | None) -> list[int] | None:
+        return _distinct(folds, "folds")
+
+    @property
+    def replicates(self) -> int:
+        """Replicates per configuration (1: a search as without ``seeds`` and ``folds``)."""
+        return len(self.seeds or [0]) * len(self.folds or [0])
 
     @model_validator(mode="after")
     def _check(self) -> SearchSettings:
+        if self.aggregate == "lcb" and self.replicates < 2:
+            raise ValueError(
+                f"`aggregate: lcb` needs two or more replicates to bound, but got {self.replicates} "
+                f"(seeds={self.seeds}, folds={self.folds}); list more seeds, or use aggregate: mean"
+            )
+        if self.replicates > 1 and self.objectives:
+            raise ValueError(
+                f"a seed-aware search (seeds={self.seeds}, folds={self.folds}) has one objective, "
+                f"but got objectives={self.objectives}"
+            )
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives must be distinct, but got {self.objectives}")
         if self.workers > 1 and 0 < self.resources.gpu < 1:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,18 @@ from ._distributed import SharedTask, TrialWorkers, best_epoch_scores, fit_trial
 
 
 def encoder_identity(cfg: RunConfig) -> str:
-    """What fixes the frozen encoders' outputs: trials that agree on it can share features."""
+    """What fixes the frozen encoders' outputs: trials that agree on it can share features.
+
+    The training seed counts only where it initialises an encoder that no weights replace:
+    with ``model.pretrain`` every encoder is loaded from this fold's pretrained weights, so the
+    replicates of a seed-aware search on one fold share one copy of the features.
+    """
     m = cfg.model
-    return repr((m.preset, m.modalities, m.backbone, sorted(m.checkpoints.items()), m.pretrain, cfg.train.seed, cfg.data.model_dump(mode="json")))
+    seed = None if m.pretrain is not None else cfg.train.seed
+    return repr((m.preset, m.modalities, m.backbone, sorted(m.checkpoints.items()), m.pretrain, seed, cfg.data.model_dump(mode="json")))
+
+
+SharedTasks = Mapping[str, TaskData | SharedTask]  # encoder identity -> the data its trials share
 
 
 def trial_run_config(base: dict[str, Any], params: dict[str, Any], *, check_model: bool = True) -> RunConfig:
@@ -75,8 +85,7 @@ def run_trial(
     params: dict[str, Any],
     *,
     base: dict[str, Any],
-    shared: TaskData | SharedTask | None,
-    shared_identity: str | None,
+    shared: SharedTasks,
     workers: TrialWorkers | None = None,
     measure_latency: bool = False,
     checkpoint_interval_s: float = 0.0,
@@ -87,17 +96,20 @@ def run_trial(
     trial's last one (0: every epoch) and after the last epoch, whose checkpoint holds the
     weights the search scores if it chooses this trial. Saving and persisting a checkpoint
     costs tens of milliseconds, more than a lite epoch on cached features; a restarted trial
-    repeats at most the epochs since its last checkpoint. With ``workers`` (several Ray
-    Train workers per trial), ``shared`` is a SharedTask and Ray Train checkpoints each epoch.
+    repeats at most the epochs since its last checkpoint. ``shared`` holds the data prepared
+    in the driver, by encoder identity; a trial whose identity has none loads its own. With
+    ``workers`` (several Ray Train workers per trial), ``shared`` holds SharedTasks and Ray
+    Train checkpoints each epoch.
     """
     cfg = trial_run_config(base, params, check_model=False)  # a bad combination fails building the model
-    task = shared if shared is not None and encoder_identity(cfg) == shared_identity else None
+    task = shared.get(encoder_identity(cfg))
+    lengths = next(iter(shared.values())).input_lengths if shared else None  # the same for every fold of a dataset
     static: dict[str, Any] = {"target_epochs": cfg.train.epochs, "node_id": ray.get_runtime_context().get_node_id()}
     if measure_latency:
-        static["latency_ms"] = inference_latency_ms(cfg, shared.input_lengths if shared else None)
+        static["latency_ms"] = inference_latency_ms(cfg, lengths)
     if workers is not None:
         assert not isinstance(task, TaskData)  # workers get the task from Ray's object store, as a SharedTask
-        total, trainable = count_parameters(cfg, shared.input_lengths if shared else None)
+        total, trainable = count_parameters(cfg, lengths)
         extra = {**static, "num_parameters": total, "trainable_parameters": trainable}
         fit_trial(cfg, task=task, workers=workers, name=tune.get_context().get_trial_id(), extra=extra)
         return

@@ -1,0 +1,160 @@
+"""Seed-aware search: the replicate arithmetic, the race, and the searcher driven as Tune drives it.
+
+The searcher runs here without Ray: Tune only calls ``suggest`` and ``on_trial_complete``, so
+the test plays Tune with planted replicate scores and reads the Optuna study back. The
+search end to end, on a real Ray, is in ``test_search.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from scipy import stats
+
+from tacfn.replicates import DIVERGED_SCORE, aggregate, interval95, racing_p_value, replicate_plan
+from tacfn.search._racing import Race
+from tacfn.search._seed_aware import SeedAwareOptunaSearch
+from tacfn.search._space_compile import SearchSpace, compile_space
+from tacfn.search._space_schema import SearchSettings, SearchSpec
+from tacfn.store import ExperimentStore
+
+BASE = {"model": {"preset": "lite"}, "train": {"epochs": 2}}
+
+
+def test_the_plan_is_seed_major_and_the_aggregates_are_the_textbook_ones():
+    assert replicate_plan([0, 1], [2, 3]) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    scores = [0.6, 0.7, 0.95]
+    assert aggregate(scores, "mean") == pytest.approx(0.75)
+    sem = stats.tstd(scores) / math.sqrt(3)
+    assert aggregate(scores, "lcb") == pytest.approx(0.75 - stats.t.ppf(0.95, 2) * sem)
+    assert aggregate([0.4], "lcb") == 0.4 and math.isnan(aggregate([], "mean"))
+    low, high = interval95(scores)
+    assert low == pytest.approx(0.75 - stats.t.ppf(0.975, 2) * sem) and high == pytest.approx(0.75 + stats.t.ppf(0.975, 2) * sem)
+
+
+def test_the_racing_test_is_one_sided_and_paired():
+    incumbent = [0.90, 0.60, 0.80]
+    worse = [0.85, 0.55, 0.74]  # 5-6 points below on every replicate: paired, clearly worse
+    assert racing_p_value(worse, incumbent, "t") < 0.01
+    assert racing_p_value(worse, [0.60, 0.90, 0.80], "t") > 0.1, "unpaired, the same scores are not clearly worse"
+    assert racing_p_value(incumbent, worse, "t") > 0.9, "one-sided: better is never worse"
+    assert racing_p_value([0.5], [0.9]) == 1.0, "one pair decides nothing"
+    assert racing_p_value([0.5, 0.6], [0.6, 0.7]) == 0.0, "equal differences below zero: no spread, clearly worse"
+    assert racing_p_value(worse, incumbent, "wilcoxon") == pytest.approx(0.125), "the exact signed-rank test's floor with 3 pairs"
+    assert racing_p_value(worse, incumbent, "none") == 1.0
+
+
+def _race(**search) -> Race:
+    return Race(SearchSettings(seeds=[0, 1, 2], **search), base_seed=0, base_fold=0)
+
+
+def _row(key: str, replicate: int, score: float | None, status: str = "completed", trial_id: str | None = None) -> dict:
+    return {"trial_id": trial_id or f"{key}-{replicate}", "config_hash": key, "replicate": replicate, "status": status, "val_score": score}
+
+
+def test_a_verdict_from_the_replicates_in():
+    race = _race()
+    incumbent = [_row("best", r, s) for r, s in enumerate([0.9, 0.88, 0.92])]
+    confs = race.configurations([*incumbent, _row("close", 0, 0.89), _row("low", 0, 0.5), _row("low", 1, 0.52)])
+    assert race.verdict(confs, "best") == "completed" and race.value(confs["best"]) == pytest.approx(0.9)
+    assert race.verdict(confs, "close") is None, "one replicate: the race goes on"
+    assert race.verdict(confs, "low") == "raced_out"
+    assert _race(racing={"test": "none"}).verdict(confs, "low") is None, "racing off"
+    # A diverged replicate counts as the worst score, and the race goes on with it.
+    diverged = race.configurations([*incumbent, _row("wild", 0, None, "diverged"), _row("wild", 1, 0.95), _row("wild", 2, 0.93)])
+    assert race.value(diverged["wild"]) == pytest.approx((DIVERGED_SCORE + 0.95 + 0.93) / 3)
+    assert race.verdict(diverged, "wild") == "completed" and race.incumbent(diverged) is diverged["best"]
+    every = race.configurations([_row("lost", r, None, "diverged") for r in range(3)])
+    assert race.verdict(every, "lost") == "failed", "diverged on every seed: nothing trained"
+    assert race.verdict(race.configurations([_row("crash", 0, None, "failed")]), "crash") == "failed"
+    assert race.verdict(race.configurations([*incumbent, _row("cut", 0, 0.7, "pruned")]), "cut") == "pruned", "ASHA stopped a replicate"
+    # Each replicate counts once: a second row of the same replicate (a rerun) is ignored.
+    twice = race.configurations([_row("a", 0, 0.6), _row("a", 0, 0.99, trial_id="rerun")])
+    assert race.value(twice["a"]) == 0.6 and len(twice["a"].replicates) == 1
+
+
+def _searcher(tmp_path: Path, trials: int, **search) -> tuple[SeedAwareOptunaSearch, optuna.Study]:
+    spec = SearchSpec.model_validate(
+        {"name": "sa", "base": BASE, "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+         "search": {"trials": trials, "seeds": [0, 1, 2], "scheduler": "none", **search}}
+    )
+    store = ExperimentStore.create(tmp_path / "exp", "search", "sa", {"name": "sa", "search": {}})
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = SeedAwareOptunaSearch(
+        space=SearchSpace(compile_space(spec)), metric="val_score", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
+        storage=storage, study_name="sa", budget=trials, store=store, race=Race(spec.search, 0, 0), base=BASE,
+    )
+    return searcher, optuna.load_study(study_name="sa", storage=storage)
+
+
+def _finished(score: float | None, status: str = "completed") -> dict:
+    return {"best_val_score": score, "status": status, "finished": status != "pruned"}
+
+
+def test_the_searcher_runs_each_configuration_on_every_seed_and_races_it(tmp_path: Path):
+    """One slot (as concurrency 1): replicates run one after another; Optuna gets one trial
+    per configuration; the second configuration, clearly worse after two seeds, is raced out
+    and its third seed never runs; the third counts its diverged seed as 0."""
+    searcher, study = _searcher(tmp_path, trials=3)
+    planted = {0: [0.90, 0.86, 0.94], 1: [0.50, 0.47, 0.51], 2: [None, 0.95, 0.97]}
+    lrs: list[float] = []  # each configuration's learning rate, in start order
+    runs = []  # (configuration, seed)
+    n = 0
+    while (config := searcher.suggest(f"t{n + 1}")) != searcher.FINISHED:
+        n += 1
+        assert isinstance(config, dict) and config["data.fold"] == 0
+        if config["train.lr"] not in lrs:
+            lrs.append(config["train.lr"])
+        runs.append((lrs.index(config["train.lr"]), config["train.seed"]))
+        score = planted[runs[-1][0]][config["train.seed"]]
+        searcher.on_trial_complete(f"t{n}", _finished(score, "diverged" if score is None else "completed"))
+    assert runs == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)], "configuration 1 stops after two seeds"
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    assert trials[0].value == pytest.approx(0.9)
+    assert trials[1].intermediate_values == {1: pytest.approx(0.5), 2: pytest.approx(0.485)}, "pruned with its partial aggregate"
+    assert trials[2].value == pytest.approx((0.0 + 0.95 + 0.97) / 3), "a diverged seed counts 0"
+    assert [t.params for t in trials] == [{"train.lr": lr} for lr in lrs]
+
+
+def test_a_lower_bound_prefers_the_steady_configuration(tmp_path: Path):
+    """With `aggregate: lcb`, a configuration that reads the planted bit on two seeds of three
+    (mean 0.77) ranks below a steady one (mean 0.70), which the mean would rank after it."""
+    searcher, study = _searcher(tmp_path, trials=2, aggregate="lcb", racing={"test": "none"})
+    planted = {0: [0.95, 0.45, 0.92], 1: [0.70, 0.69, 0.71]}
+    lrs: list[float] = []
+    for n in range(1, 7):
+        config = searcher.suggest(f"t{n}")
+        assert isinstance(config, dict)
+        if config["train.lr"] not in lrs:
+            lrs.append(config["train.lr"])
+        searcher.on_trial_complete(f"t{n}", _finished(planted[lrs.index(config["train.lr"])][config["train.seed"]]))
+    assert searcher.suggest("t7") == searcher.FINISHED
+    values = [t.value for t in study.get_trials()]
+    assert values == [pytest.approx(aggregate(planted[0], "lcb")), pytest.approx(aggregate(planted[1], "lcb"))]
+    assert values[1] > values[0] and sum(planted[0]) > sum(planted[1])
+
+
+def test_replicates_run_side_by_side_once_every_configuration_has_started(tmp_path: Path):
+    """Slots and a budget of two configurations: a configuration's second seed waits for its
+    first (the race), so a free slot starts the next configuration; once no new configuration
+    may start, the seeds left start at once."""
+    searcher, _ = _searcher(tmp_path, trials=2, racing={"test": "none"})
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert (first["train.seed"], second["train.seed"]) == (0, 0) and first["train.lr"] != second["train.lr"]
+    third, fourth = searcher.suggest("t3"), searcher.suggest("t4")
+    assert isinstance(third, dict) and isinstance(fourth, dict)
+    assert [(c["train.lr"], c["train.seed"]) for c in (third, fourth)] == [(first["train.lr"], 1), (first["train.lr"], 2)], (
+        "the budget is spent: the first configuration's other seeds start side by side"
+    )
+    searcher.on_trial_complete("t2", _finished(0.8))
+    fifth = searcher.suggest("t5")
+    assert isinstance(fifth, dict) and (fifth["train.lr"], fifth["train.seed"]) == (second["train.lr"], 1)
+    for n in (1, 3, 4):
+        searcher.on_trial_complete(f"t{n}", _finished(0.8))
+    assert searcher.suggest("t6") is not None, "the second configuration's last seed"
+    assert searcher.suggest("t7") is None, "nothing to start, but the second configuration is still running"
