@@ -191,6 +191,44 @@ def test_resume_after_the_driver_is_killed(prepared_lite: Path, tmp_path: Path):
     assert pl.from_arrow(ExperimentStore.open(out).trials()).sort("trial_id").equals(trials.sort("trial_id")), "nothing rerun or rescored"
 
 
+@pytest.mark.slow
+def test_a_seed_aware_search_killed_and_resumed_counts_each_replicate_once(prepared_lite: Path, tmp_path: Path):
+    """Every configuration trains on seeds 0, 1, 2; the driver dies after 4 replicates are
+    recorded (others ran on), and --resume finishes: the store holds each (configuration,
+    replicate) once, Optuna one trial per configuration valued at the mean of the store's
+    replicates, and the chosen configuration is tested on each of its replicates."""
+    from tacfn.search._recording import configuration_hash
+
+    space = _space_file(tmp_path, prepared_lite, trials=4, epochs=3, name="seeds", scheduler="none", seeds=[0, 1, 2])
+    out = tmp_path / "exp"
+    recorded = _kill_after(space, out, 4)
+    proc = subprocess.run(_tacfn("search", "--out", str(out), "--resume"), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert trials.group_by("config_hash", "replicate").len()["len"].max() == 1, "no replicate twice"
+    assert trials["replicate"].to_list() == trials["seed"].to_list(), "replicate i is seed i (seeds [0, 1, 2], one fold)"
+    for before in recorded:
+        assert trials.filter(pl.col("trial_id") == before["trial_id"])["val_score"].to_list() == [before["val_score"]]
+    per_config = trials.group_by("config_hash").agg(pl.col("val_score").mean().alias("mean"), pl.len().alias("n"), pl.col("raced_out").any())
+    assert per_config.height == 4 and per_config["n"].to_list().count(3) + per_config["raced_out"].sum() == 4
+
+    base = ExperimentStore.open(out).experiment["spec"]["base"]
+    study = optuna.load_study(study_name="seeds", storage=f"sqlite:///{out / 'optuna.db'}")
+    configurations = [t for t in study.trials if "repeat_of" not in t.user_attrs]
+    assert len(configurations) == 4 and all(t.state.name in ("COMPLETE", "PRUNED") for t in configurations)
+    means = dict(zip(per_config["config_hash"], per_config["mean"]))
+    for trial in configurations:
+        mean = means[configuration_hash(base, trial.params)]
+        value = trial.value if trial.state.name == "COMPLETE" else trial.intermediate_values[max(trial.intermediate_values)]
+        assert value == pytest.approx(mean)
+
+    chosen = trials.filter(pl.col("chosen"))
+    assert chosen["config_hash"].n_unique() == 1 and chosen.height == 3 and chosen["test_score"].null_count() == 0
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("best configuration"))
+    assert f"test mean {chosen['test_score'].mean():.3f} [" in line and "over 3 replicates" in line
+    assert f"mean {per_config.filter(pl.col('config_hash') == chosen['config_hash'][0])['mean'][0]:.3f}" in line
+
+
 def _warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("tacfn: warning: ")]
 

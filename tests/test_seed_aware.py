@@ -158,3 +158,54 @@ def test_replicates_run_side_by_side_once_every_configuration_has_started(tmp_pa
         searcher.on_trial_complete(f"t{n}", _finished(0.8))
     assert searcher.suggest("t6") is not None, "the second configuration's last seed"
     assert searcher.suggest("t7") is None, "nothing to start, but the second configuration is still running"
+
+
+def test_a_study_rebuilt_from_the_store_holds_one_trial_per_configuration(tmp_path: Path):
+    """The driver dies after Tune's snapshot: the store holds replicates the snapshot never
+    saw, of a configuration it never saw start, and optuna.db is lost. The rebuilt study has
+    one trial per configuration, told as the searcher would have (the finished one COMPLETE
+    at its mean, the racing one RUNNING with its aggregate so far); the restored searcher
+    takes the racing one up, runs its last seed only, and tells the rebuilt study its mean."""
+    from tacfn.search._study import StudyRebuiltWarning, recover_study
+
+    before, _ = _searcher(tmp_path, trials=2, racing={"test": "none"})
+    store, race = before.store, before.race
+    lrs: list[float] = []
+
+    def run(searcher: SeedAwareOptunaSearch, trial_id: str, score: float) -> dict:
+        config = searcher.suggest(trial_id)
+        assert isinstance(config, dict)
+        if config["train.lr"] not in lrs:
+            lrs.append(config["train.lr"])
+        searcher.on_trial_complete(trial_id, _finished(score))
+        row = _row(_hash(config), config["train.seed"], score, trial_id=trial_id)
+        store.record_trial({**row, "seed": config["train.seed"], "param.train.lr": config["train.lr"]})
+        return config
+
+    run(before, "a0", 0.8)
+    before.save(str(tmp_path / "snapshot.pkl"))
+    for trial_id, score in (("a1", 0.7), ("a2", 0.9), ("b0", 0.6), ("b1", 0.5)):  # recorded after the snapshot
+        run(before, trial_id, score)
+    (tmp_path / "optuna.db").unlink()
+    info = compile_space(SearchSpec.model_validate({"name": "sa", "base": BASE, "space": {"train.lr": {"float": [1e-4, 1e-2], "log": True}}}))
+    with pytest.warns(StudyRebuiltWarning, match=r"\(2 trials\)"):
+        recover_study(tmp_path / "optuna.db", store.root, "sa", info, "val_score", [], race)
+    study = optuna.load_study(study_name="sa", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [(t.state.name, t.params["train.lr"], t.user_attrs["tune_trial_id"]) for t in study.trials] == [
+        ("COMPLETE", lrs[0], "a0"), ("RUNNING", lrs[1], "b0")
+    ]
+    assert study.trials[0].value == pytest.approx(0.8) and study.trials[1].intermediate_values == {2: pytest.approx(0.55)}
+
+    after, _ = _searcher(tmp_path, trials=2, racing={"test": "none"})
+    after.restore(str(tmp_path / "snapshot.pkl"))
+    last = run(after, "b2", 0.7)
+    assert (last["train.lr"], last["train.seed"]) == (lrs[1], 2), "only the seed the store lacks"
+    assert after.suggest("next") == after.FINISHED
+    study = optuna.load_study(study_name="sa", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", pytest.approx(0.8)), ("COMPLETE", pytest.approx(0.6))]
+
+
+def _hash(config: dict) -> str:
+    from tacfn.search._recording import configuration_hash
+
+    return configuration_hash(BASE, {k: v for k, v in config.items() if k not in ("train.seed", "data.fold")})

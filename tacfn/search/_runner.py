@@ -177,11 +177,11 @@ def run_search(
     if resume:
         _check_in_place(out)
         resume = _restorable(out, ray_path, quiet)
-    study_file = optuna_file(out, resume)
-    if resume:  # a damaged or missing study is rebuilt from the store, or refused, here
-        recover_study(study_file, out, spec.name, info, settings.metric, settings.objectives)
     base_cfg = parse_run_config(base, "base")
     race = Race(settings, base_cfg.train.seed, base_cfg.data.fold) if settings.seeds or settings.folds else None
+    study_file = optuna_file(out, resume)
+    if resume:  # a damaged or missing study is rebuilt from the store, or refused, here
+        recover_study(study_file, out, spec.name, info, settings.metric, settings.objectives, race)
     tasks = shared_tasks(base, race, progress=not quiet)
     task = next(iter(tasks.values()))
     store = ExperimentStore.create(

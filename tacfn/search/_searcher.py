@@ -110,8 +110,12 @@ class PrunableOptunaSearch(OptunaSearch):
         known = {trial.number for trial in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for orphan in running:
-            if orphan.number not in known:
+            if orphan.number not in known and not self._adopt(orphan):
                 self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+
+    def _adopt(self, orphan: optuna.trial.FrozenTrial) -> bool:
+        """Whether to take up ``orphan`` (see :meth:`restore`) rather than fail it: never here."""
+        return False
 
     def _rebind(self, study: optuna.Study) -> None:
         """Point the restored searcher at ``study``, rebuilt from the store.

@@ -14,6 +14,7 @@ import optuna
 from ._racing import Race, Verdict
 from ._recording import configuration_hash
 from ._searcher import PrunableOptunaSearch
+from ._study import TUNE_TRIAL_ID
 
 _STATES: dict[Verdict, optuna.trial.TrialState] = {
     "failed": optuna.trial.TrialState.FAIL,
@@ -117,6 +118,10 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
             return False
         verdict = self.race.verdict(confs, key)
         value = self.race.value(confs[key])
+        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if conf.trial.number not in {trial.number for trial in running}:  # told by a driver that died after Tune's snapshot
+            conf.ended = True
+            return True
         steps = len(confs[key].replicates)
         if not math.isnan(value) and steps > conf.reported:
             conf.trial.report(value, step=steps)
@@ -128,6 +133,28 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
         else:
             self._ot_study.tell(conf.trial, state=_STATES[verdict], skip_if_finished=True)
         conf.ended = True
+        return True
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore Tune's snapshot (see PrunableOptunaSearch.restore); a study rebuilt from the
+        store holds each configuration's trial under its first replicate's Tune trial id."""
+        super().restore(checkpoint_path)
+        for conf in self._configurations.values():
+            conf.trial = self._ot_trials.get(conf.started[0], conf.trial)
+
+    def _adopt(self, orphan: optuna.trial.FrozenTrial) -> bool:
+        """Take up a configuration that started after Tune's snapshot and has replicates in the
+        store: its other replicates run as if the driver had never died. One the store does
+        not hold (nothing of it ended) is failed, as in a search without replicates."""
+        rows = [row for row in self.store.trials().to_pylist() if row.get("replicate") is not None]
+        first = next((row for row in rows if row["trial_id"] == orphan.user_attrs.get(TUNE_TRIAL_ID)), None)
+        if first is None:
+            return False
+        key = first["config_hash"]
+        trial = optuna.Trial(self._ot_study, orphan._trial_id)  # Optuna's own id of the trial
+        started = {int(row["replicate"]): row["trial_id"] for row in rows if row["config_hash"] == key}
+        self._configurations[key] = _Configuration(dict(orphan.params), trial, started, max(orphan.intermediate_values, default=0))
+        self._ot_trials[first["trial_id"]] = trial
         return True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

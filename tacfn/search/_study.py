@@ -27,6 +27,7 @@ import optuna
 from ..errors import DataError, brief
 from ..store import CONFIG_PREFIX, PARAM_PREFIX, TRIALS, ExperimentStore, Location, read_results
 from ..tasks import default_cache_dir
+from ._racing import Race
 from ._space_compile import SpaceInfo, optuna_distributions
 
 OPTUNA_FILE = "optuna.db"
@@ -111,7 +112,9 @@ def study_problem(path: Path, name: str) -> str | None:
     return None
 
 
-def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metric: str, objectives: Sequence[str]) -> None:
+def recover_study(
+    path: Path, out: Path | str, name: str, info: SpaceInfo, metric: str, objectives: Sequence[str], race: Race | None = None
+) -> None:
     """Make the Optuna file ``path`` of the search in ``out`` resumable, before Ray starts.
 
     A file that :func:`study_problem` finds wrong is replaced by the study rebuilt from the
@@ -120,7 +123,7 @@ def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metri
     resumed searcher then finds its trials in the new study by their Tune trial ids (see
     ``PrunableOptunaSearch.restore``). When the store cannot say what the study held (no
     ``trials.parquet``, or a trial the space cannot have sampled): DataError, and nothing
-    is changed.
+    is changed. A seed-aware search (``race``) gets one trial per configuration.
     """
     problem = study_problem(path, name)
     if problem is None:
@@ -130,7 +133,8 @@ def recover_study(path: Path, out: Path | str, name: str, info: SpaceInfo, metri
     if read_results(out, TRIALS) is None:  # neither trials.parquet nor a record in the log
         raise DataError(f"{refused} {TRIALS.file}, which it is rebuilt from, is missing too; nothing was changed")
     try:
-        trials = study_trials(ExperimentStore.open(out).trials().to_pylist(), info, [metric, *objectives])
+        rows = ExperimentStore.open(out).trials().to_pylist()
+        trials = study_trials(rows, info, [metric, *objectives]) if race is None else configuration_trials(rows, info, race)
     except DataError as err:
         raise DataError(f"{refused} it cannot be rebuilt from {TRIALS.file}: {err}; nothing was changed") from None
     fresh = path.with_name(f"{OPTUNA_FILE}.rebuilding")
@@ -160,6 +164,32 @@ def study_trials(rows: list[dict[str, Any]], info: SpaceInfo, metrics: list[str]
     """
     ended = sorted((row for row in rows if row.get("status") in _STATES), key=_start_order)
     return [_frozen_trial(row, info, metrics) for row in ended]
+
+
+def configuration_trials(rows: list[dict[str, Any]], info: SpaceInfo, race: Race) -> list[optuna.trial.FrozenTrial]:
+    """A seed-aware search's Optuna trials: one per configuration of the store's ``rows``, in
+    the order their first replicates started, as the searcher told them (see
+    ``SeedAwareOptunaSearch``): COMPLETE with the aggregate, PRUNED or FAIL, or RUNNING while
+    its replicates were still racing; the aggregate so far as its intermediate value, and the
+    first replicate's Tune trial id as its ``tune_trial_id``."""
+    states = {"completed": optuna.trial.TrialState.COMPLETE, "failed": optuna.trial.TrialState.FAIL,
+              "pruned": optuna.trial.TrialState.PRUNED, "raced_out": optuna.trial.TrialState.PRUNED, None: optuna.trial.TrialState.RUNNING}
+    confs = race.configurations(sorted(rows, key=_start_order))
+    distributions = optuna_distributions(info)
+    trials = []
+    for key, conf in confs.items():
+        first = conf.replicates[min(conf.replicates)]
+        params = _sampled_params(first, info)
+        state, value = states[race.verdict(confs, key)], race.value(conf)
+        trials.append(optuna.trial.create_trial(
+            state=state,
+            value=value if state == optuna.trial.TrialState.COMPLETE else None,
+            params=params,
+            distributions={k: distributions[k] for k in params},
+            user_attrs={TUNE_TRIAL_ID: first["trial_id"]},
+            intermediate_values={} if math.isnan(value) else {len(conf.replicates): value},
+        ))
+    return trials
 
 
 def _start_order(row: dict[str, Any]) -> tuple:
