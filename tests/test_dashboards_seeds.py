@@ -1,0 +1,143 @@
+"""A seed-aware search's views: configurations ranked by the aggregate of their replicates.
+
+The store (``write_seed_aware_store``) trains each configuration on three seeds: a planted
+best one (chosen, tested on every replicate), a steady one and one with the same mean far
+apart (lcb tells them apart), one that racing stopped after one replicate, one with a
+diverged replicate, one with a replicate ASHA stopped and one with a failed replicate. The
+expected numbers are worked out here from the rows with :mod:`tacfn.replicates`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import polars as pl
+import pytest
+from _stores import SEED_AWARE, SEED_AWARE_BEST, SEED_AWARE_TESTS, write_search_store, write_seed_aware_store
+
+import dashboards
+from dashboards._configurations import config_status, configurations
+from dashboards._replicates import ReplicatesInfo, _get_replicates_info
+from tacfn.replicates import DIVERGED_SCORE, aggregate, interval95, spread
+
+RACED, DIVERGED, ASHA, FAILED = 3, 4, 6, 7  # indices in SEED_AWARE
+RANKED = {"mean": [SEED_AWARE_BEST, 1, 0, 5, FAILED, RACED, ASHA, DIVERGED], "lcb": [SEED_AWARE_BEST, 1, 5, 0, FAILED, RACED, ASHA, DIVERGED]}
+
+
+@pytest.fixture(scope="module", params=["mean", "lcb"])
+def seeds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dashboards.Experiment:
+    root = write_seed_aware_store(tmp_path_factory.mktemp(request.param) / "seeds", aggregate=request.param)
+    return dashboards.load_experiment(root)
+
+
+def _index(fusion: str, lr: float) -> int:
+    """A configuration's place in SEED_AWARE, by its block and learning rate (unique there)."""
+    return next(i for i, (sampled, _, _) in enumerate(SEED_AWARE) if (sampled["model.fusion.name"], sampled["train.lr"]) == (fusion, lr))
+
+
+def _indices(board: pl.DataFrame) -> list[int]:
+    return [_index(f, lr) for f, lr in board.select("param.model.fusion.name", "param.train.lr").iter_rows()]
+
+
+def _hashes(exp: dashboards.Experiment) -> dict[int, str]:
+    """SEED_AWARE index -> config_hash, from the replicate rows."""
+    rows = exp.trials.select("param.model.fusion.name", "param.train.lr", "config_hash").unique()
+    return {_index(f, lr): h for f, lr, h in rows.iter_rows()}
+
+
+def _expected(exp: dashboards.Experiment, config_hash: str) -> list[float]:
+    """What the aggregate counts, worked out from the rows: completed and pruned scores, 0 for diverged."""
+    rows = exp.trials.filter(pl.col("config_hash") == config_hash).sort("replicate")
+    return [
+        DIVERGED_SCORE if s == "diverged" else v
+        for s, v in rows.select("status", "val_score").iter_rows()
+        if s in ("completed", "pruned", "diverged")
+    ]
+
+
+def test_configurations_rank_by_their_aggregate_completed_first(seeds: dashboards.Experiment) -> None:
+    how = seeds.spec["search"]["aggregate"]
+    board = dashboards.configuration_leaderboard(seeds)
+    assert _indices(board) == RANKED[how] and board["rank"].to_list() == list(range(1, 9))
+    assert [c for c in board.columns if not c.startswith("param.")] == [
+        *("rank", "config_hash", f"val_score_{how}", "val_score_std", "replicates", "status"),
+        *("test_mean", "test_low", "test_high"),
+    ]
+    assert _indices(dashboards.configuration_leaderboard(seeds, top_k=3)) == RANKED[how][:3]
+    header = dashboards.plot_configuration_leaderboard(seeds).data[0].header.values
+    assert f"val_score {how}" in header and "fusion" in header and "lr" in header
+
+
+def test_each_aggregate_is_the_replicates_arithmetic_of_the_rows(seeds: dashboards.Experiment) -> None:
+    how = seeds.spec["search"]["aggregate"]
+    board = dashboards.configuration_leaderboard(seeds)
+    for config_hash, value, std, replicates in board.select("config_hash", f"val_score_{how}", "val_score_std", "replicates").iter_rows():
+        scores = _expected(seeds, config_hash)
+        assert value == pytest.approx(aggregate(scores, how)) and std == pytest.approx(spread(scores))
+        assert replicates == f"{len(scores)}/3"
+    if how == "lcb":  # the same mean, far apart: lcb ranks it below the steadier late_average
+        mult, late = (board.filter(pl.col("config_hash") == _hashes(seeds)[i]) for i in (0, 5))
+        assert aggregate([0.70, 0.50, 0.55]) > aggregate([0.55, 0.56, 0.57]) and mult["rank"][0] > late["rank"][0]
+
+
+def test_statuses_say_how_each_configuration_ended(seeds: dashboards.Experiment) -> None:
+    board = dashboards.configuration_leaderboard(seeds)
+    status = dict(zip(_indices(board), board["status"]))
+    assert status == {
+        **{i: "completed" for i in (0, 1, SEED_AWARE_BEST, 5)},
+        RACED: "pruned after 1",
+        DIVERGED: "pruned after 2",
+        ASHA: "pruned after 2",
+        FAILED: "failed",
+    }
+    diverged = board.filter(pl.col("config_hash") == _hashes(seeds)[DIVERGED])
+    assert diverged["replicates"][0] == "2/3"  # the diverged replicate counts, as 0
+    if seeds.spec["search"]["aggregate"] == "mean":
+        assert diverged["val_score_mean"][0] == pytest.approx((0.62 + DIVERGED_SCORE) / 2)
+    assert board.filter(pl.col("config_hash") == _hashes(seeds)[FAILED])["replicates"][0] == "1/3"
+
+
+def test_config_status_of_replicates() -> None:
+    assert config_status(["completed"] * 3, 3) == "completed"
+    assert config_status(["completed", "running"], 3) == "running"
+    assert config_status(["completed", "failed", "running"], 3) == "failed"
+    assert config_status(["completed", "diverged", "completed"], 3) == "pruned after 3"
+    assert config_status(["completed", "pruned"], 3) == "pruned after 2"
+
+
+def test_the_chosen_configuration_shows_its_test_mean_and_interval(seeds: dashboards.Experiment) -> None:
+    board = dashboards.configuration_leaderboard(seeds)
+    tested = board.filter(pl.col("test_mean").is_not_null())
+    assert tested["config_hash"].to_list() == [_hashes(seeds)[SEED_AWARE_BEST]] and tested["rank"][0] == 1
+    assert tested["test_mean"][0] == pytest.approx(sum(SEED_AWARE_TESTS) / 3)
+    assert (tested["test_low"][0], tested["test_high"][0]) == pytest.approx(interval95(SEED_AWARE_TESTS))
+    low, high = interval95(SEED_AWARE_TESTS)
+    cells = dashboards.plot_configuration_leaderboard(seeds).data[0].cells.values[-1]
+    assert cells[0] == f"0.620 [{low:.3f}, {high:.3f}]" and set(cells[1:]) == {""}
+
+
+def test_replicates_figure_shows_each_scored_replicate_and_the_aggregate(seeds: dashboards.Experiment) -> None:
+    info = _get_replicates_info(seeds)
+    assert isinstance(info, ReplicatesInfo)
+    board = dashboards.configuration_leaderboard(seeds)
+    assert info.points.height == sum(len(_expected(seeds, h)) for h in board["config_hash"]) == 18
+    diverged = info.points.filter(pl.col("status") == "diverged")
+    assert diverged["value"].to_list() == [DIVERGED_SCORE] and diverged["config_hash"][0] == _hashes(seeds)[DIVERGED]
+    figure = dashboards.plot_replicates(seeds)
+    marks = figure.data[-1]
+    how = seeds.spec["search"]["aggregate"]
+    assert list(marks.customdata) == board["config_hash"].to_list() and list(marks.x) == board["rank"].to_list()
+    assert list(marks.y) == board[f"val_score_{how}"].to_list()
+    trials = {t for trace in figure.data[:-1] for t in trace.customdata}
+    assert trials == set(info.points["trial_id"])
+
+
+def test_a_search_without_seeds_has_no_configuration_views(tmp_path: Path) -> None:
+    exp = dashboards.load_experiment(write_search_store(tmp_path / "quick", trials=12))
+    assert configurations(exp) is None and dashboards.plot_replicates(exp) is None
+    assert dashboards.plot_configuration_leaderboard(exp) is None
+    with pytest.raises(ValueError, match="needs a seed-aware search .* but quick \\(search\\) is not one"):
+        dashboards.configuration_leaderboard(exp)
+    one_seed = dataclasses.replace(exp, spec={**exp.spec, "search": {**exp.spec["search"], "seeds": [0], "folds": [1]}})
+    assert configurations(one_seed) is None  # one replicate per configuration: trials, as before
