@@ -18,6 +18,8 @@ from _stores import SEED_AWARE, SEED_AWARE_BEST, SEED_AWARE_TESTS, write_search_
 
 import dashboards
 from dashboards._configurations import config_status, configurations
+from dashboards._history import _get_history_info
+from dashboards._parallel import _get_parallel_info
 from dashboards._replicates import ReplicatesInfo, _get_replicates_info
 from tacfn.replicates import DIVERGED_SCORE, aggregate, interval95, spread
 
@@ -141,3 +143,59 @@ def test_a_search_without_seeds_has_no_configuration_views(tmp_path: Path) -> No
         dashboards.configuration_leaderboard(exp)
     one_seed = dataclasses.replace(exp, spec={**exp.spec, "search": {**exp.spec["search"], "seeds": [0], "folds": [1]}})
     assert configurations(one_seed) is None  # one replicate per configuration: trials, as before
+
+
+def test_history_has_one_point_per_configuration_in_first_start_order(seeds: dashboards.Experiment) -> None:
+    confs = configurations(seeds)
+    assert confs is not None
+    aggregates = dict(confs.table.select("config_hash", "aggregate").iter_rows())
+    info = _get_history_info(seeds)
+    hashes = _hashes(seeds)
+    scored = [i for i in range(len(SEED_AWARE)) if i != FAILED]  # SEED_AWARE is in start order
+    assert info.points["config_hash"].to_list() == [hashes[i] for i in scored]
+    assert info.points["value"].to_list() == [aggregates[hashes[i]] for i in scored]
+    best, expected = None, []
+    for i, value in zip(scored, info.points["value"]):
+        if i in (0, 1, SEED_AWARE_BEST, 5):
+            best = value if best is None else max(best, value)
+        expected.append(best)
+    assert info.points["best"].to_list() == expected
+    figure = dashboards.plot_optimization_history(seeds)
+    points = {h: trace.name for trace in figure.data if trace.customdata is not None for h in trace.customdata}
+    assert points == {hashes[i]: "completed" if i in (0, 1, SEED_AWARE_BEST, 5) else "pruned" for i in scored}
+    best_trials = seeds.trials.filter(pl.col("config_hash") == hashes[SEED_AWARE_BEST]).sort("replicate")["trial_id"]
+    assert list(figure.layout.meta["members"][hashes[SEED_AWARE_BEST]]) == best_trials.to_list()
+
+
+def test_parallel_coordinates_draw_one_line_per_completed_configuration(seeds: dashboards.Experiment) -> None:
+    board = dashboards.configuration_leaderboard(seeds)
+    how = seeds.spec["search"]["aggregate"]
+    completed = board.filter(pl.col("status") == "completed")
+    info = _get_parallel_info(seeds)
+    assert sorted(info.trial_ids) == sorted(completed["config_hash"]) and info.total == 4
+    by_hash = dict(completed.select("config_hash", f"val_score_{how}").iter_rows())
+    line = dashboards.plot_parallel_coordinate(seeds).data[0].line
+    assert list(line.color) == [by_hash[h] for h in info.trial_ids] == info.scores
+    assert line.colorbar.title.text == info.dimensions[-1].label == f"val_score {how}"
+    fusion = next(d for d in info.dimensions if d.label == "fusion.name")
+    blocks = dict(completed.select("config_hash", "param.model.fusion.name").iter_rows())
+    assert [fusion.ticktext[int(v)] for v in fusion.values] == [blocks[h] for h in info.trial_ids]
+
+
+def test_a_configuration_still_running_is_neither_ranked_nor_drawn_as_scored(seeds: dashboards.Experiment) -> None:
+    """A live search: the mult configuration's third replicate runs, and nothing is chosen yet."""
+    mult = _hashes(seeds)[0]
+    last = seeds.trials.filter(pl.col("config_hash") == mult).sort("replicate")["trial_id"][-1]
+    running = pl.col("trial_id") == last
+    trials = seeds.trials.with_columns(
+        pl.when(running).then(pl.lit("running")).otherwise(pl.col("status")).alias("status"),
+        pl.when(running).then(None).otherwise(pl.col("val_score")).alias("val_score"),
+        pl.lit(False).alias("chosen"),
+    )
+    live = dataclasses.replace(seeds, trials=trials)
+    board = dashboards.configuration_leaderboard(live)
+    row = board.filter(pl.col("config_hash") == mult)
+    assert (row["status"][0], row["replicates"][0]) == ("running", "2/3")
+    assert board.filter(pl.col("status") == "completed")["rank"].to_list() == [1, 2, 3]
+    assert board["test_mean"].null_count() == board.height
+    assert mult not in _get_history_info(live).points["config_hash"] and mult not in _get_parallel_info(live).trial_ids
