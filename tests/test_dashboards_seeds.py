@@ -19,6 +19,7 @@ from _stores import SEED_AWARE, SEED_AWARE_BEST, SEED_AWARE_TESTS, write_search_
 import dashboards
 from dashboards._configurations import config_status, configurations
 from dashboards._history import _get_history_info
+from dashboards._page import build_sections
 from dashboards._parallel import _get_parallel_info
 from dashboards._replicates import ReplicatesInfo, _get_replicates_info
 from tacfn.replicates import DIVERGED_SCORE, aggregate, interval95, spread
@@ -199,3 +200,10 @@ def test_a_configuration_still_running_is_neither_ranked_nor_drawn_as_scored(see
     assert board.filter(pl.col("status") == "completed")["rank"].to_list() == [1, 2, 3]
     assert board["test_mean"].null_count() == board.height
     assert mult not in _get_history_info(live).points["config_hash"] and mult not in _get_parallel_info(live).trial_ids
+
+
+def test_the_page_of_a_seed_aware_search_ranks_configurations(seeds: dashboards.Experiment) -> None:
+    (section,) = build_sections([seeds.root])
+    names = [v.name for v in section.views if v.figure is not None]
+    assert names[:4] == ["configurations", "replicates", "history", "parallel"] and "leaderboard" not in names
+    assert not [v.note for v in section.views if v.note and v.note.level == "error"]
