@@ -23,6 +23,7 @@ from ._ablation_stats import (
 )
 from ._best import best_trials, plot_confusion_matrix, plot_missing_modality, plot_per_class
 from ._compare import plot_compare
+from ._config_leaderboard import configuration_leaderboard, plot_configuration_leaderboard
 from ._curves import plot_learning_curves
 from ._history import plot_optimization_history
 from ._importance import param_importances, plot_param_importances
@@ -31,6 +32,7 @@ from ._loading import Experiment, Notice, load_experiment, notices
 from ._page import write_dashboard
 from ._parallel import plot_parallel_coordinate
 from ._pareto import pareto_front, plot_pareto_front
+from ._replicates import plot_replicates
 from ._server import make_server, serve
 from ._slices import plot_slice
 from ._timeline import plot_timeline
@@ -43,6 +45,7 @@ __all__ = [
     "ablation_table",
     "best_trials",
     "bootstrap_mean",
+    "configuration_leaderboard",
     "describe_differences",
     "fewest_pairs",
     "format_ablation_table",
@@ -60,6 +63,7 @@ __all__ = [
     "plot_ablation_scores",
     "plot_ablation_table",
     "plot_compare",
+    "plot_configuration_leaderboard",
     "plot_confusion_matrix",
     "plot_leaderboard",
     "plot_learning_curves",
@@ -69,6 +73,7 @@ __all__ = [
     "plot_param_importances",
     "plot_per_class",
     "plot_pareto_front",
+    "plot_replicates",
     "plot_slice",
     "plot_timeline",
     "serve",

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 import polars as pl
 
-from tacfn.store import STATUSES
+from tacfn.store import CONFIG_PREFIX, PARAM_PREFIX, STATUSES
 
 from ._loading import Experiment
 from ._params import space_axes
@@ -94,7 +94,9 @@ HEADERS = {FUSION: "fusion", "best_epoch": "best epoch", "epochs_run": "epochs",
 
 def _header(column: str) -> str:
     """A short column title: ``config.train.lr`` -> ``lr``,
-    ``config.model.modality_dropout.audio`` -> ``modality_dropout.audio``."""
+    ``config.model.modality_dropout.audio`` -> ``modality_dropout.audio``; ``param.*`` alike."""
+    if column.startswith(PARAM_PREFIX):
+        column = CONFIG_PREFIX + column.removeprefix(PARAM_PREFIX)
     if column in HEADERS:
         return HEADERS[column]
     parts = column.removeprefix("config.").split(".")

@@ -34,6 +34,8 @@ from ._best import (
 )
 from ._common import Unavailable, check_page_output, notice_html, write_page
 from ._compare import display_names, plot_compare
+from ._config_leaderboard import _get_config_leaderboard_info, _get_config_leaderboard_plot
+from ._configurations import is_seed_aware
 from ._curves import _get_curves_info, _get_curves_plot
 from ._history import _get_history_plot, _get_history_view
 from ._importance import _get_importance_info, _get_importance_plot
@@ -41,6 +43,7 @@ from ._leaderboard import _get_leaderboard_info, _get_leaderboard_plot
 from ._loading import Experiment, Notice, load_experiment, notices, planned_trials
 from ._parallel import _get_parallel_info, _get_parallel_plot
 from ._pareto import _get_pareto_info, _get_pareto_plot
+from ._replicates import _get_replicates_info, _get_replicates_plot
 from ._script import SCRIPT, STYLE
 from ._slices import _get_slice_info, _get_slice_plot
 from ._timeline import _get_timeline_info, _get_timeline_plot
@@ -62,7 +65,17 @@ class _ViewSpec(NamedTuple):
 
 
 def _leaderboard_info(exp: Experiment) -> Any:
-    return _get_leaderboard_info(exp, PAGE_TOP_K) if exp.trials.height else None  # none: the notices say why
+    """The trials' leaderboard; none without trials (the notices say why) or in a seed-aware
+    search, whose leaderboard is by configuration."""
+    return _get_leaderboard_info(exp, PAGE_TOP_K) if exp.trials.height and not is_seed_aware(exp) else None
+
+
+def _config_leaderboard_info(exp: Experiment) -> Any:
+    return _get_config_leaderboard_info(exp, PAGE_TOP_K) if exp.trials.height else None
+
+
+def _replicates_info(exp: Experiment) -> Any:
+    return _get_replicates_info(exp, PAGE_TOP_K)
 
 
 _LEADERBOARD = _ViewSpec("leaderboard", "Leaderboard", _leaderboard_info, _get_leaderboard_plot, "table")
@@ -76,6 +89,10 @@ _TIMELINE = _ViewSpec("timeline", "Trial timeline", _get_timeline_info, _get_tim
 VIEWS: dict[str | None, list[_ViewSpec]] = {
     "search": [
         _LEADERBOARD,
+        _ViewSpec(
+            "configurations", "Leaderboard by configuration", _config_leaderboard_info, _get_config_leaderboard_plot, "table"
+        ),
+        _ViewSpec("replicates", "Replicates", _replicates_info, _get_replicates_plot, "points"),
         _HISTORY,
         _ViewSpec("parallel", "Parallel coordinates", _get_parallel_info, _get_parallel_plot, "parcoords"),
         _ViewSpec("slices", "Slice plots", _get_slice_info, _get_slice_plot, "points"),

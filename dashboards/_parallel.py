@@ -1,4 +1,5 @@
-"""Parallel coordinates: one line per completed trial across the searched axes and the score.
+"""Parallel coordinates: one line per completed trial across the searched axes and the score;
+in a seed-aware search, one per completed configuration, coloured by its aggregate.
 
 Log axes are drawn on log10 values with ticks at the original values; choice axes become
 category ticks in spec order. A trial that did not sample an axis (a ``when`` condition, or
@@ -14,6 +15,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from ._common import MAX_POINTS, Unavailable, sample_best, showing
+from ._configurations import Configurations, configurations, members
 from ._loading import Experiment
 from ._params import Axis, categories, param_frame, space_axes
 
@@ -30,30 +32,47 @@ class Dimension(NamedTuple):
 
 class ParallelInfo(NamedTuple):
     dimensions: list[Dimension]  # the searched axes, then the metric
-    trial_ids: list[str]
+    trial_ids: list[str]  # one per line: trial ids, or config hashes for configurations
     scores: list[float]
-    metric: str
+    metric: str  # the score axis: the metric, or its aggregate ("val_score mean")
     total: int
     unsampled: list[str]  # axes of the space no completed trial sampled: left out
+    what: str = "completed trials"  # or "completed configurations"
+    members: dict[str, list[str]] | None = None  # configurations: each one's replicate trial ids
 
 
 def _get_parallel_info(exp: Experiment, limit: int = MAX_POINTS) -> ParallelInfo | Unavailable:
-    """Unavailable when the search has no completed trial or no axis with sampled values."""
-    metric, completed = exp.metric, exp.completed
+    """Unavailable when the search has no completed trial (configuration, in a seed-aware
+    search) or no axis with sampled values."""
+    confs = configurations(exp)
+    lines, ids, metric, what = _lines(exp) if confs is None else _configuration_lines(confs)
     searched = space_axes(exp.spec)
-    params = param_frame(completed, searched)
+    params = param_frame(lines, searched, ids)
     axes = [a for a in searched if params[a.key].null_count() < params.height]
-    if not completed.height:
-        return Unavailable(f"no completed trial with a {metric} yet")
+    if not lines.height:
+        return Unavailable(f"no completed {what} with a {exp.metric} yet")
     if not axes:
         return _no_axes(searched)
-    shown = sample_best(params.with_columns(completed[metric].alias("score")), limit, "score")
-    dimensions = [_dimension(completed, axis, shown[axis.key]) for axis in axes]
+    shown = sample_best(params.with_columns(lines["score"]), limit, "score")
+    dimensions = [_dimension(lines, axis, shown[axis.key]) for axis in axes]
     scores = shown["score"].to_list()
     pad = 0.0 if max(scores) > min(scores) else 0.01
     dimensions.append(Dimension(metric, scores, None, None, (min(scores) - pad, max(scores) + pad)))
     unsampled = [a.key for a in searched if a not in axes]
-    return ParallelInfo(dimensions, shown["trial_id"].to_list(), scores, metric, completed.height, unsampled)
+    shown_ids = shown[ids].to_list()
+    found = members(confs, shown_ids) if confs is not None else None
+    return ParallelInfo(dimensions, shown_ids, scores, metric, lines.height, unsampled, f"completed {what}s", found)
+
+
+def _lines(exp: Experiment) -> tuple[pl.DataFrame, str, str, str]:
+    """Completed trials with their metric as ``score``, their id column, the score's name, what a line is."""
+    return exp.completed.rename({exp.metric: "score"}), "trial_id", exp.metric, "trial"
+
+
+def _configuration_lines(confs: Configurations) -> tuple[pl.DataFrame, str, str, str]:
+    """:func:`_lines` for a seed-aware search: its completed configurations, scored by their aggregate."""
+    completed = confs.table.filter((pl.col("status") == "completed") & pl.col("aggregate").is_not_null())
+    return completed.rename({"aggregate": "score"}), "config_hash", f"{confs.metric} {confs.how}", "configuration"
 
 
 def unsampled_note(keys: list[str]) -> str:
@@ -110,16 +129,18 @@ def _get_parallel_plot(info: ParallelInfo) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Parallel coordinates: {showing(len(info.trial_ids), info.total, 'completed trials')} "
+        title=f"Parallel coordinates: {showing(len(info.trial_ids), info.total, info.what)} "
         f"(drag along an axis to filter{unsampled_note(info.unsampled)})",
         height=460,
         margin={"l": 80, "r": 80, "t": 110},
-        meta={"trial_ids": info.trial_ids},
+        meta={"trial_ids": info.trial_ids}
+        | ({"members": info.members, "unit": "configurations"} if info.members is not None else {}),
     )
     return fig
 
 
 def plot_parallel_coordinate(exp: Experiment, limit: int = MAX_POINTS) -> go.Figure | None:
-    """Completed trials across the searched axes and the score; None without searched axes."""
+    """Completed trials (configurations, in a seed-aware search) across the searched axes and
+    the score; None without searched axes."""
     info = _get_parallel_info(exp, limit)
     return _get_parallel_plot(info) if isinstance(info, ParallelInfo) else None

@@ -75,13 +75,14 @@ def choice_labels(values: tuple[Any, ...], dtype: pl.DataType) -> list[str]:
     return labels
 
 
-def param_frame(trials: pl.DataFrame, axes: list[Axis]) -> pl.DataFrame:
-    """``trial_id`` and one column per axis key: the sampled value, or null where not sampled
-    (read as the module docstring says).
+def param_frame(trials: pl.DataFrame, axes: list[Axis], ids: str = "trial_id") -> pl.DataFrame:
+    """The ``ids`` column (``config_hash`` for a seed-aware search's configurations) and one
+    column per axis key: the sampled value, or null where not sampled (read as the module
+    docstring says).
 
     Choice axes become string labels (see :func:`choice_labels`), numeric axes Float64.
     """
-    return trials.select(pl.col("trial_id"), *(_sampled(trials, axis).alias(axis.key) for axis in axes))
+    return trials.select(pl.col(ids), *(_sampled(trials, axis).alias(axis.key) for axis in axes))
 
 
 def _sampled(trials: pl.DataFrame, axis: Axis) -> pl.Expr:

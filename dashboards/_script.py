@@ -4,7 +4,10 @@ The script reads the figures from the page's ``dashboard-data`` JSON and draws e
 Plotly. Views whose layout has ``meta.crossfilter`` take part in cross-filtering within
 their experiment: a box or lasso selection (``points`` views) or an axis constraint
 (``parcoords``) selects trials by id, and every other such view follows (points are
-highlighted, table rows filtered). When every figure is drawn the script sets
+highlighted, table rows filtered). The views of a seed-aware search's configurations select
+them by config hash, and their ``meta.members`` (config hash -> its replicates' trial ids)
+link the two: a selected configuration selects its trials, and a selected trial its
+configuration. When every figure is drawn the script sets
 ``data-ready`` on the body and fires a ``dashboard-rendered`` event. In a live page it
 polls ``state.json`` and, when the version changes, fetches ``figures.json`` and redraws:
 in place when the same figures and notes (``slots``) stand in the same places, updating the
@@ -43,7 +46,9 @@ SCRIPT = r"""
   var data = JSON.parse(document.getElementById("dashboard-data").textContent);
   var config = { responsive: true, displaylogo: false };
   var version = data.version;
-  var groups = {};  // experiment section id -> { views: [div], selection: Set|null, source: div id }
+  // experiment section id -> { views: [div], links: {id: Set}, picked: Set|null (the source's ids),
+  //   selection: Set|null (those and the ids they link to), source: div id }
+  var groups = {};
   var status = document.getElementById("selection-status");
 
   function metaOf(div) { return (div.layout && div.layout.meta) || {}; }
@@ -69,7 +74,7 @@ SCRIPT = r"""
         .catch(function (err) { showError(div, err); });
     })).then(function () {
       Object.keys(previous).forEach(function (g) {
-        if (previous[g].selection) { apply(g, Array.from(previous[g].selection), previous[g].source); }
+        if (previous[g].picked) { apply(g, Array.from(previous[g].picked), previous[g].source); }
       });
     });
   }
@@ -77,8 +82,9 @@ SCRIPT = r"""
   function register(div, group) {
     var kind = metaOf(div).crossfilter;
     if (!kind) { return; }
-    groups[group] = groups[group] || { views: [], selection: null, source: null };
+    groups[group] = groups[group] || { views: [], links: {}, picked: null, selection: null, source: null };
     groups[group].views.push(div);
+    link(groups[group].links, metaOf(div).members || {});
     div.dataset.group = group;
     if (div.dataset.wired) { return; }
     div.dataset.wired = "1";
@@ -94,6 +100,15 @@ SCRIPT = r"""
     } else if (kind === "parcoords") {
       div.on("plotly_restyle", function () { apply(div.dataset.group, parcoordsSelection(div), div.id); });
     }
+  }
+
+  function link(links, members) {
+    Object.keys(members).forEach(function (config) {
+      members[config].forEach(function (trial) {
+        (links[config] = links[config] || new Set()).add(trial);
+        (links[trial] = links[trial] || new Set()).add(config);
+      });
+    });
   }
 
   function parcoordsSelection(div) {
@@ -115,7 +130,11 @@ SCRIPT = r"""
   function apply(group, ids, sourceId) {
     var g = groups[group];
     if (!g) { return; }
+    g.picked = ids ? new Set(ids) : null;
     g.selection = ids ? new Set(ids) : null;
+    if (ids) {
+      ids.forEach(function (id) { (g.links[id] || []).forEach(function (other) { g.selection.add(other); }); });
+    }
     g.source = ids ? sourceId : null;
     g.views.forEach(function (div) { if (div.id !== sourceId) { follow(div, g.selection); } });
     showStatus();
@@ -178,7 +197,8 @@ SCRIPT = r"""
       var span = document.createElement("span");
       var source = document.getElementById(g.source);
       var where = source ? source.dataset.title : "a view";
-      span.textContent = g.selection.size + " trials selected in " + where + " (" + group + ")";
+      var unit = (source && metaOf(source).unit) || "trials";
+      span.textContent = g.picked.size + " " + unit + " selected in " + where + " (" + group + ")";
       var button = document.createElement("button");
       button.textContent = "clear";
       button.onclick = function () { clearSelection(group); };

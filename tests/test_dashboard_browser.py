@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _stores import write_ablation_store, write_search_store
+from _stores import write_ablation_store, write_search_store, write_seed_aware_store
 
 import dashboards
 from dashboards._page import PAGE_TOP_K
@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (CI installs Debian's chromium package)"),
 ]
 
-PROBE = """<script>
+ERRORS_PROBE = """<script>
 (function () {
   var root = document.documentElement, errors = [];
   function record(message) { errors.push(String(message)); root.dataset.errors = JSON.stringify(errors); }
@@ -47,6 +47,16 @@ PROBE = """<script>
   };
   window.addEventListener("error", function (e) { record(e.message || e); });
   window.addEventListener("unhandledrejection", function (e) { record("unhandled rejection: " + e.reason); });
+  document.addEventListener("dashboard-rendered", function () {
+    var resources = performance.getEntriesByType("resource").map(function (r) { return r.name; });
+    root.dataset.resources = JSON.stringify(resources);
+  }, { once: true });
+})();
+</script>"""
+
+PROBE = ERRORS_PROBE + """<script>
+(function () {
+  var root = document.documentElement;
   function state() {
     var board = document.getElementById("exp0-leaderboard");
     return {
@@ -58,8 +68,6 @@ PROBE = """<script>
     };
   }
   document.addEventListener("dashboard-rendered", function () {
-    var resources = performance.getEntriesByType("resource").map(function (r) { return r.name; });
-    root.dataset.resources = JSON.stringify(resources);
     var parallel = document.getElementById("exp0-parallel");
     var update = {};
     var score = parallel.data[0].dimensions.length - 1;  // the last axis
@@ -69,7 +77,7 @@ PROBE = """<script>
       var history = document.getElementById("exp0-history");
       history.emit("plotly_selected", { points: window.PROBE.ids.map(function (id) { return { customdata: id }; }) });
       root.dataset.afterHistory = JSON.stringify(state());
-    }).catch(function (err) { record("probe: " + err); });
+    }).catch(function (err) { console.error("probe: " + err); });
   }, { once: true });
 })();
 </script>"""
@@ -160,6 +168,61 @@ def test_every_view_renders_cross_filters_and_logs_no_error(tmp_path: Path) -> N
     assert after_history["status"].startswith("3 trials selected in history")
 
     assert screenshot.is_file() and screenshot.stat().st_size > 50_000
+
+
+SEEDS_PROBE = ERRORS_PROBE + """<script>
+document.addEventListener("dashboard-rendered", function () {
+  function rows() { return document.getElementById("exp0-configurations").data[0].cells.values[0].length; }
+  function highlighted(id) {  // the points a view highlights, over its traces of ids
+    return document.getElementById(id).data.reduce(function (n, trace) {
+      return n + (trace.customdata && trace.selectedpoints ? trace.selectedpoints.length : 0);
+    }, 0);
+  }
+  function status() { return document.getElementById("selection-status").textContent; }
+  var state = { rows: rows() };
+  var ids = function (list) { return { points: list.map(function (id) { return { customdata: id }; }) }; };
+  document.getElementById("exp0-history").emit("plotly_selected", ids(window.PROBE.configs));
+  state.afterHistory = { rows: rows(), timeline: highlighted("exp0-timeline"), replicates: highlighted("exp0-replicates"), status: status() };
+  document.getElementById("exp0-timeline").emit("plotly_selected", ids([window.PROBE.trial]));
+  state.afterTimeline = { rows: rows(), history: highlighted("exp0-history"), status: status() };
+  document.documentElement.dataset.seeds = JSON.stringify(state);
+}, { once: true });
+</script>"""
+
+
+def test_a_seed_aware_search_ranks_configurations_and_cross_filters_them_with_trials(tmp_path: Path) -> None:
+    """Configurations selected in the history select their replicates in the trial views, and
+    a trial selected in the timeline selects its configuration in the leaderboard."""
+    root = write_seed_aware_store(tmp_path / "seeds")
+    page = dashboards.write_dashboard([root], tmp_path / "seeds.html").read_text()
+    view_ids = re.findall(r'<div class="view" id="([^"]+)"', page)
+    assert view_ids[:4] == ["exp0-configurations", "exp0-replicates", "exp0-history", "exp0-parallel"]
+    exp = dashboards.load_experiment(root)
+    board = dashboards.configuration_leaderboard(exp)
+    configs = board["config_hash"].head(2).to_list()
+    raced = board.filter(pl.col("status") == "pruned after 1")["config_hash"][0]
+    trial = exp.trials.filter(pl.col("config_hash") == raced)["trial_id"][0]
+    probe = f"<script>window.PROBE = {json.dumps({'configs': configs, 'trial': trial})};</script>{SEEDS_PROBE}"
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("<head>", "<head>" + probe, 1))
+    done = _chromium(probed, ARTIFACTS / "dashboard-seeds.png", tmp_path / "profile", height=6400)
+    dom = done.stdout
+    assert done.returncode == 0 and dom, done.stderr[-3000:]
+
+    assert _attribute(dom, "data-errors") == []
+    assert not [r for r in _attribute(dom, "data-resources") if not r.startswith(("file:", "data:", "blob:"))]
+    for view, markup in _segments(dom, view_ids).items():
+        assert 'class="main-svg"' in markup, f"{view} has no rendered plot"
+    state = _attribute(dom, "data-seeds")
+    replicates = exp.trials.filter(pl.col("config_hash").is_in(configs)).height
+    assert state["rows"] == board.height == 8
+    after_history = state["afterHistory"]
+    assert (after_history["rows"], after_history["timeline"]) == (2, replicates) == (2, 6)
+    assert after_history["replicates"] == replicates + 2  # their replicates' points and the configurations' marks
+    assert after_history["status"].startswith("2 configurations selected in history")
+    after_timeline = state["afterTimeline"]
+    assert (after_timeline["rows"], after_timeline["history"]) == (1, 1)
+    assert after_timeline["status"].startswith("1 trials selected in timeline")
 
 
 NOTES_PROBE = """<script>
