@@ -8,9 +8,10 @@ with the arithmetic the search itself uses (:mod:`tacfn.replicates`):
 
 - aggregate: ``aggregate(scores, search.aggregate)`` (mean or lcb) over the scores of its
   completed and pruned replicates, with ``DIVERGED_SCORE`` for each diverged one;
-- status: ``completed`` when every planned replicate completed, ``failed`` when one failed,
-  ``running`` while one runs, else ``pruned after k`` (k replicates recorded: racing stopped
-  it, or ASHA stopped a replicate);
+- status: ``completed`` when every planned replicate completed or diverged (a diverged one
+  counts as a failure on its seed, not of the configuration) and one completed, ``failed``
+  when one failed or all diverged, ``running`` while one runs, else ``pruned after k`` (k
+  replicates recorded: racing stopped it, or ASHA stopped a replicate);
 - rank: as the trials' leaderboard ranks trials, the chosen configuration (scored on test)
   first, then completed ones by aggregate, best first, then the others the same way; a tie
   goes to the configuration started first, then the lower hash.
@@ -145,11 +146,11 @@ def _summary(scores: list[float], statuses: list[str], tests: list[float], plann
 
 def config_status(statuses: list[str], planned: int) -> str:
     """A configuration's status from its replicates' (see the module docstring)."""
-    if statuses.count("completed") >= planned:
-        return "completed"
     for status in ("failed", "running"):
         if status in statuses:
             return status
+    if len(statuses) >= planned and set(statuses) <= {"completed", "diverged"}:
+        return "completed" if "completed" in statuses else "failed"  # as the search judges it (tacfn.search._racing)
     return f"pruned after {len(statuses)}"
 
 

@@ -162,7 +162,8 @@ def table_gap(exp: Experiment, table: str) -> Unavailable | None:
 
 
 def planned_trials(exp: Experiment) -> int | None:
-    """How many trials the spec asks for: ``search.trials``, or variants x seeds x folds."""
+    """How many trials the spec asks for: ``search.trials`` (configurations, in a seed-aware
+    search), or variants x seeds x folds."""
     spec = exp.spec
     if exp.kind == "search":
         planned = (spec.get("search") or {}).get("trials")
@@ -174,6 +175,12 @@ def planned_trials(exp: Experiment) -> int | None:
         seeds, folds = spec.get("seeds") or [None], spec.get("folds") or [None]
         return len(variants) * len(seeds) * len(folds)
     return None
+
+
+def _seed_aware(exp: Experiment) -> bool:
+    from ._configurations import is_seed_aware  # it reads Experiment from here
+
+    return is_seed_aware(exp)
 
 
 def notices(exp: Experiment) -> list[Notice]:
@@ -188,6 +195,16 @@ def notices(exp: Experiment) -> list[Notice]:
             planned_note = f" (0 of {planned} planned)" if planned else ""
             text = f"No trials recorded yet{planned_note}: the experiment has started, no trial has finished."
             found.append(Notice("info", text))
+    elif _seed_aware(exp):  # search.trials counts configurations, each of several replicate rows
+        configurations = exp.trials["config_hash"].n_unique()
+        if running or (planned and configurations < planned):
+            found.append(
+                Notice(
+                    "info",
+                    f"In progress: {configurations} configurations started{of_planned}, {running} replicates running. "
+                    "The views show finished replicates only.",
+                )
+            )
     elif running or (planned and total < planned):
         found.append(
             Notice(

@@ -162,7 +162,12 @@ def experiment_section(exp: Experiment, section_id: str) -> Section:
             caveat = spec.caveat(info) if spec.caveat else None
             views.append(View(view_id, spec.name, figure, Notice("info", f"{spec.title}: {caveat}") if caveat else None))
     planned = planned_trials(exp)
-    parts = [str(exp.root), f"{exp.trials.height} trials" + (f" of {planned} planned" if planned else "")]
+    of_planned = f" of {planned} planned" if planned else ""
+    if is_seed_aware(exp):
+        counted = f"{exp.trials['config_hash'].n_unique()} configurations{of_planned}, {exp.trials.height} replicate runs"
+    else:
+        counted = f"{exp.trials.height} trials{of_planned}"
+    parts = [str(exp.root), counted]
     effects = exp.dataset.get("planted_effects")
     if isinstance(effects, list):
         parts.append(f"synthetic data planting {', '.join(map(str, effects))}")

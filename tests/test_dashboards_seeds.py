@@ -101,12 +101,32 @@ def test_statuses_say_how_each_configuration_ended(seeds: dashboards.Experiment)
     assert board.filter(pl.col("config_hash") == _hashes(seeds)[FAILED])["replicates"][0] == "1/3"
 
 
-def test_config_status_of_replicates() -> None:
-    assert config_status(["completed"] * 3, 3) == "completed"
+@pytest.mark.parametrize(
+    "statuses, shown",
+    [
+        (["completed"] * 3, "completed"),
+        (["completed", "diverged", "completed"], "completed"),  # a failure on that seed, counted 0
+        (["diverged"] * 3, "failed"),
+        (["completed", "failed"], "failed"),
+        (["completed", "pruned"], "pruned after 2"),
+        (["completed", "completed"], "pruned after 2"),  # raced out
+    ],
+)
+def test_config_status_is_the_searchs_verdict(statuses: list[str], shown: str) -> None:
+    """The dashboard names a finished configuration as the search judged it."""
+    from tacfn.search._racing import Race
+    from tacfn.search._space_schema import SearchSettings
+
+    race = Race(SearchSettings(seeds=[0, 1, 2], racing={"test": "none"}), 0, 0)
+    rows = [{"config_hash": "c", "replicate": i, "status": s, "val_score": 0.5} for i, s in enumerate(statuses)]
+    verdict = race.verdict(race.configurations(rows), "c")
+    assert config_status(statuses, 3) == shown
+    assert {"completed": "completed", "failed": "failed", "pruned": "pruned after 2", None: "pruned after 2"}[verdict] == shown
+
+
+def test_config_status_while_running() -> None:
     assert config_status(["completed", "running"], 3) == "running"
     assert config_status(["completed", "failed", "running"], 3) == "failed"
-    assert config_status(["completed", "diverged", "completed"], 3) == "pruned after 3"
-    assert config_status(["completed", "pruned"], 3) == "pruned after 2"
 
 
 def test_the_chosen_configuration_shows_its_test_mean_and_interval(seeds: dashboards.Experiment) -> None:
