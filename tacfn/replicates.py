@@ -77,13 +77,15 @@ def racing_p_value(candidate: Sequence[float], incumbent: Sequence[float], test:
 
     ``t``: the paired t-test (it can decide from 2 pairs); ``wilcoxon``: the exact signed-rank
     test, as Optuna's WilcoxonPruner (it cannot reach p < 0.125 with fewer than 4 pairs).
-    Differences that are all equal have no spread for a t-test: all below zero is p = 0, else 1.
+    Differences that are all equal have no spread to test against, so they decide nothing
+    (p = 1): validation scores move in steps of one clip, and two seeds each one or two clips
+    below the incumbent are not clearly worse.
     """
     diffs = np.asarray(candidate, dtype=float) - np.asarray(incumbent, dtype=float)
     if diffs.size < 2 or test == "none":
         return 1.0
     if np.all(diffs == diffs[0]):
-        return 0.0 if diffs[0] < 0 else 1.0
+        return 1.0
     if test == "wilcoxon":
         return float(stats.wilcoxon(diffs, alternative="less", zero_method="zsplit").pvalue)
     return float(stats.ttest_1samp(diffs, 0.0, alternative="less").pvalue)
