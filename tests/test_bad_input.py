@@ -448,6 +448,9 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
         "space: a lower bound over one replicate": lambda e: Case(
             ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [3], "aggregate": "lcb"}), "--out", out(e)],
             ("space.yaml", "`aggregate: lcb` needs two or more replicates", "got 1"), work(e)),
+        "space: ASHA in a seed-aware search": lambda e: Case(
+            ["search", space(e, search={"trials": 2, "scheduler": "asha", "seeds": [0, 1]}), "--out", out(e)],
+            ("space.yaml", "races whole replicates", "use scheduler: none"), work(e)),
         "space: an unknown racing test": lambda e: Case(
             ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [0, 1], "racing": {"test": "anova"}}), "--out", out(e)],
             ("space.yaml", "search.racing.test"), work(e)),

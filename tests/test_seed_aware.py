@@ -209,3 +209,15 @@ def _hash(config: dict) -> str:
     from tacfn.search._recording import configuration_hash
 
     return configuration_hash(BASE, {k: v for k, v in config.items() if k not in ("train.seed", "data.fold")})
+
+
+def test_a_seed_aware_search_races_instead_of_asha():
+    """ASHA would stop replicates on one seed's early epochs (and a configuration needs every
+    replicate to pass every rung): a seed-aware search runs no scheduler unless told, and
+    refuses ASHA when told."""
+    assert SearchSettings(seeds=[0, 1]).scheduler == "none"
+    assert SearchSettings(folds=[0, 1]).scheduler == "none"
+    assert SearchSettings(seeds=[4]).scheduler == "asha", "one replicate: a search as without seeds"
+    assert SearchSettings().scheduler == "asha"
+    with pytest.raises(ValueError, match="races whole replicates"):
+        SearchSettings(seeds=[0, 1], scheduler="asha")

@@ -18,7 +18,7 @@ A search-space file names a base run config, the axes to search and how to searc
       metric: val_score              # maximised: val_score | val_weighted_f1
       trials: 16
       concurrency: 2
-      scheduler: asha                # asha | none
+      scheduler: asha                # asha | none (none, and not asha, for a seed-aware search)
       asha: {grace_period: 1, reduction_factor: 2}
       seed: 0                        # seeds the sampler
       sampler: tpe                   # tpe | gp | cmaes | random | qmc; tpe | nsga2 with objectives
@@ -238,6 +238,16 @@ class SearchSettings(_Strict):
     aggregate: Aggregate = "mean"
     racing: RacingSettings = Field(default_factory=RacingSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _races_instead_of_asha(cls, data: Any) -> Any:
+        """A seed-aware search without a ``scheduler`` runs none: racing stops configurations early."""
+        if isinstance(data, dict) and "scheduler" not in data:
+            replicates = [len(v) if isinstance(v, list) and v else 1 for v in (data.get("seeds"), data.get("folds"))]
+            if replicates[0] * replicates[1] > 1:
+                return {**data, "scheduler": "none"}
+        return data
+
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
@@ -259,6 +269,12 @@ class SearchSettings(_Strict):
             raise ValueError(
                 f"`aggregate: lcb` needs two or more replicates to bound, but got {self.replicates} "
                 f"(seeds={self.seeds}, folds={self.folds}); list more seeds, or use aggregate: mean"
+            )
+        if self.replicates > 1 and self.scheduler == "asha":
+            raise ValueError(
+                f"a seed-aware search (seeds={self.seeds}, folds={self.folds}) races whole replicates against the "
+                "incumbent (search.racing) instead of ASHA, which would stop replicates on one seed's early epochs; "
+                "use scheduler: none"
             )
         if self.replicates > 1 and self.objectives:
             raise ValueError(
