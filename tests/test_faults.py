@@ -114,6 +114,28 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(prepared_lite: Pat
 
 
 @pytest.mark.timeout(420)
+def test_a_configuration_that_diverges_on_every_seed_fails_and_the_other_is_chosen(prepared_lite: Path, tmp_path: Path):
+    """Seed-aware: each replicate of the diverging rate is recorded diverged (it counts 0 in
+    the aggregate; on every seed, the configuration fails), the other is chosen and tested
+    on both seeds."""
+    lr = {"train.lr": {"choice": [1.0e-3, 1.0e30]}}
+    space = space_file(tmp_path, prepared_lite, trials=2, name="diverging_seeds", space=lr, seeds=[0, 1], racing={"test": "none"})
+    out = tmp_path / "exp"
+    proc = subprocess.run(tacfn("search", str(space), "--out", str(out)), env=ray_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    trials = pl.from_arrow(ExperimentStore.open(out).trials())
+    assert trials.sort("config.train.lr", "replicate").select("config.train.lr", "replicate", "status").rows() == [
+        (1.0e-3, 0, "completed"), (1.0e-3, 1, "completed"), (1.0e30, 0, "diverged"), (1.0e30, 1, "diverged")
+    ]
+    chosen = trials.filter(pl.col("chosen"))
+    assert chosen["config.train.lr"].to_list() == [1.0e-3, 1.0e-3] and chosen["test_score"].null_count() == 0
+    study = optuna.load_study(study_name="diverging_seeds", storage=f"sqlite:///{out / 'optuna.db'}")
+    told = {t.params["train.lr"]: t.state.name for t in study.trials if "repeat_of" not in t.user_attrs}
+    assert told == {1.0e-3: "COMPLETE", 1.0e30: "FAIL"}
+
+
+@pytest.mark.timeout(420)
 def test_the_results_disk_full_is_one_line_and_keeps_the_last_store(prepared_lite: Path, tmp_path: Path):
     space = space_file(tmp_path, prepared_lite, trials=6, epochs=3, name="disk_full", concurrency=1)
     out = tmp_path / "exp"
