@@ -217,7 +217,9 @@ class SearchSettings(_Strict):
     from its last checkpoint before it is recorded as failed. A trial checkpoints when
     ``checkpoint_interval_s`` have passed since its last checkpoint (0: after every epoch)
     and after its last epoch. ``loggers`` names the experiment trackers each trial logs to
-    (:mod:`tacfn.trackers`).
+    (:mod:`tacfn.trackers`). ``seeds`` and ``folds`` make the search seed-aware: each
+    configuration trains on every (seed, fold) replicate, is valued at the ``aggregate`` of
+    them and raced against the incumbent (``racing``); see :mod:`tacfn.search._seed_aware`.
     """
 
     metric: Metric = "val_score"
