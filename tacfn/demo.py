@@ -3,7 +3,8 @@
 Synthesises two RAVDESS-format datasets and prepares them: the ground truth, where one
 emotion bit is planted only in the audio, one only in the video and one only in their
 combination, and a planted null without the cross-modal bit. Then it runs the
-``quickstart`` search (Ray Tune + Optuna + ASHA on a local Ray runtime), the shipped
+``quickstart`` search (Ray Tune + Optuna on a local Ray runtime, each configuration trained
+on three seeds and raced), the shipped
 ``ablation_ground_truth`` plan (TACFN, the paper's pooling and each single modality against
 concat, on paired seeds and folds), and the same TACFN-vs-concat comparison on the planted
 null, and writes one offline HTML dashboard of all three. The first ablation must find TACFN
@@ -54,10 +55,17 @@ def run_demo(out: Path, *, trials: int | None = None) -> Path:
 
     space = load_space(find_space("quickstart"))
     space = space.model_copy(update={"base": _with_data(space.base, cache)})
-    how = f"Optuna {space.search.sampler}" + (" + ASHA" if space.search.scheduler == "asha" else "")
-    print(f"[2/5] search: {space.name} ({trials or space.search.trials} trials, {how})", flush=True)
+    search = space.search
+    how = f"Optuna {search.sampler}" + (" + ASHA" if search.scheduler == "asha" else "")
+    if search.replicates > 1:
+        how += f", each on {search.replicates} seeds and raced"
+    print(f"[2/5] search: {space.name} ({trials or search.trials} configurations, {how})", flush=True)
     summary = run_search(space, out / "search", trials=trials)
-    if summary.best_trial:
+    if summary.test_interval is not None:
+        low, high = summary.test_interval
+        print(f"      best: validation {summary.aggregate} {summary.val_score:.3f}, test mean {summary.test_score:.3f} "
+              f"[{low:.3f}, {high:.3f}] over {summary.replicates} seeds (chance 0.125)")
+    elif summary.best_trial:
         print(f"      best: validation {summary.val_score:.3f}, test {summary.test_score:.3f} (chance 0.125)")
 
     truth = plan.model_copy(update={"base": truth_base})
