@@ -19,7 +19,7 @@ import polars as pl
 from tacfn.store import PARAM_PREFIX
 
 from ._configurations import Configurations, configurations, members
-from ._leaderboard import ROW_HEIGHT, TOP_K, _cell, _header
+from ._leaderboard import ROW_HEIGHT, TOP_K, _cell, _header, table_figure
 from ._loading import Experiment
 
 TESTS = ("test_mean", "test_low", "test_high")
@@ -68,14 +68,7 @@ def _get_config_leaderboard_plot(info: ConfigLeaderboardInfo) -> go.Figure:
     values.append([_test_cell(*row) for row in table.select(TESTS).iter_rows()])
     headers[shown.index(f"{info.metric}_{info.how}")] = f"{info.metric} {info.how}"
     headers[shown.index(f"{info.metric}_std")] = "std"
-    widths = [max(len(h), *(len(v) for v in column), 4) for h, column in zip(headers, values)]
-    fig = go.Figure(
-        go.Table(
-            columnwidth=widths,
-            header={"values": headers, "fill_color": "#e8eef7", "align": "left", "font": {"size": 12}},
-            cells={"values": values, "align": "left", "height": ROW_HEIGHT - 1},
-        )
-    )
+    fig = table_figure(headers, values)
     fig.update_layout(
         title=f"Leaderboard by configuration: top {table.height} of {info.total} configurations by the {info.how} "
         f"{info.metric} of their {info.planned} replicates, completed first",

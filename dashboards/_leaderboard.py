@@ -115,18 +115,22 @@ def _cell(column: str, value: object) -> str:
     return str(value)
 
 
-def _get_leaderboard_plot(info: LeaderboardInfo) -> go.Figure:
-    table = info.table
-    headers = [_header(c) for c in table.columns]
-    values = [[_cell(c, v) for v in table[c].to_list()] for c in table.columns]
+def table_figure(headers: list[str], values: list[list[str]]) -> go.Figure:
+    """A leaderboard's table: one column per header, each as wide as its longest text."""
     widths = [max(len(h), *(len(v) for v in column), 4) for h, column in zip(headers, values)]
-    fig = go.Figure(
+    return go.Figure(
         go.Table(
             columnwidth=widths,
             header={"values": headers, "fill_color": "#e8eef7", "align": "left", "font": {"size": 12}},
             cells={"values": values, "align": "left", "height": ROW_HEIGHT - 1},
         )
     )
+
+
+def _get_leaderboard_plot(info: LeaderboardInfo) -> go.Figure:
+    table = info.table
+    headers = [_header(c) for c in table.columns]
+    fig = table_figure(headers, [[_cell(c, v) for v in table[c].to_list()] for c in table.columns])
     note = " (test score: the chosen config only)" if info.kind == "search" else ""
     fig.update_layout(
         title=f"Leaderboard: top {table.height} of {info.total} trials by {info.metric}, completed first{note}",
