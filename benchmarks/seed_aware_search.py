@@ -15,36 +15,47 @@ The method.
    on the ground-truth recipe's data and encoders (lite preset, encoders pretrained 3 epochs on
    the fold's training actors then frozen, ``6fold`` fold 0) with 60 clips per actor. At 10
    epochs the best configurations have learned the cross-modal bit on some seeds only.
-2. Ground truth: every configuration trained in this process (not through Ray) on 5 fresh
-   seeds (100-104; ``--fresh-seeds``) and scored on test. Its test mean; the best; the *good* configurations, whose
-   test mean is within 0.02 of the best's.
+2. Ground truth: every configuration trained in this process (not through Ray) on 20 fresh
+   seeds (100-119; ``--fresh-seeds``) and scored on test. Its test mean; the best; the *good*
+   configurations, whose test mean is within 0.02 of the best's. The picks are also judged
+   against the first 5 fresh seeds alone, the yardstick first asked for, which does not hold
+   still here: on seeds 100-104 d=32 lr=0.002 is best (0.751) and alone good, on 100-119 it is
+   0.04 below the best (0.724 against d=64 lr=0.003's 0.762) and not good.
 3. ``--reps`` repetitions; repetition r runs, through ``run_search`` on a local Ray with 2 CPUs,
    two searches with the TPE sampler seeded r and no scheduler: a single-seed search of
    ``--trials`` T trials on training seed 10 + 3r, and a seed-aware search of T // 3
    configurations on seeds 10 + 3r, 11 + 3r and 12 + 3r (the mean over them, racing with the
-   paired t-test at 0.1). The same number of runs of 10 epochs is allowed to each; a single-seed
-   search whose sampler proposes only configurations it has run stops early (with T = 9 on this
-   8-point space it runs 8). A pick is good if it is in the good set.
+   paired t-test at 0.1). The same number of runs of 10 epochs is allowed to each. The
+   single-seed search runs one trial at a time: with two at once its sampler can propose a
+   configuration that is still running, which is then trained again on the same seed (seen
+   here: 9 trials covered 7 of the 8 configurations), and that is no part of the question. One
+   at a time it runs each configuration once and stops when its sampler proposes only
+   configurations it has run: with T = 9 on this 8-point space it runs the whole grid, 80
+   epochs, against the seed-aware search's 90 at most. A pick is good if it is in the good set.
 
-The search seeds start at 10: this space was chosen on measurements of seeds 0-9 and the fresh
-seeds, so the searches train on seeds outside that sample.
+The search seeds start at 10: this space was chosen on measurements of seeds 0-9 and 100-104,
+so the searches train on seeds outside that sample.
 
 How to read the output. (0) is the ground truth: each configuration's fresh-seed test mean with
 a 95% t interval, the best marked ``best`` and the good ones ``good``; when a configuration
-outside the good set has an interval that reaches the best's mean, the line after the table says
-so: 5 seeds do not separate it from the best, and whether a pick counts as good is then partly
-chance. Then one line per repetition: each search's pick, its validation value (one seed, or the
-mean over three), good or not, the epochs it ran and its wall time. (1) gives each search's
-share of good picks with a 95% Clopper-Pearson interval; (2) their ratio (seed-aware over
-single-seed) and the repetitions where only one of the two picked well; (3) the epochs each
-kind of search ran (the sum of ``epochs_run`` over its store's trial rows: the seed-aware search
-spends fewer when racing stops a configuration early); (4) wall and CPU time. Few repetitions
-bound little: with 10, a share of 30% has an interval of [7%, 65%].
+outside the good set has an interval that reaches the best's mean, a line says so: the fresh
+seeds do not separate it from the best, and whether a pick counts as good is then partly
+chance. The last line gives the best and good set on the first 5 fresh seeds. Then one line per
+repetition: each search's pick, its validation value (one seed, or the mean over three), good
+or not against the full and the 5-seed truth, the epochs it ran and its wall time. (1) gives
+each search's share of good picks with a 95% Clopper-Pearson interval, against each truth; (2)
+their ratio (seed-aware over single-seed) and the repetitions where only one of the two picked
+well, with the exact McNemar test on them (two-sided: could they split as they did by chance?);
+(3) the epochs each kind of search ran (the sum of ``epochs_run`` over its store's trial rows:
+the seed-aware search spends fewer when racing stops a configuration early); (4) wall and CPU
+time (Ray's processes read from ``/proc`` while they run: they are the raylet's children, which
+RUSAGE_CHILDREN misses). Few repetitions bound little: with 10, a share of 30% has an interval
+of [7%, 65%].
 
     python benchmarks/seed_aware_search.py                       # 10 repetitions of T = 9
     python benchmarks/seed_aware_search.py --only single --reps 4
     python benchmarks/seed_aware_search.py --quick               # 2 repetitions: a smoke run
-    python benchmarks/seed_aware_search.py --reps 0 --fresh-seeds 20   # the ground truth alone, on 20 seeds
+    python benchmarks/seed_aware_search.py --reps 0              # the ground truth alone
 
 The synthetic dataset, the pretrained encoders and their features live under $TACFN_HOME
 (default ~/.cache/tacfn), as for ``tacfn search``; a first run writes them (about 80 s on 2
@@ -79,7 +90,8 @@ LEARNING_RATES = (0.001, 0.002, 0.003, 0.005)
 EPOCHS = 10
 CLIPS_PER_ACTOR = 60
 FIRST_FRESH_SEED = 100
-FRESH = 5  # fresh seeds of the ground truth (--fresh-seeds)
+FRESH = 20  # fresh seeds of the ground truth (--fresh-seeds)
+FRESH_AS_ASKED = 5  # the issue's yardstick: the first 5 fresh seeds, judged too
 FIRST_SEARCH_SEED = 10  # seeds 0-9 chose the space: the searches train on seeds after them
 SEEDS_PER_CONFIG = 3
 WITHIN = 0.02  # two points of accuracy
@@ -106,13 +118,14 @@ def base_config() -> dict[str, Any]:
 
 
 def search_spec(name: str, *, seeds: list[int], trials: int, sampler_seed: int) -> SearchSpec:
-    """The space searched on ``seeds``: one seed is a single-seed search (``train.seed``), more
-    a seed-aware one (``search.seeds``, the mean over them, raced)."""
+    """The space searched on ``seeds``: one seed is a single-seed search (``train.seed``, one
+    trial at a time), more a seed-aware one (``search.seeds``, the mean over them, raced, two
+    replicates at a time)."""
     base = base_config()
     base["train"]["seed"] = seeds[0]
     search: dict[str, Any] = {
         "trials": trials,
-        "concurrency": CPUS,
+        "concurrency": CPUS if len(seeds) > 1 else 1,  # see the module's docstring, 3.
         "scheduler": "none",
         "seed": sampler_seed,
         "sampler": "tpe",
@@ -140,14 +153,29 @@ def _name(point: Point) -> str:
     return " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point)
 
 
+class Truth(NamedTuple):
+    """What a ground truth on the first ``seeds`` fresh seeds says: the best and the good set."""
+
+    seeds: int
+    best: Point
+    good: frozenset[Point]
+
+
 class GroundTruth(NamedTuple):
-    """Each configuration's test scores on the fresh seeds, the best mean, and the good set."""
+    """Each configuration's test scores on the fresh seeds, and the truths they give: on all of
+    them, and on the first ``FRESH_AS_ASKED`` (the issue's yardstick) when there are more."""
 
     scores: dict[Point, list[float]]
-    best: Point
-    good: set[Point]
+    truths: list[Truth]
     seconds: float
     cpu_seconds: float
+
+
+def judge(scores: dict[Point, list[float]], seeds: int) -> Truth:
+    """The best configuration on the first ``seeds`` fresh seeds, and those within ``WITHIN`` of it."""
+    means = {point: float(np.mean(values[:seeds])) for point, values in scores.items()}
+    best = max(means, key=means.__getitem__)
+    return Truth(seeds, best, frozenset(point for point, mean in means.items() if mean >= means[best] - WITHIN))
 
 
 def ground_truth(spec: SearchSpec, seeds: tuple[int, ...]) -> GroundTruth:
@@ -163,10 +191,8 @@ def ground_truth(spec: SearchSpec, seeds: tuple[int, ...]) -> GroundTruth:
             if result.status != "completed":
                 raise RuntimeError(f"ground truth: {_name(point)} on seed {seed} ended {result.status}: {result.error}")
             scores.setdefault(point, []).append(result.test["score"])
-    means = {point: float(np.mean(values)) for point, values in scores.items()}
-    best = max(means, key=means.__getitem__)
-    good = {point for point, mean in means.items() if mean >= means[best] - WITHIN}
-    return GroundTruth(scores, best, good, time.perf_counter() - t0, time.process_time() - cpu0)
+    truths = [judge(scores, len(seeds))] + ([judge(scores, FRESH_AS_ASKED)] if len(seeds) > FRESH_AS_ASKED else [])
+    return GroundTruth(scores, truths, time.perf_counter() - t0, time.process_time() - cpu0)
 
 
 def _interval(values: list[float]) -> tuple[float, float]:
@@ -176,23 +202,30 @@ def _interval(values: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def _names(points: frozenset[Point]) -> str:
+    return ", ".join(_name(point) for point in sorted(points))
+
+
 def report_ground_truth(truth: GroundTruth, seeds: tuple[int, ...]) -> None:
-    best_mean = float(np.mean(truth.scores[truth.best]))
+    main = truth.truths[0]
+    best_mean = float(np.mean(truth.scores[main.best]))
     runs = sum(len(values) for values in truth.scores.values())
     print(f"(0) ground truth: test accuracy on fresh seeds {seeds[0]}-{seeds[-1]}, "
           f"{runs} runs in this process in {truth.seconds:.0f} s; mean ± std [95% t interval], then each seed's")
     unresolved = []
     for point, values in sorted(truth.scores.items(), key=lambda item: -np.mean(item[1])):
         low, high = _interval(values)
-        mark = "best" if point == truth.best else "good" if point in truth.good else ""
+        mark = "best" if point == main.best else "good" if point in main.good else ""
         print(f"    {_name(point):18s} {np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}  "
               f"[{low:.3f}, {high:.3f}]  {mark:4s}  {' '.join(f'{v:.2f}' for v in values)}")
-        if point not in truth.good and high >= best_mean:
+        if point not in main.good and high >= best_mean:
             unresolved.append(_name(point))
-    print(f"    good (test mean within {WITHIN} of the best's {best_mean:.3f}): {', '.join(_name(p) for p in sorted(truth.good))}")
+    print(f"    good (test mean within {WITHIN} of the best's {best_mean:.3f}): {_names(main.good)}")
     if unresolved:
         print(f"    not resolved: the 95% interval of {', '.join(unresolved)} reaches the best's mean: "
               f"{len(seeds)} seeds do not tell them from the best, so whether a pick counts as good is partly chance")
+    for other in truth.truths[1:]:
+        print(f"    on the first {other.seeds} seeds alone: best {_name(other.best)}, good {_names(other.good)}")
 
 
 class Searched(NamedTuple):
@@ -229,28 +262,32 @@ def compare(truth: GroundTruth, reps: int, trials: int, kinds: list[str], root: 
             spec = search_spec(f"{kind}-{rep}", seeds=seeds, trials=budget, sampler_seed=rep)
             searched = run_one(spec, root / spec.name)
             found[kind].append(searched)
-            verdict = "good" if searched.pick in truth.good else "not good"
+            verdicts = "/".join("good" if searched.pick in t.good else "not good" for t in truth.truths)
             value = f"val {searched.val:.3f}" if searched.val is not None else "no value"
             on = f"seed {seeds[0]}" if kind == "single" else f"seeds {seeds[0]}-{seeds[-1]}"
-            parts.append(f"{kind} ({on}): {_name(searched.pick)} ({value}) {verdict}, {searched.epochs} epochs, {searched.seconds:.0f} s")
+            parts.append(f"{kind} ({on}): {_name(searched.pick)} ({value}) {verdicts}, {searched.epochs} epochs, {searched.seconds:.0f} s")
         print(f"rep {rep + 1}/{reps}: " + "; ".join(parts), flush=True)
     return found
 
 
 def report_comparison(truth: GroundTruth, found: dict[str, list[Searched]], trials: int) -> None:
-    hits = {kind: sum(s.pick in truth.good for s in searched) for kind, searched in found.items()}
-    for kind, searched in found.items():
-        what = f"{trials} trials on one seed" if kind == "single" else \
-            f"{trials // SEEDS_PER_CONFIG} configurations x {SEEDS_PER_CONFIG} seeds"
-        print(f"(1) {kind} search ({what}) picked a good configuration in {_rate(hits[kind], len(searched))}")
-    if set(found) == {"single", "seed-aware"}:
-        pairs = list(zip(found["single"], found["seed-aware"]))
-        only_aware = sum(a.pick in truth.good and s.pick not in truth.good for s, a in pairs)
-        only_single = sum(s.pick in truth.good and a.pick not in truth.good for s, a in pairs)
-        ratio = f"{hits['seed-aware'] / hits['single']:.2f}x" if hits["single"] else \
-            ("infinite (the single-seed search never picked well)" if hits["seed-aware"] else "undefined (neither picked well)")
-        print(f"(2) seed-aware / single-seed good picks: {ratio} (goal >= {GOAL}x); "
-              f"only seed-aware good in {only_aware}, only single-seed good in {only_single} of {len(pairs)} repetitions")
+    for t in truth.truths:
+        against = f"against the {t.seeds}-seed truth"
+        hits = {kind: sum(s.pick in t.good for s in searched) for kind, searched in found.items()}
+        for kind, searched in found.items():
+            what = f"{trials} trials on one seed" if kind == "single" else \
+                f"{trials // SEEDS_PER_CONFIG} configurations x {SEEDS_PER_CONFIG} seeds"
+            print(f"(1) {against}: the {kind} search ({what}) picked a good configuration in {_rate(hits[kind], len(searched))}")
+        if set(found) == {"single", "seed-aware"}:
+            pairs = list(zip(found["single"], found["seed-aware"]))
+            only_aware = sum(a.pick in t.good and s.pick not in t.good for s, a in pairs)
+            only_single = sum(s.pick in t.good and a.pick not in t.good for s, a in pairs)
+            ratio = f"{hits['seed-aware'] / hits['single']:.2f}x" if hits["single"] else \
+                ("infinite (the single-seed search never picked well)" if hits["seed-aware"] else "undefined (neither picked well)")
+            # Exact McNemar: on the repetitions where only one picked well, is either side likelier than a coin?
+            p = stats.binomtest(only_aware, only_aware + only_single).pvalue if only_aware + only_single else 1.0
+            print(f"(2) {against}: seed-aware / single-seed good picks {ratio} (goal >= {GOAL}x); only seed-aware good in "
+                  f"{only_aware}, only single-seed good in {only_single} of {len(pairs)} repetitions (exact McNemar p = {p:.2f})")
     for kind, searched in found.items():
         epochs = [s.epochs for s in searched]
         print(f"(3) {kind}: {sum(epochs)} epochs in all, {np.mean(epochs):.0f} per search ({min(epochs)}-{max(epochs)}); "
