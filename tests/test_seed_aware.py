@@ -221,3 +221,22 @@ def test_a_seed_aware_search_races_instead_of_asha():
     assert SearchSettings().scheduler == "asha"
     with pytest.raises(ValueError, match="races whole replicates"):
         SearchSettings(seeds=[0, 1], scheduler="asha")
+
+
+def test_a_proposal_of_a_running_trial_is_not_trained_twice(tmp_path: Path):
+    """Several trials at a time: a sampler proposing what a running trial trains is told
+    FAIL with ``repeat_of`` and asked again, so two slots never train one configuration."""
+    from tacfn.search._searcher import PrunableOptunaSearch
+
+    spec = SearchSpec.model_validate({"name": "dup", "base": BASE, "space": {"train.lr": {"choice": [0.001, 0.002]}}, "search": {"trials": 2}})
+    searcher = PrunableOptunaSearch(
+        space=SearchSpace(compile_space(spec)), metric="val_score", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
+        points_to_evaluate=[{"train.lr": 0.001}, {"train.lr": 0.001}],  # the second proposal repeats the first
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'dup.db'}"), study_name="dup", budget=2,
+        store=ExperimentStore.create(tmp_path / "exp", "search", "dup", {"name": "dup", "search": {}}),
+    )
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert isinstance(first, dict) and isinstance(second, dict) and first != second
+    study = optuna.load_study(study_name="dup", storage=f"sqlite:///{tmp_path / 'dup.db'}")
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert repeats and all(t.state.name == "FAIL" and t.params == first for t in repeats)

@@ -30,7 +30,9 @@ class PrunableOptunaSearch(OptunaSearch):
     On a discrete space a sampler (TPE above all) proposes the best configurations again and
     again; training is seeded, so a repeat would only reproduce a known result. A proposal
     equal to a finished trial's is told that trial's outcome at once (Optuna's recipe for
-    duplicated samples, marked with the user attribute ``repeat_of``) and Optuna is asked again. After
+    duplicated samples, marked with the user attribute ``repeat_of``) and Optuna is asked again;
+    one equal to a running trial's is told FAIL (its outcome is not known yet), which samplers
+    skip, and Optuna is asked again. After
     ``MAX_REPEATS`` repeats in a row the sampler has converged: the search creates no more
     trials (the study's user attribute ``converged`` turns true) and ends when the running
     ones do.
@@ -55,7 +57,7 @@ class PrunableOptunaSearch(OptunaSearch):
             return self.FINISHED
         for _ in range(self.MAX_REPEATS):
             config = super().suggest(trial_id)
-            earlier = self._finished_with(self._ot_trials[trial_id]) if isinstance(config, dict) else None
+            earlier = self._same_as(self._ot_trials[trial_id]) if isinstance(config, dict) else None
             if earlier is None:
                 if isinstance(config, dict):
                     self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
@@ -64,6 +66,8 @@ class PrunableOptunaSearch(OptunaSearch):
             repeat.set_user_attr("repeat_of", earlier.number)
             if earlier.state == optuna.trial.TrialState.COMPLETE:
                 self._ot_study.tell(repeat, earlier.values if len(earlier.values) > 1 else earlier.value)
+            elif earlier.state == optuna.trial.TrialState.RUNNING:  # its outcome is not known yet
+                self._ot_study.tell(repeat, state=optuna.trial.TrialState.FAIL)
             else:
                 self._ot_study.tell(repeat, state=earlier.state)
         self._ot_study.set_user_attr(CONVERGED, True)
@@ -78,14 +82,16 @@ class PrunableOptunaSearch(OptunaSearch):
         """
         return len(set(self._ot_trials) | set(self.store.trials().column("trial_id").to_pylist()))
 
-    def _finished_with(self, proposal: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-        """The first trial that completed or was pruned with exactly ``proposal``'s parameters.
+    def _same_as(self, proposal: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The first trial that completed, was pruned or is running with exactly ``proposal``'s parameters.
 
         Failed trials do not count: a crash (a lost node, say) says nothing of the config.
+        A running one does: with several trials at a time, TPE proposes the configuration a
+        running trial trains (seen: 9 trials covered 7 of an 8-point grid at concurrency 2).
         """
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        for trial in self._ot_study.get_trials(deepcopy=False, states=finished):
-            if trial.params == proposal.params and "repeat_of" not in trial.user_attrs:
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        for trial in self._ot_study.get_trials(deepcopy=False, states=states):
+            if trial.number != proposal.number and trial.params == proposal.params and "repeat_of" not in trial.user_attrs:
                 return trial
         return None
 

@@ -72,11 +72,13 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
             return config
         return None if any(not c.ended for c in self._configurations.values()) else self.FINISHED
 
-    def _drop_proposal(self, trial_id: str, racing: _Configuration) -> None:
-        """A proposal of a configuration still racing: its outcome is not known yet, so the
-        proposal is told FAIL (which samplers skip), marked ``repeat_of``, and not trained."""
+    def _drop_proposal(self, trial_id: str, earlier: _Configuration) -> None:
+        """A proposal of a configuration this search already has, which PrunableOptunaSearch
+        let through (one that failed, whose replicates the store holds, or other parameters
+        that make the same run config): told FAIL (which samplers skip), marked
+        ``repeat_of``, and not trained."""
         proposal = self._ot_trials.pop(trial_id)
-        proposal.set_user_attr("repeat_of", racing.trial.number)
+        proposal.set_user_attr("repeat_of", earlier.trial.number)
         self._ot_study.tell(proposal, state=optuna.trial.TrialState.FAIL)
 
     def _started(self) -> int:
