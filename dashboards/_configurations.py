@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from tacfn.replicates import DIVERGED_SCORE, Aggregate, aggregate, interval95, spread
+from tacfn.replicates import DIVERGED_SCORE, Aggregate, aggregate, ended_as, interval95, spread
 
 from ._loading import Experiment
 from ._params import space_axes
@@ -146,12 +146,10 @@ def _summary(scores: list[float], statuses: list[str], tests: list[float], plann
 
 def config_status(statuses: list[str], planned: int) -> str:
     """A configuration's status from its replicates' (see the module docstring)."""
-    for status in ("failed", "running"):
-        if status in statuses:
-            return status
-    if len(statuses) >= planned and set(statuses) <= {"completed", "diverged"}:
-        return "completed" if "completed" in statuses else "failed"  # as the search judges it (tacfn.search._racing)
-    return f"pruned after {len(statuses)}"
+    if "running" in statuses and "failed" not in statuses:
+        return "running"
+    ended = ended_as(statuses, planned)  # as the search judges it
+    return ended if ended in ("completed", "failed") else f"pruned after {len(statuses)}"
 
 
 def _finite(value: float) -> float | None:

@@ -8,7 +8,8 @@ the pick, the dashboards), so each computes the same number:
 - :func:`aggregate`: a configuration's value, the mean of its replicates' scores or a lower
   confidence bound (``lcb``, one-sided 95%: mean - t(0.95, n-1) * std / sqrt(n));
 - :func:`interval95`: the two-sided 95% t interval of the mean, for the chosen configuration's test scores;
-- :func:`clearly_worse`: the racing test, one-sided and paired on the replicates both have.
+- :func:`clearly_worse`: the racing test, one-sided and paired on the replicates both have;
+- :func:`ended_as`: how a configuration has ended, from its replicates' statuses.
 
 A replicate that diverged counts as the configuration's failure on that seed: its score in the
 aggregate is :data:`DIVERGED_SCORE` (0, the worst a validation score can be), so a configuration
@@ -89,6 +90,22 @@ def racing_p_value(candidate: Sequence[float], incumbent: Sequence[float], test:
     if test == "wilcoxon":
         return float(stats.wilcoxon(diffs, alternative="less", zero_method="zsplit").pvalue)
     return float(stats.ttest_1samp(diffs, 0.0, alternative="less").pvalue)
+
+
+def ended_as(statuses: Sequence[str], planned: int) -> Literal["completed", "failed", "pruned"] | None:
+    """How a configuration whose ``planned`` replicates ended with ``statuses`` (so far) has ended;
+    None while it may go on (racing may still stop it).
+
+    A failed replicate (its process died for good) fails it: that says nothing of the
+    configuration, and a rerun would not be the same replicate. One that ASHA stopped prunes
+    it. With every replicate in, it is completed, a diverged one counting as a failure on its
+    seed, unless every one diverged (failed).
+    """
+    if "failed" in statuses:
+        return "failed"
+    if len(statuses) >= planned and set(statuses) <= {"completed", "diverged"}:
+        return "completed" if "completed" in statuses else "failed"
+    return "pruned" if "pruned" in statuses else None
 
 
 def clearly_worse(candidate: Sequence[float], incumbent: Sequence[float], *, level: float, test: RacingTest = "t") -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..replicates import DIVERGED_SCORE, Aggregate, aggregate, clearly_worse, replicate_plan
+from ..replicates import DIVERGED_SCORE, Aggregate, aggregate, clearly_worse, ended_as, replicate_plan
 from ._space_schema import SearchSettings
 
 Verdict = Literal["completed", "failed", "pruned", "raced_out"]
@@ -73,12 +73,7 @@ class Race:
 
     def is_complete(self, conf: Configuration) -> bool:
         """Every planned replicate ran all its epochs, or diverged (a failure on that seed), and not all diverged."""
-        statuses = conf.statuses()
-        return (
-            len(conf.replicates) == len(self.plan)
-            and all(s in ("completed", "diverged") for s in statuses)
-            and "completed" in statuses
-        )
+        return ended_as(conf.statuses(), len(self.plan)) == "completed"
 
     def incumbent(self, confs: Mapping[str, Configuration], besides: str | None = None) -> Configuration | None:
         """The complete configuration with the best aggregate (the first seen on a tie), other than ``besides``."""
@@ -93,21 +88,14 @@ class Race:
     def verdict(self, confs: Mapping[str, Configuration], config_hash: str) -> Verdict | None:
         """How the configuration ends, from the replicates it has; None while it should go on.
 
-        A failed replicate (its process died for good) fails the configuration: it says
-        nothing of the configuration, and a rerun would not be the same replicate. One that
-        ASHA stopped prunes it. One that diverged counts DIVERGED_SCORE and the race goes on.
-        With every replicate in, it is completed (failed if every one diverged). Otherwise
-        it is ``raced_out`` if the racing test finds it worse than the incumbent on the
-        replicates both have.
+        :func:`tacfn.replicates.ended_as` decides from its replicates' statuses; while that
+        leaves it open, it is ``raced_out`` if the racing test finds it worse than the
+        incumbent on the replicates both have. A diverged replicate races as DIVERGED_SCORE.
         """
         conf = confs[config_hash]
-        statuses = conf.statuses()
-        if "failed" in statuses:
-            return "failed"
-        if len(conf.replicates) == len(self.plan):
-            return "completed" if self.is_complete(conf) else "failed" if "pruned" not in statuses else "pruned"
-        if "pruned" in statuses:
-            return "pruned"
+        ended = ended_as(conf.statuses(), len(self.plan))
+        if ended is not None:
+            return ended
         incumbent = self.incumbent(confs, besides=config_hash)
         if incumbent is None or self.racing.test == "none":
             return None

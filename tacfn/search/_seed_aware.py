@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from ._racing import Race, Verdict
+from ._racing import Configuration, Race, Verdict
 from ._recording import configuration_hash
 from ._searcher import PrunableOptunaSearch
 from ._study import TUNE_TRIAL_ID
@@ -57,7 +57,8 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
         self._ended: dict[str, dict[str, Any]] = {}  # Tune trial id -> its replicate's row, as the store records it
 
     def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # see PrunableOptunaSearch
-        config = self._next_replicate(trial_id, side_by_side=False)
+        confs = self.race.configurations(self._rows())  # what asking Optuna below changes nothing of
+        config = self._next_replicate(trial_id, confs, side_by_side=False)
         if config is not None:
             return config
         proposed = super().suggest(trial_id)  # FINISHED once `budget` configurations started, or the sampler converged
@@ -67,7 +68,7 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
                 self._configurations[key] = _Configuration(dict(proposed), self._ot_trials[trial_id])
                 return self._start(trial_id, key, 0)
             self._drop_proposal(trial_id, self._configurations[key])
-        config = self._next_replicate(trial_id, side_by_side=True)
+        config = self._next_replicate(trial_id, confs, side_by_side=True)
         if config is not None:
             return config
         return None if any(not c.ended for c in self._configurations.values()) else self.FINISHED
@@ -92,10 +93,10 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
         recorded = {row["trial_id"] for row in rows}
         return rows + [row for trial_id, row in self._ended.items() if trial_id not in recorded]
 
-    def _next_replicate(self, trial_id: str, side_by_side: bool) -> dict[str, Any] | None:
-        """The next replicate of the first configuration still racing, if it may start now:
-        when its started replicates have all ended, or (``side_by_side``) at once."""
-        confs = self.race.configurations(self._rows())
+    def _next_replicate(self, trial_id: str, confs: dict[str, Configuration], side_by_side: bool) -> dict[str, Any] | None:
+        """The next replicate of the first configuration still racing (``confs``: the
+        replicates that ended), if it may start now: when its started replicates have all
+        ended, or (``side_by_side``) at once."""
         for key, conf in self._configurations.items():
             if conf.ended or self._settle(key, confs):
                 continue
@@ -112,7 +113,7 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
         seed, fold = self.race.plan[replicate]
         return {**conf.params, "train.seed": seed, "data.fold": fold}
 
-    def _settle(self, key: str, confs: dict[str, Any]) -> bool:
+    def _settle(self, key: str, confs: dict[str, Configuration]) -> bool:
         """Report the configuration's aggregate so far to Optuna and, if the replicates in
         decide it, tell Optuna how it ended. Whether it has ended."""
         conf = self._configurations[key]
@@ -120,10 +121,6 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
             return False
         verdict = self.race.verdict(confs, key)
         value = self.race.value(confs[key])
-        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if conf.trial.number not in {trial.number for trial in running}:  # told by a driver that died after Tune's snapshot
-            conf.ended = True
-            return True
         steps = len(confs[key].replicates)
         if not math.isnan(value) and steps > conf.reported:
             conf.trial.report(value, step=steps)
@@ -139,10 +136,13 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Restore Tune's snapshot (see PrunableOptunaSearch.restore); a study rebuilt from the
-        store holds each configuration's trial under its first replicate's Tune trial id."""
+        store holds each configuration's trial under its first replicate's Tune trial id, and one
+        the study already holds as ended was told by the driver that died, after the snapshot."""
         super().restore(checkpoint_path)
+        running = {t.number for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         for conf in self._configurations.values():
             conf.trial = self._ot_trials.get(conf.started[0], conf.trial)
+            conf.ended = conf.ended or conf.trial.number not in running  # told by a driver that died after the snapshot
 
     def _adopt(self, orphan: optuna.trial.FrozenTrial) -> bool:
         """Take up a configuration that started after Tune's snapshot and has replicates in the
