@@ -240,3 +240,35 @@ def test_a_proposal_of_a_running_trial_is_not_trained_twice(tmp_path: Path):
     study = optuna.load_study(study_name="dup", storage=f"sqlite:///{tmp_path / 'dup.db'}")
     repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
     assert repeats and all(t.state.name == "FAIL" and t.params == first for t in repeats)
+
+
+def test_when_every_proposal_repeats_a_running_trial_the_search_waits_instead_of_ending(tmp_path: Path):
+    """Both points of a two-point space running, budget left: the searcher starts nothing and
+    asks Optuna nothing more until a trial ends (it may fail, and its configuration may be
+    proposed again); only repeats of ended trials mean the sampler has converged.
+
+    Seen in CI: a 4-trial search on {lr 1e-3, lr 1e30} at concurrency 2 ended after 2 trials,
+    for the two running trials' repeats were taken for convergence."""
+    from tacfn.search._searcher import CONVERGED, PrunableOptunaSearch
+
+    spec = SearchSpec.model_validate({"name": "wait", "base": BASE, "space": {"train.lr": {"choice": [0.001, 0.002]}}, "search": {"trials": 4}})
+    storage = f"sqlite:///{tmp_path / 'wait.db'}"
+    searcher = PrunableOptunaSearch(
+        space=SearchSpace(compile_space(spec)), metric="val_score", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
+        storage=optuna.storages.RDBStorage(storage), study_name="wait", budget=4,
+        store=ExperimentStore.create(tmp_path / "exp", "search", "wait", {"name": "wait", "search": {}}),
+    )
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert isinstance(first, dict) and isinstance(second, dict) and first != second
+    assert searcher.suggest("t3") is None, "wait for a running trial, do not end the search"
+    asked = len(optuna.load_study(study_name="wait", storage=storage).trials)
+    assert searcher.suggest("t3") is None
+    assert len(optuna.load_study(study_name="wait", storage=storage).trials) == asked, "no new proposals while nothing ended"
+
+    searcher.on_trial_complete("t1", {"val_score": 0.0, "finished": False, "status": "diverged"})
+    assert searcher.suggest("t3") == first, "a failed configuration is tried again"
+    for trial_id in ("t2", "t3"):
+        searcher.on_trial_complete(trial_id, {"val_score": 0.5, "best_val_score": 0.5, "finished": True, "status": "completed"})
+    assert searcher.suggest("t4") == searcher.FINISHED, "every proposal repeats an ended trial: converged"
+    assert optuna.load_study(study_name="wait", storage=storage).user_attrs[CONVERGED] is True
+    assert searcher.suggest("t5") == searcher.FINISHED

@@ -32,10 +32,11 @@ class PrunableOptunaSearch(OptunaSearch):
     equal to a finished trial's is told that trial's outcome at once (Optuna's recipe for
     duplicated samples, marked with the user attribute ``repeat_of``) and Optuna is asked again;
     one equal to a running trial's is told FAIL (its outcome is not known yet), which samplers
-    skip, and Optuna is asked again. After
-    ``MAX_REPEATS`` repeats in a row the sampler has converged: the search creates no more
-    trials (the study's user attribute ``converged`` turns true) and ends when the running
-    ones do.
+    skip, and Optuna is asked again. After ``MAX_REPEATS`` repeats in a row the sampler has
+    converged on what it knows: if one of them repeated a running trial, the search waits
+    (starts nothing) until a trial ends, for that trial may fail and be proposed again;
+    otherwise the search creates no more trials (the study's user attribute ``converged``
+    turns true) and ends when the running ones do.
 
     It starts ``budget`` trials in all, counting those a resumed Tune lost but ``store``
     recorded (see :meth:`_started`). Each Optuna trial it starts carries its Tune trial id
@@ -51,10 +52,15 @@ class PrunableOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.budget = budget
         self.store = store
+        self._converged = False
+        self._waiting = False  # every recent proposal repeated a trial; a running one's outcome may change that
 
     def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # ray: annotated Optional[Dict], but may return FINISHED, a str
-        if self._started() >= self.budget:
+        if self._converged or self._started() >= self.budget:
             return self.FINISHED
+        if self._waiting:  # asking again before a trial ends would only repeat the same proposals
+            return None
+        repeated_a_running_trial = False
         for _ in range(self.MAX_REPEATS):
             config = super().suggest(trial_id)
             earlier = self._same_as(self._ot_trials[trial_id]) if isinstance(config, dict) else None
@@ -68,8 +74,13 @@ class PrunableOptunaSearch(OptunaSearch):
                 self._ot_study.tell(repeat, earlier.values if len(earlier.values) > 1 else earlier.value)
             elif earlier.state == optuna.trial.TrialState.RUNNING:  # its outcome is not known yet
                 self._ot_study.tell(repeat, state=optuna.trial.TrialState.FAIL)
+                repeated_a_running_trial = True
             else:
                 self._ot_study.tell(repeat, state=earlier.state)
+        if repeated_a_running_trial:
+            self._waiting = True
+            return None
+        self._converged = True
         self._ot_study.set_user_attr(CONVERGED, True)
         return self.FINISHED
 
@@ -109,6 +120,7 @@ class PrunableOptunaSearch(OptunaSearch):
         snapshot's trials live in: they are found again in it first (see :meth:`_rebind`).
         """
         super().restore(checkpoint_path)
+        self._waiting = self._converged = False  # the snapshot's running trials rerun, and may fail: ask Optuna afresh
         assert self._storage is not None  # the search always keeps its study in the Optuna file
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._ot_study.sampler)
         if REBUILT in study.user_attrs:
@@ -155,6 +167,7 @@ class PrunableOptunaSearch(OptunaSearch):
         driver died, after Tune's last snapshot: Optuna keeps that first outcome
         (``skip_if_finished``), as the store keeps the first record.
         """
+        self._waiting = False
         if error or not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         state = None
