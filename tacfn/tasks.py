@@ -26,7 +26,7 @@ from .data.prepared import PreparedDataset
 from .data.preprocessing import PreprocessConfig
 from .data.ravdess import EMOTIONS
 from .data.splits import get_fold
-from .data.synth import EFFECTS, GENERATOR_VERSION, write_synthetic_ravdess
+from .data.synth import EFFECTS, write_synthetic_ravdess
 from .errors import ConfigError
 from .model import TACFN, TACFNConfig
 
@@ -88,11 +88,10 @@ def default_cache_dir() -> Path:
 def ensure_synthetic_ravdess(synth: SyntheticSection, prep: PreprocessConfig, root: Path, *, progress: bool = False) -> Path:
     """Write and prepare the synthetic RAVDESS tree once; returns the prepared folder.
 
-    The folder is named by size, seed, the generator's version (a tree an older generator
-    wrote is not reused) and, unless all are planted, the effects."""
+    The folder is named by size, seed and, unless all are planted, the effects (so trees
+    written before effects existed are still found)."""
     effects = "" if tuple(synth.effects) == EFFECTS else f"-effects-{'-'.join(synth.effects)}"
-    name = f"seed{synth.seed}-actors{synth.actors}-clips{synth.clips_per_actor}-gen{GENERATOR_VERSION}{effects}"
-    base = root / "synthetic" / name
+    base = root / "synthetic" / f"seed{synth.seed}-actors{synth.actors}-clips{synth.clips_per_actor}{effects}"
     prepared = base / f"prepared-{prep.key()}"
     if (prepared / "manifest.json").exists():
         return prepared

