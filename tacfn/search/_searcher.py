@@ -53,12 +53,12 @@ class PrunableOptunaSearch(OptunaSearch):
         self.budget = budget
         self.store = store
         self._converged = False
-        self._waiting = False  # every recent proposal repeated a trial; a running one's outcome may change that
+        self._waiting_at: int | None = None  # trials ended when every proposal last repeated one, one of them running
 
     def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # ray: annotated Optional[Dict], but may return FINISHED, a str
         if self._converged or self._started() >= self.budget:
             return self.FINISHED
-        if self._waiting:  # asking again before a trial ends would only repeat the same proposals
+        if self._waiting_at == len(self._completed_trials):  # asking before a trial ends would repeat the same proposals
             return None
         repeated_a_running_trial = False
         for _ in range(self.MAX_REPEATS):
@@ -78,7 +78,7 @@ class PrunableOptunaSearch(OptunaSearch):
             else:
                 self._ot_study.tell(repeat, state=earlier.state)
         if repeated_a_running_trial:
-            self._waiting = True
+            self._waiting_at = len(self._completed_trials)
             return None
         self._converged = True
         self._ot_study.set_user_attr(CONVERGED, True)
@@ -120,7 +120,7 @@ class PrunableOptunaSearch(OptunaSearch):
         snapshot's trials live in: they are found again in it first (see :meth:`_rebind`).
         """
         super().restore(checkpoint_path)
-        self._waiting = self._converged = False  # the snapshot's running trials rerun, and may fail: ask Optuna afresh
+        self._waiting_at, self._converged = None, False  # the snapshot's running trials rerun, and may fail: ask Optuna afresh
         assert self._storage is not None  # the search always keeps its study in the Optuna file
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._ot_study.sampler)
         if REBUILT in study.user_attrs:
@@ -167,7 +167,6 @@ class PrunableOptunaSearch(OptunaSearch):
         driver died, after Tune's last snapshot: Optuna keeps that first outcome
         (``skip_if_finished``), as the store keeps the first record.
         """
-        self._waiting = False
         if error or not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         state = None

@@ -164,7 +164,6 @@ class SeedAwareOptunaSearch(PrunableOptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Record how the replicate ended and settle its configuration."""
-        self._waiting = False  # see PrunableOptunaSearch.suggest
         if trial_id in self._completed_trials or trial_id not in self._replicate_of:
             return
         self._completed_trials.add(trial_id)
