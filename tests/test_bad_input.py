@@ -445,6 +445,14 @@ def _cases() -> dict[str, Callable[[Env], Case]]:
             ["search", space(e, {"train.lr": {"float": [1.0e-4, 1.0e-2]}, "data.fold": {"choice": [0, 1]}},
                              search={"trials": 2, "scheduler": "none", "folds": [0, 1]}), "--out", out(e)],
             ("space.data.fold", "search.folds already trains every configuration on [0, 1]"), work(e)),
+        "space: fold sampled in a search over seeds": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1.0e-4, 1.0e-2]}, "data.fold": {"choice": [0, 1]}},
+                             search={"trials": 2, "scheduler": "none", "seeds": [0, 1]}), "--out", out(e)],
+            ("space.data.fold", "a seed-aware search trains every replicate on the base's data.fold", "search.folds"), work(e)),
+        "space: seed sampled in a search over folds": lambda e: Case(
+            ["search", space(e, {"train.lr": {"float": [1.0e-4, 1.0e-2]}, "train.seed": {"int": [0, 9]}},
+                             search={"trials": 2, "scheduler": "none", "folds": [0, 1]}), "--out", out(e)],
+            ("space.train.seed", "a seed-aware search trains every replicate on the base's train.seed", "search.seeds"), work(e)),
         "space: a lower bound over one replicate": lambda e: Case(
             ["search", space(e, search={"trials": 2, "scheduler": "none", "seeds": [3], "aggregate": "lcb"}), "--out", out(e)],
             ("space.yaml", "`aggregate: lcb` needs two or more replicates", "got 1"), work(e)),

@@ -65,17 +65,24 @@ def check_space(spec: SearchSpec) -> None:
 
 
 def _check_replicates(spec: SearchSpec) -> None:
-    """``search.seeds`` and ``search.folds`` replace a sampled seed or fold, and each must be valid for the base."""
+    """A seed-aware search (``search.seeds`` or ``search.folds``) sets every replicate's seed and
+    fold, the one left out to the base's: neither may be sampled too. Each value listed must be
+    valid for the base."""
+    if spec.search.seeds is None and spec.search.folds is None:
+        return
     for setting, key in (("seeds", "train.seed"), ("folds", "data.fold")):
         values = getattr(spec.search, setting)
-        if values is None:
-            continue
-        if key in spec.space:
+        if key in spec.space and values is not None:
             raise ConfigError(
                 f"space.{key}: search.{setting} already trains every configuration on {values}; "
                 f"remove {key} from space, or search.{setting}"
             )
-        for value in values:
+        if key in spec.space:
+            raise ConfigError(
+                f"space.{key}: a seed-aware search trains every replicate on the base's {key} unless "
+                f"search.{setting} lists them; remove {key} from space, and list its values in search.{setting}"
+            )
+        for value in values or []:
             problem = _run_config_error(apply_overrides(spec.base, {key: value}))
             if problem is not None:
                 raise ConfigError(f"search.{setting}: {value} is not a valid {key} for this base: {problem}")
